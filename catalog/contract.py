@@ -1,0 +1,300 @@
+"""The product contract: one YAML document per data product, validated by these pydantic models.
+
+The models check everything that can be checked without a store (names, types, references between
+fields, SQL syntax of row filters). Checks against the live source (do the declared columns exist?)
+live in :mod:`catalog.validate`.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from typing import Annotated, Any, Literal
+
+import sqlglot
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from sqlglot import exp
+from sqlglot.errors import ParseError
+
+__all__ = [
+    "COLUMN_TYPES",
+    "Column",
+    "ColumnType",
+    "Dimension",
+    "Lineage",
+    "MaskMethod",
+    "MaskingRule",
+    "Metric",
+    "Owner",
+    "PIIKind",
+    "Policy",
+    "ProductContract",
+    "QualityCheck",
+    "Retrieval",
+    "RowFilter",
+    "SLA",
+    "Source",
+    "parse_duration",
+]
+
+ColumnType = Literal["string", "integer", "float", "decimal", "boolean", "date", "timestamp", "time", "json", "bytes"]
+COLUMN_TYPES: tuple[str, ...] = ColumnType.__args__  # type: ignore[attr-defined]
+
+PIIKind = Literal[
+    "email",
+    "name",
+    "phone",
+    "address",
+    "postal_code",
+    "national_id",
+    "birth_date",
+    "ip_address",
+    "financial",
+    "health",
+    "free_text",
+    "other",
+]
+MaskMethod = Literal["hash", "redact", "partial", "null"]
+
+PRODUCT_NAME = r"^[a-z][a-z0-9_]*\.[a-z][a-z0-9_]*$"
+IDENTIFIER = r"^[A-Za-z_][A-Za-z0-9_]*$"
+SEMVER = r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)$"
+SUBJECT = r"^(\*|role:[A-Za-z0-9_.\-]+|principal:[A-Za-z0-9_.@\-]+)$"
+_DURATION = re.compile(r"^\s*(\d+)\s*(s|m|h|d|w)\s*$")
+_DURATION_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+Identifier = Annotated[str, Field(pattern=IDENTIFIER, max_length=128)]
+Subject = Annotated[str, Field(pattern=SUBJECT, description="'*', 'role:<name>' or 'principal:<name>'")]
+
+
+def parse_duration(text: str) -> timedelta:
+    """Parse ``30s``, ``15m``, ``24h``, ``1d``, ``2w``.
+
+    Raises:
+        ValueError: the text is not a number followed by one of s, m, h, d, w.
+    """
+    match = _DURATION.match(text)
+    if not match:
+        raise ValueError(f"invalid duration {text!r}; use a number and a unit: 30s, 15m, 24h, 1d, 2w")
+    return timedelta(**{_DURATION_UNITS[match.group(2)]: int(match.group(1))})
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Owner(_Model):
+    team: str = Field(min_length=1)
+    email: str | None = Field(default=None, pattern=r"^[^@\s]+@[^@\s]+$")
+
+
+class Source(_Model):
+    """Where the product's rows live: a table (optionally in a schema) or a query, on a named connection."""
+
+    connection: Identifier
+    table: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$")
+    query: str | None = None
+
+    @model_validator(mode="after")
+    def _table_or_query(self) -> Source:
+        if (self.table is None) == (self.query is None):
+            raise ValueError("set exactly one of 'table' or 'query'")
+        if self.query is not None:
+            try:
+                parsed = sqlglot.parse(self.query)
+            except ParseError as exc:
+                raise ValueError(f"source.query is not valid SQL: {exc}") from exc
+            if len(parsed) != 1 or not isinstance(parsed[0], exp.Query):
+                raise ValueError("source.query must be exactly one SELECT statement")
+        return self
+
+
+class Column(_Model):
+    name: Identifier
+    type: ColumnType
+    description: str = Field(min_length=1)
+    unit: str | None = None
+    pii: PIIKind | None = None
+    nullable: bool = True
+
+
+class Metric(_Model):
+    name: Identifier
+    expr: str = Field(min_length=1, description="aggregate SQL expression over the product's columns")
+    description: str = Field(min_length=1)
+    unit: str | None = None
+
+
+class Dimension(_Model):
+    name: Identifier
+    column: Identifier
+    time_grains: list[Literal["hour", "day", "week", "month", "quarter", "year"]] = Field(default_factory=list)
+    description: str | None = None
+
+
+class QualityCheck(_Model):
+    check: Literal["not_null", "unique", "accepted_values", "range", "freshness", "row_count"]
+    column: Identifier | None = None
+    columns: list[Identifier] | None = None
+    values: list[Any] | None = None
+    min: float | None = None
+    max: float | None = None
+    max_age: str | None = None
+
+    @field_validator("max_age")
+    @classmethod
+    def _duration(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_duration(value)
+        return value
+
+
+class RowFilter(_Model):
+    """Rows matching ``where`` are the only rows visible to subjects matching ``when`` (ANDed together)."""
+
+    when: Subject
+    where: str = Field(min_length=1, description="SQL boolean expression over the product's columns")
+
+    @field_validator("where")
+    @classmethod
+    def _parses(cls, value: str) -> str:
+        try:
+            parsed = sqlglot.parse_one(value, into=exp.Condition)
+        except ParseError as exc:
+            detail = exc.errors[0]["description"] if exc.errors else str(exc)
+            raise ValueError(f"row filter is not a valid SQL condition: {detail}") from exc
+        if parsed.find(exp.Query, exp.Subquery):
+            raise ValueError("row filters may not contain subqueries")
+        return value
+
+
+class MaskingRule(_Model):
+    columns: list[Identifier] = Field(min_length=1)
+    method: MaskMethod = "hash"
+    unless: Subject | list[Subject] | None = Field(default=None, description="subjects who see the raw value")
+
+    @property
+    def exempt(self) -> list[str]:
+        if self.unless is None:
+            return []
+        return [self.unless] if isinstance(self.unless, str) else list(self.unless)
+
+
+class Policy(_Model):
+    access: list[Subject] = Field(default_factory=list, description="who may read the product at all")
+    row_filters: list[RowFilter] = Field(default_factory=list)
+    masking: list[MaskingRule] = Field(default_factory=list)
+
+
+class Chunking(_Model):
+    size: int = Field(default=512, ge=32, le=8192)
+    overlap: int = Field(default=64, ge=0)
+
+
+class Retrieval(_Model):
+    text_fields: list[Identifier] = Field(min_length=1)
+    chunk: Chunking = Field(default_factory=Chunking)
+
+
+class Lineage(_Model):
+    upstream: list[str] = Field(default_factory=list)
+    downstream: list[str] = Field(default_factory=list)
+
+
+class SLA(_Model):
+    freshness: str | None = None
+    on_stale: Literal["warn", "refuse"] = "warn"
+
+    @field_validator("freshness")
+    @classmethod
+    def _duration(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_duration(value)
+        return value
+
+
+class ProductContract(_Model):
+    """One governed data product."""
+
+    name: str = Field(pattern=PRODUCT_NAME, description="<domain>.<product>, lower case")
+    version: str = Field(pattern=SEMVER, description="semantic version MAJOR.MINOR.PATCH")
+    title: str = Field(min_length=1)
+    description: str = Field(min_length=1)
+    owner: Owner
+    tags: list[str] = Field(default_factory=list)
+    source: Source
+    primary_key: list[Identifier] = Field(default_factory=list)
+    columns: list[Column] = Field(min_length=1)
+    metrics: list[Metric] = Field(default_factory=list)
+    dimensions: list[Dimension] = Field(default_factory=list)
+    quality: list[QualityCheck] = Field(default_factory=list)
+    policy: Policy = Field(default_factory=Policy)
+    retrieval: Retrieval | None = None
+    lineage: Lineage = Field(default_factory=Lineage)
+    sla: SLA = Field(default_factory=SLA)
+    deprecated: bool = False
+    deprecation_note: str | None = None
+
+    @property
+    def domain(self) -> str:
+        return self.name.split(".", 1)[0]
+
+    @property
+    def column_names(self) -> list[str]:
+        return [c.name for c in self.columns]
+
+    def column(self, name: str) -> Column | None:
+        return next((c for c in self.columns if c.name == name), None)
+
+    @model_validator(mode="after")
+    def _references(self, info: ValidationInfo) -> ProductContract:
+        if info.context and info.context.get("defer_references"):
+            return self
+        problems = self.reference_problems()
+        if problems:
+            raise ValueError("; ".join(f"{path}: {message}" for path, message in problems))
+        return self
+
+    def reference_problems(self) -> list[tuple[str, str]]:
+        """Cross-field problems as ``(field path, message)``: references to undeclared columns and the like.
+
+        Validation runs these unless the context says ``defer_references`` (the loader does, to report
+        each problem at its own path and line).
+        """
+        names = self.column_names
+        known = set(names)
+        problems: list[tuple[str, str]] = []
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            problems.append(("columns", f"duplicate column names {dupes}"))
+
+        def check(path: str, refs: list[str]) -> None:
+            for ref in refs:
+                if ref not in known:
+                    problems.append((path, f"unknown column {ref!r}; declared columns are {names}"))
+
+        check("primary_key", self.primary_key)
+        for i, rule in enumerate(self.policy.masking):
+            check(f"policy.masking[{i}].columns", rule.columns)
+        for i, dim in enumerate(self.dimensions):
+            check(f"dimensions[{i}].column", [dim.column])
+        for i, qc in enumerate(self.quality):
+            check(f"quality[{i}]", [c for c in [qc.column, *(qc.columns or [])] if c])
+        if self.retrieval:
+            check("retrieval.text_fields", self.retrieval.text_fields)
+        for i, rf in enumerate(self.policy.row_filters):
+            refs = [c.name for c in sqlglot.parse_one(rf.where).find_all(exp.Column)]
+            check(f"policy.row_filters[{i}].where", refs)
+        for i, metric in enumerate(self.metrics):
+            try:
+                parsed = sqlglot.parse_one(metric.expr)
+            except ParseError as exc:
+                problems.append((f"metrics[{i}].expr", f"not a valid SQL expression: {exc}"))
+                continue
+            check(f"metrics[{i}].expr", [c.name for c in parsed.find_all(exp.Column)])
+            if not parsed.find(exp.AggFunc):
+                problems.append((f"metrics[{i}].expr", "must aggregate, e.g. sum(amount) or count(*)"))
+        metric_names = [m.name for m in self.metrics]
+        if len(set(metric_names)) != len(metric_names):
+            problems.append(("metrics", "duplicate metric names"))
+        return problems

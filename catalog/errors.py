@@ -1,0 +1,138 @@
+"""The one error hierarchy of dataproducts.
+
+Every error carries a stable ``code`` (used in audit rows, HTTP/MCP error payloads and tests) and a
+message that says what was wrong and what would be valid::
+
+    DataProductsError                 code
+    ├── NotFoundError                 not_found          unknown product, version, column, connection
+    ├── InvalidRequestError           invalid_request    a query, filter, cursor or SQL text that cannot run
+    │   └── SQLRefusedError           sql_refused        run_sql text refused by the SQL guard
+    ├── AccessDeniedError             access_denied      policy says no (carries ``product`` and ``reason``)
+    ├── ContractError                 invalid_contract   a product contract fails validation (carries ``problems``)
+    ├── RegistrationError             registration_refused   register refused (e.g. breaking change, same version)
+    ├── ConfigError                   config_error       dataproducts.yaml / environment is wrong
+    ├── AuditError                    audit_failed       the audit row could not be written (fail closed)
+    └── ConnectorError                connector_error    a store failed; the driver exception is kept as ``.orig``
+        ├── ConnectorUnavailableError store_unavailable  cannot connect / open the store
+        ├── QueryTimeoutError         timeout            the statement exceeded its time budget
+        └── QueryExecutionError       execution_failed   the store rejected or failed the statement
+
+Raise these, never bare ``Exception``; map driver exceptions in one place per connector with
+``raise QueryExecutionError(...) from exc``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = [
+    "AccessDeniedError",
+    "AuditError",
+    "ConfigError",
+    "ConnectorError",
+    "ConnectorUnavailableError",
+    "ContractError",
+    "ContractProblem",
+    "DataProductsError",
+    "InvalidRequestError",
+    "NotFoundError",
+    "QueryExecutionError",
+    "QueryTimeoutError",
+    "RegistrationError",
+    "SQLRefusedError",
+]
+
+
+class DataProductsError(Exception):
+    """Base of every error raised by dataproducts."""
+
+    code: str = "error"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def to_dict(self) -> dict[str, object]:
+        """The shared JSON error shape: ``{"error": {"code": ..., "message": ...}}``."""
+        return {"error": {"code": self.code, "message": self.message}}
+
+
+class NotFoundError(DataProductsError):
+    code = "not_found"
+
+
+class InvalidRequestError(DataProductsError):
+    code = "invalid_request"
+
+
+class SQLRefusedError(InvalidRequestError):
+    code = "sql_refused"
+
+
+class AccessDeniedError(DataProductsError):
+    code = "access_denied"
+
+    def __init__(self, message: str, *, product: str | None = None, reason: str | None = None) -> None:
+        super().__init__(message)
+        self.product = product
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class ContractProblem:
+    """One validation problem: where (file, line, field path) and what would be valid."""
+
+    message: str
+    path: str = ""  # field path, e.g. "columns[2].type"
+    file: str | None = None
+    line: int | None = None
+    hint: str | None = None  # what would be valid
+
+    def __str__(self) -> str:
+        where = ":".join(str(p) for p in (self.file, self.line) if p is not None)
+        parts = [f"{where}: " if where else "", f"{self.path}: " if self.path else "", self.message]
+        if self.hint:
+            parts.append(f" ({self.hint})")
+        return "".join(parts)
+
+
+class ContractError(DataProductsError):
+    code = "invalid_contract"
+
+    def __init__(self, message: str, problems: list[ContractProblem] | None = None) -> None:
+        self.problems: list[ContractProblem] = list(problems or [])
+        if self.problems:
+            message = message + "\n" + "\n".join(f"  - {p}" for p in self.problems)
+        super().__init__(message)
+
+
+class RegistrationError(DataProductsError):
+    code = "registration_refused"
+
+
+class ConfigError(DataProductsError):
+    code = "config_error"
+
+
+class AuditError(DataProductsError):
+    code = "audit_failed"
+
+
+class ConnectorError(DataProductsError):
+    code = "connector_error"
+
+    def __init__(self, message: str, *, orig: BaseException | None = None) -> None:
+        super().__init__(message)
+        self.orig = orig
+
+
+class ConnectorUnavailableError(ConnectorError):
+    code = "store_unavailable"
+
+
+class QueryTimeoutError(ConnectorError):
+    code = "timeout"
+
+
+class QueryExecutionError(ConnectorError):
+    code = "execution_failed"
