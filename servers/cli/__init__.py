@@ -1,0 +1,46 @@
+"""The ``dataproducts`` command line."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from catalog.errors import DataProductsError
+from servers.cli import catalog_cmds, serve_cmds
+from servers.cli._common import CLIState, print_error
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="dataproducts",
+    help="Governed data products for AI agents: catalog, MCP server, audit.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+
+
+@app.callback()
+def _root(
+    ctx: typer.Context,
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", "-c", help="dataproducts.yaml (default: $DATAPRODUCTS_CONFIG or ./dataproducts.yaml)"),
+    ] = None,
+) -> None:
+    ctx.obj = CLIState(config_path=config)
+
+
+catalog_cmds.register_commands(app)
+serve_cmds.register_commands(app)
+
+
+def main() -> None:
+    """Console-script entry point: user errors print one actionable line and exit 1."""
+    try:
+        app(standalone_mode=True)
+    except DataProductsError as exc:
+        print_error(exc)
+        sys.exit(1)

@@ -1,0 +1,199 @@
+"""Catalog commands: validate, register, list, show, diff, history, deprecate, init."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from catalog.contract import ProductContract
+from catalog.draft import draft_contract
+from catalog.errors import ConfigError, ContractError, ContractProblem, DataProductsError
+from catalog.loader import dump_contract, load_contract_file
+from catalog.validate import validate_against_source
+from connectors import connector_for
+from servers.cli._common import console, err_console, fail, run_async, state
+
+__all__ = ["register_commands"]
+
+Files = Annotated[list[Path], typer.Argument(help="contract YAML files", exists=True, dir_okay=False)]
+
+
+def register_commands(app: typer.Typer) -> None:
+    for command in (validate, register, list_products, show, diff, history, deprecate, init):
+        name = "list" if command is list_products else command.__name__
+        app.command(name)(command)
+
+
+def _load_all(files: list[Path]) -> tuple[list[tuple[Path, ProductContract]], list[ContractProblem]]:
+    loaded: list[tuple[Path, ProductContract]] = []
+    problems: list[ContractProblem] = []
+    for path in files:
+        try:
+            loaded.extend((path, c) for c in load_contract_file(path))
+        except ContractError as exc:
+            problems.extend(exc.problems or [ContractProblem(message=exc.message, file=str(path))])
+    return loaded, problems
+
+
+async def _live_problems(ctx: typer.Context, loaded: list[tuple[Path, ProductContract]]) -> list[ContractProblem]:
+    settings = state(ctx).settings
+    problems: list[ContractProblem] = []
+    for path, contract in loaded:
+        try:
+            config = settings.connection(contract.source.connection)
+        except ConfigError as exc:
+            problems.append(ContractProblem(message=exc.message, path="source.connection", file=str(path)))
+            continue
+        async with connector_for(config) as connector:
+            for problem in await validate_against_source(contract, connector):
+                problems.append(
+                    ContractProblem(
+                        message=problem.message,
+                        path=problem.path,
+                        file=problem.file or str(path),
+                        line=problem.line,
+                        hint=problem.hint,
+                    )
+                )
+    return problems
+
+
+def _report(problems: list[ContractProblem]) -> None:
+    for problem in problems:
+        err_console.print(str(problem), markup=False, highlight=False)
+    err_console.print(f"[bold red]{len(problems)} problem(s)[/]")
+
+
+def validate(
+    ctx: typer.Context,
+    files: Files,
+    live: Annotated[bool, typer.Option(help="also check the contract against its live source")] = True,
+) -> None:
+    """Check contracts; report every problem with file, line, field and what would be valid."""
+    loaded, problems = _load_all(files)
+    if live and loaded:
+        problems += run_async(_live_problems, ctx, loaded)
+    if problems:
+        _report(problems)
+        raise typer.Exit(1)
+    for path, contract in loaded:
+        console.print(f"[green]ok[/] {path}: {contract.name} {contract.version}")
+
+
+def register(
+    ctx: typer.Context,
+    files: Files,
+    live: Annotated[bool, typer.Option(help="validate against the live source first")] = True,
+) -> None:
+    """Register contracts (a new version only when the content changed; breaking changes need a major bump)."""
+    loaded, problems = _load_all(files)
+    if live and loaded:
+        problems += run_async(_live_problems, ctx, loaded)
+    if problems:
+        _report(problems)
+        err_console.print("nothing was registered")
+        raise typer.Exit(1)
+    registry = state(ctx).registry()
+    try:
+        for path, contract in loaded:
+            try:
+                result = registry.register(contract, actor=state(ctx).actor())
+            except DataProductsError as exc:
+                fail(f"{path}: {exc.message}")
+            console.print(f"{result.status:>12}  {contract.name} {result.version}  ({path})", highlight=False)
+    finally:
+        registry.close()
+
+
+def list_products(
+    ctx: typer.Context,
+    domain: Annotated[str | None, typer.Option(help="only this domain")] = None,
+    deprecated: Annotated[bool, typer.Option(help="include deprecated products")] = True,
+) -> None:
+    """List registered products."""
+    registry = state(ctx).registry()
+    try:
+        contracts = registry.list_contracts(domain=domain, include_deprecated=deprecated)
+    finally:
+        registry.close()
+    table = Table("name", "version", "title", "owner", "tags", "status")
+    for c in contracts:
+        table.add_row(c.name, c.version, c.title, c.owner.team, ", ".join(c.tags), "deprecated" if c.deprecated else "")
+    console.print(table)
+
+
+def show(
+    ctx: typer.Context,
+    name: str,
+    version: Annotated[str | None, typer.Option(help="a registered version; default latest")] = None,
+) -> None:
+    """Print a registered contract as YAML."""
+    registry = state(ctx).registry()
+    try:
+        console.print(dump_contract(registry.get(name, version)), markup=False, highlight=False)
+    finally:
+        registry.close()
+
+
+def diff(ctx: typer.Context, name: str, a: str, b: str) -> None:
+    """What changed between two registered versions (and whether it breaks consumers)."""
+    registry = state(ctx).registry()
+    try:
+        console.print(registry.diff(name, a, b).render(), markup=False, highlight=False)
+    finally:
+        registry.close()
+
+
+def history(ctx: typer.Context, name: str) -> None:
+    """Who changed a product, when, and what."""
+    registry = state(ctx).registry()
+    try:
+        entries = registry.history(name)
+    finally:
+        registry.close()
+    table = Table("when (UTC)", "who", "version", "event", "what changed")
+    for e in entries:
+        table.add_row(f"{e.at:%Y-%m-%d %H:%M:%S}", e.actor, e.version, e.event, e.summary)
+    console.print(table)
+
+
+def deprecate(
+    ctx: typer.Context,
+    name: str,
+    note: Annotated[str, typer.Option(help="why, and what to use instead")],
+) -> None:
+    """Mark a product deprecated; agents are warned on every read."""
+    registry = state(ctx).registry()
+    try:
+        registry.deprecate(name, actor=state(ctx).actor(), note=note)
+    finally:
+        registry.close()
+    console.print(f"deprecated {name}")
+
+
+def init(
+    ctx: typer.Context,
+    connection: Annotated[str, typer.Option(help="a connection of dataproducts.yaml")],
+    table: Annotated[str, typer.Option(help="source table or view")],
+    name: Annotated[str | None, typer.Option(help="product name <domain>.<product>")] = None,
+    owner: Annotated[str, typer.Option(help="owning team")] = "TODO-team",
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="write here instead of stdout")] = None,
+) -> None:
+    """Draft a contract from the live schema (columns, types, key, row count, PII candidates)."""
+    config = state(ctx).settings.connection(connection)
+    product = name or f"{connection}.{table.split('.')[-1]}".lower()
+
+    async def introspect() -> str:
+        async with connector_for(config) as connector:
+            schema = await connector.introspect(table)
+        return draft_contract(schema, name=product, connection=connection, owner_team=owner)
+
+    text = run_async(introspect)
+    if output:
+        output.write_text(text, encoding="utf-8")
+        console.print(f"wrote {output}: fill in the TODOs and confirm the PII candidates, then `dataproducts validate`")
+    else:
+        console.print(text, markup=False, highlight=False)

@@ -1,0 +1,56 @@
+"""The streamable-HTTP deployment: one shared service, bearer-token principals, loopback by default."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import uvicorn
+from starlette.applications import Starlette
+
+from catalog.errors import ConfigError
+
+from servers.auth import BearerAuthMiddleware
+from servers.mcp import create_server
+from servers.service import DataProductsService
+from servers.settings import Settings
+
+__all__ = ["create_http_app", "serve_http"]
+
+
+def create_http_app(settings: Settings) -> Starlette:
+    """A Starlette app serving MCP at ``settings.server.path``; every request needs a bearer token.
+
+    The service (registry, connectors) is opened once here and shared by all sessions; it is closed
+    when the app shuts down.
+
+    Raises:
+        ConfigError: the settings are incomplete (no principals with tokens, no hash salt).
+    """
+    if not any(p.token_sha256 for p in settings.principals):
+        raise ConfigError(
+            "no principal has a token_sha256: HTTP needs at least one; "
+            "generate one with `dataproducts token NAME` and add it under principals:"
+        )
+    service = DataProductsService.open(settings)
+    mcp_server = create_server(settings, service=service)
+    app = mcp_server.streamable_http_app(streamable_http_path=settings.server.path, host=settings.server.host)
+    inner = app.router.lifespan_context
+
+    @asynccontextmanager
+    async def lifespan(a: Starlette) -> AsyncIterator[None]:
+        try:
+            async with inner(a):
+                yield
+        finally:
+            await service.aclose()
+
+    app.router.lifespan_context = lifespan
+    app.add_middleware(BearerAuthMiddleware, settings=settings)
+    return app
+
+
+def serve_http(settings: Settings) -> None:
+    """Run the HTTP server until interrupted."""
+    app = create_http_app(settings)
+    uvicorn.run(app, host=settings.server.host, port=settings.server.port, log_level="warning")

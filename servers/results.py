@@ -1,0 +1,151 @@
+"""Structured results of the use cases: the output schemas MCP clients see, and what the CLI prints."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import decimal
+import uuid
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from catalog.contract import ProductContract
+from catalog.policy import GovernedView
+
+__all__ = [
+    "ColumnInfo",
+    "MetricInfo",
+    "ProductDescription",
+    "ProductSummary",
+    "QueryResult",
+    "SearchResult",
+    "describe",
+    "json_value",
+    "summarize",
+]
+
+
+class ProductSummary(BaseModel):
+    name: str
+    title: str
+    description: str
+    version: str
+    tags: list[str] = Field(default_factory=list)
+    deprecated: bool = False
+
+
+class SearchResult(BaseModel):
+    products: list[ProductSummary]
+
+
+class ColumnInfo(BaseModel):
+    name: str
+    type: str
+    description: str
+    unit: str | None = None
+    pii: str | None = None
+    masked: str | None = Field(default=None, description="mask method applied for you; filters see masked values")
+
+
+class MetricInfo(BaseModel):
+    name: str
+    expr: str
+    description: str
+    unit: str | None = None
+
+
+class ProductDescription(BaseModel):
+    name: str
+    version: str
+    title: str
+    description: str
+    owner: str
+    tags: list[str]
+    primary_key: list[str]
+    columns: list[ColumnInfo]
+    metrics: list[MetricInfo]
+    rows_filtered_for_you: bool = Field(description="true when a row policy limits the rows you can see")
+    freshness_sla: str | None = None
+    upstream: list[str] = Field(default_factory=list)
+    deprecated: bool = False
+    deprecation_note: str | None = None
+
+
+class QueryResult(BaseModel):
+    columns: list[str]
+    rows: list[list[Any]]
+    row_count: int
+    truncated: bool = Field(description="more rows exist; pass next_cursor to continue")
+    next_cursor: str | None = None
+    masked_columns: list[str] = Field(default_factory=list)
+    warnings: list[str] = Field(default_factory=list)
+
+
+def summarize(contract: ProductContract, *, max_description: int = 240) -> ProductSummary:
+    text = " ".join(contract.description.split())
+    if len(text) > max_description:
+        text = text[: max_description - 1].rstrip() + "…"
+    return ProductSummary(
+        name=contract.name,
+        title=contract.title,
+        description=text,
+        version=contract.version,
+        tags=list(contract.tags),
+        deprecated=contract.deprecated,
+    )
+
+
+def describe(view: GovernedView) -> ProductDescription:
+    """The product as this principal sees it: masked columns say so, the row filter text stays private."""
+    contract = view.contract
+    owner = contract.owner.team + (f" <{contract.owner.email}>" if contract.owner.email else "")
+    return ProductDescription(
+        name=contract.name,
+        version=contract.version,
+        title=contract.title,
+        description=contract.description,
+        owner=owner,
+        tags=list(contract.tags),
+        primary_key=list(contract.primary_key),
+        columns=[
+            ColumnInfo(
+                name=c.name,
+                type="string" if c.name in view.masked else c.type,
+                description=c.description,
+                unit=c.unit,
+                pii=c.pii,
+                masked=view.masked.get(c.name),
+            )
+            for c in contract.columns
+        ],
+        metrics=[
+            MetricInfo(name=m.name, expr=m.expr, description=m.description, unit=m.unit) for m in contract.metrics
+        ],
+        rows_filtered_for_you=bool(view.row_filters),
+        freshness_sla=contract.sla.freshness,
+        upstream=list(contract.lineage.upstream),
+        deprecated=contract.deprecated,
+        deprecation_note=contract.deprecation_note,
+    )
+
+
+def json_value(value: Any) -> Any:
+    """A driver value as JSON: decimals as numbers, times as ISO 8601, bytes as base64."""
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    if isinstance(value, decimal.Decimal):
+        return int(value) if value == value.to_integral_value() and abs(value) < 2**53 else float(value)
+    if isinstance(value, dt.datetime | dt.date | dt.time):
+        return value.isoformat()
+    if isinstance(value, dt.timedelta):
+        return value.total_seconds()
+    if isinstance(value, bytes | bytearray | memoryview):
+        return base64.b64encode(bytes(value)).decode("ascii")
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, list | tuple):
+        return [json_value(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): json_value(v) for k, v in value.items()}
+    return str(value)

@@ -1,0 +1,266 @@
+"""The service layer: one coroutine per use case, shared by the MCP server and the CLI.
+
+Each use case resolves the product from the registry, asks :mod:`catalog.policy` what the principal
+may see, compiles one governed statement (:mod:`catalog.compile` / :mod:`catalog.sqlguard`), runs
+it on the product's connector under the configured limits, and records exactly one audit row. If
+the audit row cannot be written the call fails (fail closed): nothing unaudited is served.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import anyio
+import anyio.to_thread
+
+from catalog.audit import AuditLog, AuditRecord
+from catalog.compile import compile_query, next_cursor
+from catalog.contract import ProductContract
+from catalog.errors import AccessDeniedError, DataProductsError, InvalidRequestError
+from catalog.policy import GovernedView, can_read, govern
+from catalog.principal import Principal
+from catalog.query import Limits, Query, RowSet
+from catalog.registry import Registry
+from catalog.sqlguard import parse_product_sql, rewrite_sql
+from connectors import connector_for
+from connectors.base import Connector
+from servers.results import (
+    ProductDescription,
+    QueryResult,
+    SearchResult,
+    describe,
+    json_value,
+    summarize,
+)
+from servers.settings import Settings
+
+__all__ = ["DataProductsService", "args_digest"]
+
+T = TypeVar("T")
+
+
+def args_digest(args: dict[str, Any]) -> str:
+    """sha256 of the canonical JSON of a call's arguments (what the audit row keeps instead of the args)."""
+    canonical = json.dumps(args, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+class _CallStats:
+    """What a use case reports back to its audit row."""
+
+    def __init__(self) -> None:
+        self.product: str | None = None
+        self.rows = 0
+        self.bytes = 0
+
+
+class DataProductsService:
+    """Shared state (registry, audit log, connectors) and the use cases over it.
+
+    Build with :meth:`open`; close with :meth:`aclose` (or ``async with``).
+    """
+
+    def __init__(self, settings: Settings, registry: Registry, audit: AuditLog, *, contract_ttl_s: float = 2.0):
+        self.settings = settings
+        self.registry = registry
+        self.audit = audit
+        self._salt = settings.require_salt()
+        self._connectors: dict[str, Connector] = {}
+        self._connector_lock = anyio.Lock()
+        self._contracts: dict[str, tuple[float, ProductContract]] = {}
+        self._contract_ttl_s = contract_ttl_s
+
+    @classmethod
+    def open(cls, settings: Settings) -> DataProductsService:
+        """Connect to the registry (creating its schema if needed).
+
+        Raises:
+            ConfigError: the settings are incomplete (e.g. no hash salt).
+        """
+        registry = Registry.from_url(settings.resolved_registry_url())
+        return cls(settings, registry, AuditLog(registry))
+
+    async def aclose(self) -> None:
+        for connector in self._connectors.values():
+            await connector.aclose()
+        self._connectors.clear()
+        self.registry.close()
+
+    async def __aenter__(self) -> DataProductsService:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    # -- use cases -------------------------------------------------------------------------------
+
+    async def search_products(self, principal: Principal, text: str, *, limit: int = 10) -> SearchResult:
+        """Products the principal may read, best keyword match first."""
+
+        async def run(stats: _CallStats) -> SearchResult:
+            found = await anyio.to_thread.run_sync(lambda: self.registry.search(text, limit=limit * 4))
+            readable = [summarize(c) for c in found if can_read(c, principal)][:limit]
+            stats.rows = len(readable)
+            return SearchResult(products=readable)
+
+        return await self._audited(principal, "search_products", {"text": text, "limit": limit}, run)
+
+    async def describe_product(self, principal: Principal, name: str) -> ProductDescription:
+        """The product's contract as this principal sees it.
+
+        Raises:
+            NotFoundError: unknown product. AccessDeniedError: the policy does not grant access.
+        """
+
+        async def run(stats: _CallStats) -> ProductDescription:
+            stats.product = name
+            view = govern(await self.contract(name), principal)
+            return describe(view)
+
+        return await self._audited(principal, "describe_product", {"product": name}, run)
+
+    async def query_product(self, principal: Principal, name: str, query: Query) -> QueryResult:
+        """Run a governed, bounded read of one product.
+
+        Raises:
+            NotFoundError, AccessDeniedError, InvalidRequestError, ConnectorError.
+        """
+
+        async def run(stats: _CallStats) -> QueryResult:
+            stats.product = name
+            view = govern(await self.contract(name), principal)
+            connector = await self.connector(view.contract.source.connection)
+            compiled = compile_query(
+                view, query, limits=self.settings.limits, dialect=connector.dialect, hash_salt=self._salt
+            )
+            limits = self.settings.limits.model_copy(update={"max_rows": compiled.row_limit})
+            rowset = await connector.execute(compiled.statement, limits)
+            result = _to_result(rowset, [view])
+            result.next_cursor = next_cursor(compiled, rowset)
+            _deprecation_warning(view, result)
+            stats.rows, stats.bytes = result.row_count, rowset.bytes
+            return result
+
+        args = {"product": name, **query.model_dump(exclude_defaults=True, by_alias=True)}
+        return await self._audited(principal, "query_product", args, run)
+
+    async def run_sql(self, principal: Principal, sql: str) -> QueryResult:
+        """Run one read-only SELECT over product names, governed like ``query_product``.
+
+        Raises:
+            SQLRefusedError: the text is not one SELECT over readable products.
+            NotFoundError, AccessDeniedError, ConnectorError.
+        """
+
+        async def run(stats: _CallStats) -> QueryResult:
+            parsed = parse_product_sql(sql)
+            stats.product = ",".join(parsed.products)
+            views = {name: govern(await self.contract(name), principal) for name in parsed.products}
+            connections = {v.contract.source.connection for v in views.values()}
+            if len(connections) != 1:
+                raise InvalidRequestError(
+                    f"products {sorted(views)} live on different connections ({sorted(connections)}); "
+                    "one statement can only combine products of one connection — query them separately"
+                )
+            connector = await self.connector(connections.pop())
+            limits = self.settings.limits
+            statement = rewrite_sql(parsed, views, dialect=connector.dialect, hash_salt=self._salt, limits=limits)
+            rowset = await connector.execute(statement, limits)
+            result = _to_result(rowset, list(views.values()))
+            for view in views.values():
+                _deprecation_warning(view, result)
+            stats.rows, stats.bytes = result.row_count, rowset.bytes
+            return result
+
+        return await self._audited(principal, "run_sql", {"sql": sql}, run)
+
+    async def product_document(self, principal: Principal, name: str) -> str:
+        """The ``product://{name}`` resource: the described product as JSON."""
+
+        async def run(stats: _CallStats) -> str:
+            stats.product = name
+            return describe(govern(await self.contract(name), principal)).model_dump_json(indent=2)
+
+        return await self._audited(principal, "read_resource", {"uri": f"product://{name}"}, run)
+
+    async def readable_products(self, principal: Principal) -> list[ProductContract]:
+        """Every registered product the principal may read (for resource listings)."""
+        contracts = await anyio.to_thread.run_sync(self.registry.list_contracts)
+        return [c for c in contracts if can_read(c, principal)]
+
+    # -- shared plumbing ---------------------------------------------------------------------------
+
+    async def contract(self, name: str) -> ProductContract:
+        """The latest registered contract, cached for a couple of seconds.
+
+        Raises:
+            NotFoundError: no such product; the message lists close names.
+        """
+        now = time.monotonic()
+        cached = self._contracts.get(name)
+        if cached and now - cached[0] < self._contract_ttl_s:
+            return cached[1]
+        contract = await anyio.to_thread.run_sync(self.registry.get, name)
+        self._contracts[name] = (now, contract)
+        return contract
+
+    async def connector(self, name: str) -> Connector:
+        """The open connector of a configured connection (opened once, shared)."""
+        async with self._connector_lock:
+            if name not in self._connectors:
+                self._connectors[name] = connector_for(self.settings.connection(name))
+            return self._connectors[name]
+
+    async def _audited(
+        self,
+        principal: Principal,
+        tool: str,
+        args: dict[str, Any],
+        body: Callable[[_CallStats], Awaitable[T]],
+    ) -> T:
+        stats = _CallStats()
+        started = time.perf_counter()
+        outcome, code, failure = "ok", None, None
+        try:
+            result = await body(stats)
+        except DataProductsError as exc:
+            outcome = "denied" if isinstance(exc, AccessDeniedError) else "error"
+            code, failure = exc.code, exc
+        except Exception as exc:  # an unexpected bug still leaves its audit row
+            outcome, code, failure = "error", "internal_error", exc
+        record = AuditRecord(
+            principal=principal.name,
+            tool=tool,
+            product=stats.product,
+            args_digest=args_digest(args),
+            rows=stats.rows,
+            bytes=stats.bytes,
+            latency_ms=(time.perf_counter() - started) * 1000,
+            outcome=outcome,
+            error_code=code,
+        )
+        await anyio.to_thread.run_sync(self.audit.record, record)  # raises AuditError: fail closed
+        if failure is not None:
+            raise failure
+        return result
+
+
+def _to_result(rowset: RowSet, views: list[GovernedView]) -> QueryResult:
+    masked = sorted({c for v in views for c in v.masked if c in rowset.columns})
+    return QueryResult(
+        columns=rowset.columns,
+        rows=[[json_value(v) for v in row] for row in rowset.rows],
+        row_count=len(rowset.rows),
+        truncated=rowset.truncated,
+        masked_columns=masked,
+    )
+
+
+def _deprecation_warning(view: GovernedView, result: QueryResult) -> None:
+    if view.contract.deprecated:
+        note = f": {view.contract.deprecation_note}" if view.contract.deprecation_note else ""
+        result.warnings.append(f"{view.contract.name} is deprecated{note}")

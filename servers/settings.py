@@ -1,0 +1,226 @@
+"""Configuration at the edge: one ``dataproducts.yaml`` plus ``DATAPRODUCTS_*`` environment variables.
+
+Environment variables win over the file; nested fields use ``__`` (``DATAPRODUCTS_LIMITS__MAX_ROWS=500``).
+Secrets are never inlined in the file: write ``{"$env": "PG_PASSWORD"}`` (or ``$env: PG_URL`` in block
+style) wherever a value should come from the environment. Library code receives the plain models
+below, never reads the environment itself.
+
+Example::
+
+    registry_url: sqlite:///.dataproducts/registry.db
+    hash_salt: {$env: DATAPRODUCTS_SALT}
+    connections:
+      shop: {kind: sqlite, url: "sqlite:///data/shop.db"}
+      analytics: {kind: duckdb, files: {order_facts: data/order_facts.parquet}}
+    principals:
+      - {name: ana, roles: [analyst], token_sha256: 9f86d08...}
+    stdio_principal: ana
+    limits: {max_rows: 1000, max_bytes: 4000000, timeout_s: 30}
+    server: {host: 127.0.0.1, port: 8765, tools: [search_products, describe_product, query_product, run_sql]}
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from catalog.errors import ConfigError
+from catalog.principal import Principal
+from catalog.query import Limits
+from connectors.base import ConnectionConfig
+
+__all__ = [
+    "CONFIG_FILE",
+    "TOOL_NAMES",
+    "PrincipalConfig",
+    "ServerConfig",
+    "Settings",
+    "hash_token",
+    "load_settings",
+]
+
+CONFIG_FILE = "dataproducts.yaml"
+TOOL_NAMES = ("search_products", "describe_product", "query_product", "run_sql")
+ToolName = Literal["search_products", "describe_product", "query_product", "run_sql"]
+
+
+def hash_token(token: str) -> str:
+    """The sha256 hex digest stored in configuration for a bearer token."""
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+class PrincipalConfig(BaseModel):
+    """A caller: its roles and, for HTTP, the sha256 of its bearer token (never the token itself)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1)
+    roles: list[str] = Field(default_factory=list)
+    token_sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
+
+    def to_principal(self) -> Principal:
+        return Principal(name=self.name, roles=frozenset(self.roles))
+
+
+class ServerConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8765, ge=1, le=65535)
+    path: str = "/mcp"
+    tools: list[ToolName] = Field(default_factory=lambda: list(TOOL_NAMES), description="tool allow-list")
+
+
+def _resolve_env_refs(value: Any, where: str = "") -> Any:
+    """Replace ``{"$env": "NAME"}`` anywhere in the raw config with the variable's value."""
+    if isinstance(value, dict):
+        if set(value) == {"$env"}:
+            name = value["$env"]
+            if name not in os.environ:
+                raise ConfigError(f"{where or 'config'}: environment variable {name!r} is referenced but not set")
+            return os.environ[name]
+        return {k: _resolve_env_refs(v, f"{where}.{k}" if where else str(k)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_resolve_env_refs(v, f"{where}[{i}]") for i, v in enumerate(value)]
+    return value
+
+
+class _YamlSource(PydanticBaseSettingsSource):
+    def __init__(self, settings_cls: type[BaseSettings], data: dict[str, Any]) -> None:
+        super().__init__(settings_cls)
+        self._data = data
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:  # pragma: no cover - unused
+        return self._data.get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return self._data
+
+
+class Settings(BaseSettings):
+    """Everything a server or CLI run needs. Build with :func:`load_settings`."""
+
+    model_config = SettingsConfigDict(env_prefix="DATAPRODUCTS_", env_nested_delimiter="__", extra="forbid")
+
+    workspace: Path = Field(default=Path("."), description="directory relative paths are resolved against")
+    registry_url: str = Field(default="", description="SQLAlchemy URL; default: SQLite file in .dataproducts/")
+    hash_salt: SecretStr | None = Field(default=None, description="secret salt of hash masking")
+    connections: dict[str, ConnectionConfig] = Field(default_factory=dict)
+    principals: list[PrincipalConfig] = Field(default_factory=list)
+    stdio_principal: str | None = Field(default=None, description="principal of stdio sessions")
+    limits: Limits = Field(default_factory=Limits)
+    server: ServerConfig = Field(default_factory=ServerConfig)
+
+    @field_validator("connections", mode="before")
+    @classmethod
+    def _name_connections(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: {"name": k, **v} if isinstance(v, dict) else v for k, v in value.items()}
+        return value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return env_settings, init_settings
+
+    def resolved_registry_url(self) -> str:
+        if self.registry_url:
+            return _resolve_sqlite_url(self.registry_url, self.workspace)
+        return f"sqlite:///{(self.workspace / '.dataproducts' / 'registry.db').resolve()}"
+
+    def connection(self, name: str) -> ConnectionConfig:
+        """The named connection with relative paths resolved against the workspace.
+
+        Raises:
+            ConfigError: no such connection; the message lists the configured ones.
+        """
+        config = self.connections.get(name)
+        if config is None:
+            raise ConfigError(f"unknown connection {name!r}; configured connections are {sorted(self.connections)}")
+        updates: dict[str, Any] = {}
+        if config.url is not None:
+            updates["url"] = SecretStr(_resolve_sqlite_url(config.url.get_secret_value(), self.workspace))
+        if config.path is not None:
+            updates["path"] = str(self._resolve(config.path))
+        if config.files:
+            updates["files"] = {k: str(self._resolve(v)) for k, v in config.files.items()}
+        return config.model_copy(update=updates)
+
+    def _resolve(self, path: str) -> Path:
+        p = Path(path).expanduser()
+        return p if p.is_absolute() else (self.workspace / p).resolve()
+
+    def principal(self, name: str) -> Principal:
+        """Raises ConfigError when no principal has that name."""
+        for p in self.principals:
+            if p.name == name:
+                return p.to_principal()
+        raise ConfigError(f"unknown principal {name!r}; configured principals are {[p.name for p in self.principals]}")
+
+    def principal_for_token(self, token: str) -> Principal | None:
+        digest = hash_token(token)
+        for p in self.principals:
+            if p.token_sha256 is not None and hmac.compare_digest(digest, p.token_sha256):
+                return p.to_principal()
+        return None
+
+    def require_salt(self) -> str:
+        """Raises ConfigError when no hash salt is configured (hash masking would be guessable)."""
+        if self.hash_salt is None or not self.hash_salt.get_secret_value():
+            raise ConfigError(
+                "hash_salt is not set: set it in dataproducts.yaml as {$env: DATAPRODUCTS_HASH_SALT} "
+                "or export DATAPRODUCTS_HASH_SALT to a long random string"
+            )
+        return self.hash_salt.get_secret_value()
+
+
+def _resolve_sqlite_url(url: str, workspace: Path) -> str:
+    """Make ``sqlite:///relative.db`` URLs relative to the workspace, not the current directory."""
+    prefix = "sqlite:///"
+    if url.startswith(prefix) and not url.startswith(prefix + "/") and url != prefix + ":memory:":
+        return prefix + str((workspace / url[len(prefix) :]).resolve())
+    return url
+
+
+def load_settings(config_path: Path | None = None, **overrides: Any) -> Settings:
+    """Read ``dataproducts.yaml`` (default: ``$DATAPRODUCTS_CONFIG`` or ./dataproducts.yaml) and the environment.
+
+    Raises:
+        ConfigError: the file is missing (when given explicitly), not YAML, or fails validation; the
+            message names the field and what would be valid.
+    """
+    explicit = config_path is not None or "DATAPRODUCTS_CONFIG" in os.environ
+    path = Path(config_path or os.environ.get("DATAPRODUCTS_CONFIG", CONFIG_FILE)).expanduser()
+    data: dict[str, Any] = {}
+    if path.exists():
+        try:
+            loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: expected a mapping of settings at the top level")
+        data = _resolve_env_refs(loaded)
+        data.setdefault("workspace", str(path.resolve().parent))
+    elif explicit:
+        raise ConfigError(f"{path}: configuration file not found (run `dataproducts demo` to create a workspace)")
+    data.update(overrides)
+    try:
+        return Settings(**data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors(include_url=False)
+        )
+        raise ConfigError(f"{path}: invalid configuration: {problems}") from exc
