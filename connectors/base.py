@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import abc
 from types import TracebackType
-from typing import Any, ClassVar, Self
+from typing import Any, Self
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from sqlglot import exp
@@ -98,11 +98,13 @@ class Connector(abc.ABC):
 
     Subclasses set ``kind`` and ``dialect`` (a sqlglot dialect name) and implement
     :meth:`introspect`, :meth:`list_assets` and :meth:`_execute` (sync, run in a worker thread).
+    ``kind``, ``dialect`` and ``capabilities`` are usually class attributes; a class serving several
+    kinds (SQLAlchemy: ``sqlite`` and ``postgresql``) sets them per instance in ``__init__``.
     """
 
-    kind: ClassVar[str]
-    dialect: ClassVar[str]
-    capabilities: ClassVar[Capabilities] = Capabilities()
+    kind: str
+    dialect: str
+    capabilities: Capabilities = Capabilities()
 
     def __init__(self, config: ConnectionConfig) -> None:
         self.config = config
