@@ -300,12 +300,12 @@ def _write_analytics(folder: Path, shop: _Shop) -> None:
         for key, value in values.items():
             rows[key].append(value)
         if status not in ("cancelled", "returned"):
-            key = (ordered_at.date(), region, categories[sku])
-            totals = daily[key]
-            totals[0] += 0 if (*key, order_id) in seen else 1
+            cell = (ordered_at.date(), region, categories[sku])
+            totals = daily[cell]
+            totals[0] += 0 if (*cell, order_id) in seen else 1
             totals[1] += quantity
             totals[2] += amount
-            seen.add((*key, order_id))
+            seen.add((*cell, order_id))
     schema = pa.schema(
         [
             ("order_id", pa.int64()),
