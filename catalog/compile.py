@@ -1,0 +1,366 @@
+"""Compile a neutral :class:`~catalog.query.Query` into one governed SELECT (a sqlglot AST).
+
+Every read goes through the view's *governed source*::
+
+    SELECT <col>, MD5('salt' || CAST("email" AS TEXT)) AS "email", ...   -- masks
+    FROM <physical table | (source.query)>
+    WHERE (<row filter 1>) AND (<row filter 2>)                          -- policy
+    [OFFSET 0]                                                            -- optimisation fence
+
+aliased as the product (``orders`` for ``sales.orders``). Everything the caller controls —
+projection, filters, grouping, aggregates, ordering, the cursor predicate, ``run_sql`` text — sits
+outside it, so it only ever sees masked values and can never escape a row filter with an ``OR``.
+
+The fence (``OFFSET 0``; ``LIMIT -1 OFFSET 0`` on SQLite) stops PostgreSQL, SQLite and DuckDB from
+pushing outer predicates below the row filters, where an expression that fails on some rows (a cast,
+a division) could turn errors into an oracle about rows the principal may not see. Structured queries
+only compare typed literals, which cannot fail per row, so :func:`compile_query` leaves the fence off
+and keeps index and scan pushdown; :mod:`catalog.sqlguard` sets it whenever row filters apply.
+
+Pagination: statements fetch ``LIMIT n+1`` rows where ``n = min(query.limit, limits.max_rows)`` is
+:attr:`CompiledQuery.row_limit`; run them with ``max_rows = row_limit`` and the connector reports
+``truncated`` when more rows exist. Non-aggregate queries use a keyset cursor over the caller's
+``order_by`` plus the primary key (NULLs sort last in every direction, and the keyset predicate is
+NULL-aware, so nullable order columns page correctly). An offset cursor is used instead when the
+product has no primary key, when a key column is not in the projection, or when a key column is
+masked by a method that is not one-to-one; offset pages are ordered by all projected columns as well
+and can skip or repeat rows if the data changes between pages. Aggregate queries page by offset.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import sqlglot
+from sqlglot import exp
+from sqlglot.errors import ParseError
+
+from catalog._cursor import Cursor, decode_cursor, encode_cursor, shape_digest
+from catalog._sqlbuild import column_ref, literal, mask_expression, resolve_column
+from catalog.errors import InvalidRequestError
+from catalog.policy import GovernedView
+from catalog.query import Aggregate, AllOf, AnyOf, Condition, Filter, Limits, Query, RowSet
+
+__all__ = ["CompiledQuery", "OrderKey", "compile_query", "governed_source", "next_cursor", "source_alias"]
+
+_NUMERIC = frozenset({"integer", "float", "decimal"})
+_UNORDERABLE = frozenset({"json", "bytes"})
+_TEMPORAL: dict[str, Any] = {
+    "date": dt.date.fromisoformat,
+    "timestamp": dt.datetime.fromisoformat,
+    "time": dt.time.fromisoformat,
+}
+_COMPARISONS: dict[str, type[exp.Binary]] = {
+    "=": exp.EQ,
+    "!=": exp.NEQ,
+    "<": exp.LT,
+    "<=": exp.LTE,
+    ">": exp.GT,
+    ">=": exp.GTE,
+}
+
+
+def source_alias(view: GovernedView) -> str:
+    """The default alias of a product's governed source: its name after the domain (``orders``)."""
+    return view.name.split(".", 1)[1]
+
+
+def governed_source(
+    view: GovernedView, *, dialect: str, hash_salt: str, alias: str | exp.TableAlias | None = None, fence: bool = False
+) -> exp.Subquery:
+    """The product as the principal may see it: a subquery that masks columns and applies row filters.
+
+    ``dialect`` is the store's sqlglot dialect (``source.query`` and row filters are read in it);
+    ``alias`` defaults to :func:`source_alias`; ``fence`` adds ``OFFSET 0`` (see the module docstring).
+
+    Raises:
+        InvalidRequestError: the contract's source query or a row filter does not parse in ``dialect``.
+    """
+    contract = view.contract
+    projections: list[exp.Expr] = []
+    for name in view.columns:
+        method = view.masked.get(name)
+        if method is None:
+            projections.append(column_ref(name))
+        else:
+            projections.append(exp.alias_(mask_expression(name, method, hash_salt=hash_salt), name, quoted=True))
+    try:
+        if contract.source.table is not None:
+            *schema, table = contract.source.table.split(".")
+            source: exp.Expr = exp.table_(table, db=schema[0] if schema else None, quoted=True)
+        else:
+            query = sqlglot.parse_one(contract.source.query or "", read=dialect)
+            source = exp.Subquery(this=query, alias=exp.TableAlias(this=exp.to_identifier("_source", quoted=True)))
+        filters = [sqlglot.parse_one(where, read=dialect, into=exp.Condition) for where in view.row_filters]
+    except ParseError as exc:
+        raise InvalidRequestError(f"the contract of {view.name} does not parse as {dialect} SQL: {exc}") from exc
+    select = exp.select(*projections).from_(source)
+    for condition in filters:
+        select = select.where(exp.paren(condition, copy=False), copy=False)
+    if fence:
+        select = select.offset(0, copy=False)
+    if isinstance(alias, exp.TableAlias):
+        table_alias = alias
+    else:
+        table_alias = exp.TableAlias(this=exp.to_identifier(alias or source_alias(view), quoted=alias is None))
+    return exp.Subquery(this=select, alias=table_alias)
+
+
+@dataclass(frozen=True)
+class OrderKey:
+    """One column of the page order: output column name, direction, whether it can hold NULL."""
+
+    column: str
+    descending: bool = False
+    nullable: bool = True
+
+
+@dataclass(frozen=True)
+class CompiledQuery:
+    """One governed SELECT plus what :func:`next_cursor` needs.
+
+    Run ``statement`` with ``limits.max_rows = row_limit``: it fetches ``row_limit + 1`` rows so that
+    the connector can report ``truncated`` when a further page exists.
+    """
+
+    statement: exp.Select
+    columns: list[str]
+    row_limit: int
+    pagination: Literal["keyset", "offset", "none"]
+    keys: tuple[OrderKey, ...]
+    offset: int
+    shape: str
+
+
+def compile_query(view: GovernedView, query: Query, *, limits: Limits, dialect: str, hash_salt: str) -> CompiledQuery:
+    """Compile ``query`` over the governed source of ``view``.
+
+    Raises:
+        InvalidRequestError: unknown column (with a close-match suggestion and the column list), a value
+            that does not fit its column's type, an aggregate that does not fit its column, an order
+            column that is not part of the output, or a cursor from a different query.
+    """
+    builder = _Builder(view)
+    alias = source_alias(view)
+    source = governed_source(view, dialect=dialect, hash_salt=hash_salt)
+    row_limit = min(query.limit or limits.max_rows, limits.max_rows)
+    select = exp.select().from_(source)
+    if query.where:
+        select = select.where(exp.and_(*(builder.filter(f, alias) for f in query.where)), copy=False)
+    if query.is_aggregate:
+        columns, order, keys, pagination = builder.aggregate(query, select, alias)
+    else:
+        columns, order, keys, pagination = builder.rows(query, select, alias)
+    shape = shape_digest(
+        {"product": view.name, "pagination": pagination, **query.model_dump(mode="json", exclude={"cursor", "limit"})}
+    )
+    offset = 0
+    if query.cursor is not None:
+        if pagination == "none":
+            raise InvalidRequestError("this query returns a single page; drop the cursor")
+        cursor = decode_cursor(query.cursor, shape=shape)
+        if cursor.mode != pagination or (cursor.mode == "keyset" and len(cursor.after) != len(keys)):
+            raise InvalidRequestError("invalid cursor for this query; drop the cursor to start again")
+        if cursor.mode == "keyset":
+            select = select.where(_keyset_predicate(keys, cursor.after, alias, order), copy=False)
+        else:
+            offset = cursor.offset
+    if order:
+        select = select.order_by(*order, copy=False)
+    select = select.limit(row_limit + 1, copy=False)
+    if offset:
+        select = select.offset(offset, copy=False)
+    return CompiledQuery(select, columns, row_limit, pagination, tuple(keys), offset, shape)
+
+
+def next_cursor(compiled: CompiledQuery, rowset: RowSet) -> str | None:
+    """The cursor of the page after ``rowset``, or None when it was the last page.
+
+    A further page exists when the connector reports ``truncated`` or returned more than ``row_limit``
+    rows; the cursor continues after the last row within ``row_limit``.
+    """
+    if compiled.pagination == "none" or not rowset.rows:
+        return None
+    if not rowset.truncated and len(rowset.rows) <= compiled.row_limit:
+        return None
+    shown = rowset.rows[: compiled.row_limit]
+    if compiled.pagination == "offset":
+        return encode_cursor(Cursor(compiled.shape, "offset", offset=compiled.offset + len(shown)))
+    last = shown[-1]
+    positions = [rowset.columns.index(key.column) for key in compiled.keys]
+    return encode_cursor(Cursor(compiled.shape, "keyset", after=tuple(last[i] for i in positions)))
+
+
+def _ordered(expression: exp.Expr, descending: bool) -> exp.Ordered:
+    return exp.Ordered(this=expression, desc=descending, nulls_first=False)
+
+
+def _keyset_predicate(keys: list[OrderKey], after: tuple[Any, ...], alias: str, order: list[exp.Ordered]) -> exp.Expr:
+    """Rows strictly after ``after`` in the order ``keys`` (NULLs last in both directions)."""
+    disjuncts: list[exp.Expr] = []
+    equal_prefix: list[exp.Expr] = []
+    for key, value in zip(keys, after, strict=True):
+        col = column_ref(key.column, alias)
+        if value is not None:
+            compare = exp.LT if key.descending else exp.GT
+            later: exp.Expr = compare(this=col.copy(), expression=literal(value))
+            if key.nullable:
+                later = exp.or_(later, exp.Is(this=col.copy(), expression=exp.null()))
+            disjuncts.append(exp.and_(*equal_prefix, exp.paren(later)) if equal_prefix else exp.paren(later))
+            equal_prefix.append(exp.EQ(this=col.copy(), expression=literal(value)))
+        else:  # NULLs sort last: nothing is after a NULL on this key, only ties continue
+            equal_prefix.append(exp.Is(this=col.copy(), expression=exp.null()))
+    if not disjuncts:
+        return exp.false()
+    return exp.paren(exp.or_(*(exp.paren(d) for d in disjuncts)))
+
+
+class _Builder:
+    """Validation and expression building for one view."""
+
+    def __init__(self, view: GovernedView) -> None:
+        self.view = view
+
+    def column(self, name: str) -> str:
+        return resolve_column(name, self.view.columns, where=self.view.name)
+
+    def filter(self, item: Filter, alias: str) -> exp.Expr:
+        if isinstance(item, AllOf):
+            return exp.paren(exp.and_(*(self.filter(f, alias) for f in item.all_of)))
+        if isinstance(item, AnyOf):
+            return exp.paren(exp.or_(*(self.filter(f, alias) for f in item.any_of)))
+        return self.condition(item, alias)
+
+    def condition(self, cond: Condition, alias: str) -> exp.Expr:
+        name = self.column(cond.column)
+        col = column_ref(name, alias)
+        if cond.op == "is_null":
+            return exp.Is(this=col, expression=exp.null())
+        if cond.op == "is_not_null":
+            return exp.not_(exp.Is(this=col, expression=exp.null()))
+        if cond.op in ("in", "not_in"):
+            assert isinstance(cond.value, list)
+            values = [literal(self.value(name, v, cond.op)) for v in cond.value]
+            found = exp.In(this=col, expressions=values)
+            return exp.not_(found) if cond.op == "not_in" else found
+        if cond.op == "between":
+            assert isinstance(cond.value, list)
+            low, high = (literal(self.value(name, v, cond.op)) for v in cond.value)
+            return exp.Between(this=col, low=low, high=high)
+        if cond.op == "like":
+            if self.view.column_type(name) != "string" or not isinstance(cond.value, str):
+                raise InvalidRequestError(
+                    f"'like' needs a string column and a string pattern such as '%abc%'; "
+                    f"{name!r} is {self.view.column_type(name)}"
+                )
+            return exp.Like(this=col, expression=literal(self.value(name, cond.value, cond.op)))
+        return _COMPARISONS[cond.op](this=col, expression=literal(self.value(name, cond.value, cond.op)))
+
+    def value(self, name: str, value: Any, op: str) -> Any:
+        """``value`` checked against the column's visible type (masked columns are strings)."""
+        kind = self.view.column_type(name)
+        masked = " (masked for you, so compare with masked values)" if name in self.view.masked else ""
+        if value is None:
+            raise InvalidRequestError(f"op {op!r} on {name!r} cannot take null; use is_null / is_not_null")
+        if kind == "string" and isinstance(value, str):
+            return value
+        if kind in _NUMERIC and isinstance(value, int | float) and not isinstance(value, bool):
+            return value
+        if kind == "boolean" and isinstance(value, bool):
+            return value
+        if kind in _TEMPORAL and isinstance(value, str):
+            try:
+                return _TEMPORAL[kind](value)
+            except ValueError:
+                pass
+        examples = {"date": "'2024-05-01'", "timestamp": "'2024-05-01 12:00:00'", "time": "'12:30:00'"}
+        wanted = {"string": "a string", "boolean": "true or false", **dict.fromkeys(_NUMERIC, "a number")}
+        hint = wanted.get(kind) or (f"an ISO 8601 string like {examples[kind]}" if kind in examples else "")
+        if not hint:
+            raise InvalidRequestError(f"column {name!r} is {kind}; only is_null / is_not_null apply to it")
+        raise InvalidRequestError(f"column {name!r} is {kind}{masked}; {value!r} does not fit, give {hint}")
+
+    def orderable(self, name: str) -> bool:
+        return self.view.column_type(name) not in _UNORDERABLE
+
+    def rows(
+        self, query: Query, select: exp.Select, alias: str
+    ) -> tuple[list[str], list[exp.Ordered], list[OrderKey], Literal["keyset", "offset", "none"]]:
+        columns = list(dict.fromkeys(self.column(c) for c in (query.columns or self.view.columns)))
+        select.select(*(column_ref(c, alias) for c in columns), copy=False)
+        keys: list[OrderKey] = []
+        for item in query.order_by:
+            name = self.column(item.column)
+            if not self.orderable(name):
+                raise InvalidRequestError(f"cannot order by {name!r}: it is {self.view.column_type(name)}")
+            if all(k.column != name for k in keys):
+                keys.append(OrderKey(name, item.direction == "desc", self._nullable(name)))
+        pk = self.view.contract.primary_key
+        one_to_one = all(self.view.masked.get(c, "hash") == "hash" and self.orderable(c) for c in pk)
+        if pk and one_to_one:
+            keys += [OrderKey(c, False, self._nullable(c)) for c in pk if all(k.column != c for k in keys)]
+        pagination: Literal["keyset", "offset"] = "offset"
+        if pk and one_to_one and all(k.column in columns for k in keys):
+            pagination = "keyset"
+        else:  # offset pages: make the order total over what the caller sees
+            keys += [OrderKey(c, False) for c in columns if self.orderable(c) and all(k.column != c for k in keys)]
+        order = [_ordered(column_ref(k.column, alias), k.descending) for k in keys]
+        return columns, order, keys, pagination
+
+    def _nullable(self, name: str) -> bool:
+        column = self.view.contract.column(name)
+        return column is None or column.nullable or self.view.masked.get(name) == "null"
+
+    def aggregate(
+        self, query: Query, select: exp.Select, alias: str
+    ) -> tuple[list[str], list[exp.Ordered], list[OrderKey], Literal["keyset", "offset", "none"]]:
+        groups = list(dict.fromkeys(self.column(c) for c in query.group_by))
+        outputs: dict[str, exp.Expr] = {g: column_ref(g, alias) for g in groups}
+        for agg in query.aggregates:
+            name = agg.output_name
+            if name in outputs:
+                raise InvalidRequestError(
+                    f"output name {name!r} is used twice; give each aggregate a distinct 'as' name"
+                )
+            outputs[name] = self.aggregate_expression(agg, alias)
+        select.select(*(column_ref(g, alias) for g in groups), copy=False)
+        select.select(
+            *(exp.alias_(outputs[a.output_name], a.output_name, quoted=True) for a in query.aggregates), copy=False
+        )
+        if groups:
+            select.group_by(*(column_ref(g, alias) for g in groups), copy=False)
+        order: list[exp.Ordered] = []
+        ordered: set[str] = set()
+        for item in query.order_by:
+            name = item.column
+            if name not in outputs:
+                raise InvalidRequestError(
+                    f"cannot order an aggregate query by {item.column!r}; order by one of {', '.join(outputs)}"
+                )
+            if name not in ordered:
+                order.append(_ordered(outputs[name].copy(), item.direction == "desc"))
+                ordered.add(name)
+        order += [_ordered(column_ref(g, alias), False) for g in groups if g not in ordered and self.orderable(g)]
+        return list(outputs), order, [], "offset" if groups else "none"
+
+    def aggregate_expression(self, agg: Aggregate, alias: str) -> exp.Expr:
+        if agg.column is None:
+            return exp.Count(this=exp.Star())
+        name = self.column(agg.column)
+        kind = self.view.column_type(name)
+        col = column_ref(name, alias)
+        if agg.fn == "count":
+            return exp.Count(this=col)
+        if agg.fn == "count_distinct":
+            return exp.Count(this=exp.Distinct(expressions=[col]))
+        if agg.fn in ("sum", "avg") and kind not in _NUMERIC:
+            masked = ", masked for you" if name in self.view.masked else ""
+            raise InvalidRequestError(
+                f"{agg.fn} needs a numeric column; {name!r} is {kind}{masked}: use count, count_distinct, min or max"
+            )
+        if agg.fn in ("min", "max") and (kind in _UNORDERABLE or kind == "boolean"):
+            raise InvalidRequestError(f"{agg.fn} does not apply to {name!r} ({kind}); use count or count_distinct")
+        functions: dict[str, type[exp.Func]] = {"sum": exp.Sum, "avg": exp.Avg, "min": exp.Min, "max": exp.Max}
+        return functions[agg.fn](this=col)
