@@ -113,7 +113,7 @@ class Connector(abc.ABC):
     def name(self) -> str:
         return self.config.name
 
-    def render(self, statement: exp.Expression) -> str:
+    def render(self, statement: exp.Expr) -> str:
         """The statement as SQL text in this store's dialect."""
         return statement.sql(dialect=self.dialect)
 
