@@ -24,6 +24,7 @@ __all__ = [
     "LoadedContract",
     "dump_contract",
     "load_contract",
+    "load_contract_file",
     "load_contracts",
     "load_file",
     "parse_contracts",
@@ -119,6 +120,15 @@ def load_file(path: str | Path) -> list[LoadedContract]:
     except (OSError, UnicodeDecodeError) as exc:
         raise ContractError(f"cannot read {path}: {exc}", [ContractProblem(message=str(exc), file=str(path))]) from exc
     return parse_contracts(text, file=str(path))
+
+
+def load_contract_file(path: str | Path) -> list[ProductContract]:
+    """The contracts of one YAML file (one or several ``---`` documents).
+
+    Raises:
+        ContractError: as :func:`load_file`.
+    """
+    return [item.contract for item in load_file(path)]
 
 
 def load_contract(path: str | Path) -> ProductContract:

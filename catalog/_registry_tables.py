@@ -1,0 +1,147 @@
+"""SQLAlchemy Core tables of the registry and audit log, and the engine they live in.
+
+Portable between SQLite and PostgreSQL: contracts are canonical JSON text, timestamps are stored in
+UTC and always come back timezone-aware.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    Dialect,
+    Engine,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    create_engine,
+    event,
+)
+from sqlalchemy.engine import make_url
+from sqlalchemy.types import TypeDecorator
+
+__all__ = ["audit", "engine_for", "metadata", "product_events", "product_versions", "products", "utcnow"]
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timezone-aware UTC datetime on every backend (SQLite keeps naive UTC text)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value!r}; pass a timezone-aware datetime")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+metadata = MetaData()
+
+products = Table(
+    "dp_products",
+    metadata,
+    Column("name", String(200), primary_key=True),
+    Column("domain", String(100), nullable=False, index=True),
+    Column("latest_version", String(40), nullable=False),
+    Column("deprecated", Boolean, nullable=False, default=False),
+    Column("deprecation_note", Text),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+
+product_versions = Table(
+    "dp_product_versions",
+    metadata,
+    Column("name", String(200), ForeignKey("dp_products.name"), primary_key=True),
+    Column("version", String(40), primary_key=True),
+    Column("seq", Integer, nullable=False),
+    Column("contract", Text, nullable=False),  # canonical JSON
+    Column("content_sha256", String(64), nullable=False),
+    Column("registered_by", String(200), nullable=False),
+    Column("registered_at", UTCDateTime, nullable=False),
+    Column("change_summary", Text, nullable=False),
+)
+
+product_events = Table(
+    "dp_product_events",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("name", String(200), ForeignKey("dp_products.name"), nullable=False, index=True),
+    Column("action", String(20), nullable=False),  # registered | deprecated
+    Column("version", String(40), nullable=False),
+    Column("actor", String(200), nullable=False),
+    Column("at", UTCDateTime, nullable=False),
+    Column("summary", Text, nullable=False),
+)
+
+audit = Table(
+    "dp_audit",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("time", UTCDateTime, nullable=False),
+    Column("principal", String(200), nullable=False),
+    Column("tool", String(100), nullable=False),
+    Column("product", String(200)),
+    Column("args_digest", String(64), nullable=False),
+    Column("rows", BigInteger),
+    Column("bytes", BigInteger),
+    Column("latency_ms", Float, nullable=False),
+    Column("outcome", String(10), nullable=False),
+    Column("error_code", String(50)),
+    Index("ix_dp_audit_time", "time"),
+    Index("ix_dp_audit_principal_time", "principal", "time"),
+)
+
+
+def engine_for(url: str) -> Engine:
+    """An engine for a SQLAlchemy URL, or for a SQLite file when ``url`` is a plain path.
+
+    SQLite connections wait for locks instead of failing at once, enforce foreign keys, and start
+    write transactions with ``BEGIN IMMEDIATE`` (``execution_options(dp_write=True)``) so a
+    read-then-write registration cannot interleave with another writer.
+    """
+    if "://" not in url:
+        path = Path(url).expanduser()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        url = f"sqlite:///{path}"
+    engine = create_engine(url)
+    if make_url(url).get_backend_name() == "sqlite":
+        event.listen(engine, "connect", _sqlite_connect)
+        event.listen(engine, "begin", _sqlite_begin)
+    return engine
+
+
+def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
+    dbapi_connection.isolation_level = None  # let the "begin" hook emit BEGIN itself
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA foreign_keys = ON")
+    cursor.execute("PRAGMA busy_timeout = 10000")
+    cursor.close()
+
+
+def _sqlite_begin(connection: Any) -> None:
+    write = connection.get_execution_options().get("dp_write", False)
+    connection.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")

@@ -1,0 +1,139 @@
+"""The audit log: one row per tool call, in the registry's database.
+
+Writes fail closed: when a row cannot be written :meth:`AuditLog.record` raises
+:class:`~catalog.errors.AuditError` and the caller must not return the result it was about to give.
+Arguments are kept as a digest only (sha256 of their canonical JSON), never in clear.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from datetime import datetime
+from types import TracebackType
+from typing import Any, Literal, Self
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from sqlalchemy import Engine, select
+from sqlalchemy.exc import SQLAlchemyError
+
+from catalog._registry_tables import audit, engine_for, utcnow
+from catalog.errors import AuditError
+from catalog.registry import Registry
+
+__all__ = ["AuditLog", "AuditRecord", "Outcome", "digest_args"]
+
+Outcome = Literal["ok", "error", "denied"]
+
+
+def digest_args(args: Mapping[str, Any]) -> str:
+    """sha256 (hex) of the canonical JSON of a call's arguments (sorted keys, no whitespace)."""
+    text = json.dumps(args, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+class AuditRecord(BaseModel):
+    """One audited call."""
+
+    model_config = ConfigDict(frozen=True)
+
+    time: AwareDatetime = Field(default_factory=utcnow)
+    principal: str = Field(min_length=1)
+    tool: str = Field(min_length=1)
+    product: str | None = None
+    args_digest: str = Field(pattern=r"^[0-9a-f]{64}$")
+    rows: int | None = Field(default=None, ge=0)
+    bytes: int | None = Field(default=None, ge=0)
+    latency_ms: float = Field(ge=0)
+    outcome: Outcome
+    error_code: str | None = None
+    id: int | None = None  # set when read back
+
+
+class AuditLog:
+    """Audit rows in the registry database (table ``dp_audit``)."""
+
+    def __init__(self, store: Engine | Registry, *, owns_engine: bool = False) -> None:
+        """Audit rows in ``store``: an engine, or a registry whose engine is shared (it keeps ownership)."""
+        self.engine = store.engine if isinstance(store, Registry) else store
+        self._owns_engine = owns_engine and not isinstance(store, Registry)
+
+    @classmethod
+    def from_url(cls, url: str) -> AuditLog:
+        """An audit log on a SQLAlchemy URL (or SQLite file path), table created if missing."""
+        log = cls(engine_for(url), owns_engine=True)
+        audit.create(log.engine, checkfirst=True)
+        return log
+
+    @classmethod
+    def from_registry(cls, registry: Registry) -> AuditLog:
+        """An audit log sharing the registry's engine (the registry keeps ownership)."""
+        return cls(registry)
+
+    def close(self) -> None:
+        """Dispose the engine when this log created it. Idempotent."""
+        if self._owns_engine:
+            self.engine.dispose()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def record(self, rec: AuditRecord) -> None:
+        """Write one audit row in its own transaction.
+
+        Raises:
+            AuditError: the row could not be written (the caller fails closed); ``__cause__`` is the
+                database error.
+        """
+        values = rec.model_dump(exclude={"id"})
+        try:
+            with self.engine.connect() as conn:
+                conn.execution_options(dp_write=True)
+                with conn.begin():
+                    conn.execute(audit.insert().values(**values))
+        except SQLAlchemyError as exc:
+            raise AuditError(f"could not write the audit record of {rec.tool} by {rec.principal}: {exc}") from exc
+
+    def query(
+        self,
+        principal: str | None = None,
+        tool: str | None = None,
+        product: str | None = None,
+        outcome: Outcome | None = None,
+        since: datetime | None = None,
+        limit: int = 100,
+    ) -> list[AuditRecord]:
+        """Audit records matching every given filter, newest first, at most ``limit``.
+
+        Raises:
+            ValueError: ``since`` is a naive datetime, or ``limit`` is below 1.
+            AuditError: the audit table cannot be read.
+        """
+        if limit < 1:
+            raise ValueError("limit must be at least 1")
+        if since is not None and since.tzinfo is None:
+            raise ValueError("since must be timezone-aware, e.g. datetime.now(UTC) - timedelta(hours=1)")
+        query = select(audit)
+        for column, value in (
+            (audit.c.principal, principal),
+            (audit.c.tool, tool),
+            (audit.c.product, product),
+            (audit.c.outcome, outcome),
+        ):
+            if value is not None:
+                query = query.where(column == value)
+        if since is not None:
+            query = query.where(audit.c.time >= since)
+        query = query.order_by(audit.c.time.desc(), audit.c.id.desc()).limit(limit)
+        try:
+            with self.engine.connect() as conn:
+                rows = conn.execute(query).mappings().all()
+        except SQLAlchemyError as exc:
+            raise AuditError(f"could not read the audit log: {exc}") from exc
+        return [AuditRecord.model_validate(dict(row)) for row in rows]

@@ -1,0 +1,448 @@
+"""The registry: every registered version of every product contract, with history and search.
+
+SQLAlchemy Core over a SQLite file by default, or PostgreSQL by URL (several server replicas may share
+one PostgreSQL registry). The API is synchronous; async callers wrap it in a worker thread. Every
+write runs in one transaction: a refused or failed registration leaves the registry as it was.
+"""
+
+from __future__ import annotations
+
+import builtins
+import difflib
+import json
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from types import TracebackType
+from typing import Literal, Self
+
+from pydantic import BaseModel, ConfigDict
+from sqlalchemy import Connection, Engine, Row, func, select
+from sqlalchemy.exc import IntegrityError
+
+from catalog._registry_tables import engine_for, metadata, product_events, product_versions, products, utcnow
+from catalog.contract import ProductContract
+from catalog.errors import ContractError, ContractProblem, NotFoundError, RegistrationError
+from catalog.versioning import ContractDiff, canonical_json, content_hash, diff_contracts, version_refusal
+
+__all__ = ["HistoryEntry", "ProductSummary", "RegistrationResult", "Registry", "SearchHit"]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+class RegistrationResult(_Model):
+    name: str
+    version: str
+    status: Literal["created", "new_version", "unchanged"]
+    previous_version: str | None = None
+    diff: ContractDiff | None = None
+    message: str
+
+
+class ProductSummary(_Model):
+    name: str
+    domain: str
+    version: str
+    title: str
+    description: str
+    owner_team: str
+    tags: list[str]
+    deprecated: bool
+    deprecation_note: str | None = None
+    updated_at: datetime
+
+
+class HistoryEntry(_Model):
+    at: datetime
+    actor: str
+    event: Literal["registered", "deprecated"]
+    version: str
+    summary: str
+
+
+class SearchHit(_Model):
+    contract: ProductContract  # the latest version, deprecation applied
+    score: float
+    matched: list[str]  # which fields matched, e.g. "title", "column customer_email"
+
+    @property
+    def name(self) -> str:
+        return self.contract.name
+
+
+class Registry:
+    """Product contracts by name and version. Construct with :meth:`from_url`; close with :meth:`close`."""
+
+    def __init__(self, engine: Engine, *, owns_engine: bool = False) -> None:
+        self.engine = engine
+        self._owns_engine = owns_engine
+
+    @classmethod
+    def from_url(cls, url: str) -> Registry:
+        """A registry on a SQLAlchemy URL (or a SQLite file path), schema created if missing."""
+        registry = cls(engine_for(url), owns_engine=True)
+        registry.create_schema()
+        return registry
+
+    def create_schema(self) -> None:
+        """Create the registry and audit tables that do not exist yet. Idempotent."""
+        metadata.create_all(self.engine, checkfirst=True)
+
+    def close(self) -> None:
+        """Dispose the engine when this registry created it. Idempotent."""
+        if self._owns_engine:
+            self.engine.dispose()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    @contextmanager
+    def _write(self) -> Iterator[Connection]:
+        with self.engine.connect() as conn:
+            conn.execution_options(dp_write=True)
+            with conn.begin():
+                yield conn
+
+    def register(self, contract: ProductContract, *, actor: str) -> RegistrationResult:
+        """Register ``contract`` as a new product or a new version of one.
+
+        Identical content is ``unchanged`` and writes nothing. Changed content needs a higher version;
+        breaking schema changes (column removed/renamed/retyped, primary key changed) a higher MAJOR.
+
+        Raises:
+            ContractError: the contract has unresolved references (e.g. masking an undeclared column).
+            RegistrationError: same version with different content, a lower version, a breaking change
+                without a major bump, or a concurrent registration of the same product (retry).
+        """
+        refs = contract.reference_problems()
+        if refs:
+            raise ContractError(
+                f"{contract.name} {contract.version} is not valid",
+                [ContractProblem(message=message, path=path) for path, message in refs],
+            )
+        digest = content_hash(contract)
+        now = utcnow()
+        try:
+            with self._write() as conn:
+                product = conn.execute(
+                    select(products).where(products.c.name == contract.name).with_for_update()
+                ).first()
+                if product is None:
+                    conn.execute(
+                        products.insert().values(
+                            name=contract.name,
+                            domain=contract.domain,
+                            latest_version=contract.version,
+                            deprecated=contract.deprecated,
+                            deprecation_note=contract.deprecation_note,
+                            created_at=now,
+                            updated_at=now,
+                        )
+                    )
+                    summary = f"first version: {len(contract.columns)} columns"
+                    self._insert_version(conn, contract, digest, seq=1, actor=actor, at=now, summary=summary)
+                    self._insert_event(conn, contract.name, "registered", contract.version, actor, now, summary)
+                    return RegistrationResult(
+                        name=contract.name,
+                        version=contract.version,
+                        status="created",
+                        message=f"registered {contract.name} {contract.version}",
+                    )
+                latest = product.latest_version
+                same = conn.execute(
+                    select(product_versions.c.content_sha256).where(
+                        product_versions.c.name == contract.name, product_versions.c.version == contract.version
+                    )
+                ).scalar()
+                if same == digest:
+                    note = "" if contract.version == latest else f" (latest is {latest})"
+                    return RegistrationResult(
+                        name=contract.name,
+                        version=contract.version,
+                        status="unchanged",
+                        previous_version=latest,
+                        message=f"{contract.name} {contract.version} is already registered with this content{note}",
+                    )
+                diff = diff_contracts(self._contract(conn, contract.name, latest), contract)
+                refusal = version_refusal(latest, contract.version, diff)
+                if refusal:
+                    raise RegistrationError(refusal)
+                seq = conn.execute(
+                    select(func.max(product_versions.c.seq)).where(product_versions.c.name == contract.name)
+                ).scalar_one()
+                summary = diff.summary()
+                self._insert_version(conn, contract, digest, seq=seq + 1, actor=actor, at=now, summary=summary)
+                values: dict[str, object] = {"latest_version": contract.version, "updated_at": now}
+                if contract.deprecated:
+                    values |= {"deprecated": True, "deprecation_note": contract.deprecation_note}
+                conn.execute(products.update().where(products.c.name == contract.name).values(**values))
+                self._insert_event(conn, contract.name, "registered", contract.version, actor, now, summary)
+                return RegistrationResult(
+                    name=contract.name,
+                    version=contract.version,
+                    status="new_version",
+                    previous_version=latest,
+                    diff=diff,
+                    message=f"registered {contract.name} {contract.version} (was {latest}): {summary}",
+                )
+        except IntegrityError as exc:
+            raise RegistrationError(
+                f"{contract.name} was registered concurrently by another writer; retry the registration"
+            ) from exc
+
+    def _insert_version(
+        self,
+        conn: Connection,
+        contract: ProductContract,
+        digest: str,
+        *,
+        seq: int,
+        actor: str,
+        at: datetime,
+        summary: str,
+    ) -> None:
+        conn.execute(
+            product_versions.insert().values(
+                name=contract.name,
+                version=contract.version,
+                seq=seq,
+                contract=canonical_json(contract),
+                content_sha256=digest,
+                registered_by=actor,
+                registered_at=at,
+                change_summary=summary,
+            )
+        )
+
+    def _insert_event(
+        self, conn: Connection, name: str, action: str, version: str, actor: str, at: datetime, summary: str
+    ) -> None:
+        conn.execute(
+            product_events.insert().values(
+                name=name, action=action, version=version, actor=actor, at=at, summary=summary
+            )
+        )
+
+    def get(self, name: str, version: str | None = None) -> ProductContract:
+        """The contract of ``name`` at ``version`` (default: the latest), with deprecation applied.
+
+        Raises:
+            NotFoundError: unknown product (the message names close matches) or version (lists versions).
+        """
+        with self.engine.connect() as conn:
+            product = self._product(conn, name)
+            contract = self._contract(conn, name, version or product.latest_version)
+        return _deprecated(contract, product.deprecation_note) if product.deprecated else contract
+
+    def versions(self, name: str) -> builtins.list[str]:
+        """Registered versions of ``name``, oldest first.
+
+        Raises:
+            NotFoundError: unknown product.
+        """
+        with self.engine.connect() as conn:
+            self._product(conn, name)
+            return self._versions(conn, name)
+
+    def history(self, name: str) -> builtins.list[HistoryEntry]:
+        """Registrations and deprecations of ``name``, newest first: who, when, version, what changed.
+
+        Raises:
+            NotFoundError: unknown product.
+        """
+        with self.engine.connect() as conn:
+            self._product(conn, name)
+            rows = conn.execute(
+                select(product_events).where(product_events.c.name == name).order_by(product_events.c.id.desc())
+            ).all()
+        return [
+            HistoryEntry(at=r.at, actor=r.actor, event=r.action, version=r.version, summary=r.summary) for r in rows
+        ]
+
+    def diff(self, name: str, a: str, b: str) -> ContractDiff:
+        """What changed from version ``a`` to version ``b`` of ``name``.
+
+        Raises:
+            NotFoundError: unknown product or version.
+        """
+        with self.engine.connect() as conn:
+            self._product(conn, name)
+            return diff_contracts(self._contract(conn, name, a), self._contract(conn, name, b))
+
+    def deprecate(self, name: str, *, actor: str, note: str) -> None:
+        """Mark ``name`` deprecated (all versions), recorded in its history.
+
+        Raises:
+            NotFoundError: unknown product.
+        """
+        now = utcnow()
+        with self._write() as conn:
+            product = self._product(conn, name)
+            conn.execute(
+                products.update()
+                .where(products.c.name == name)
+                .values(deprecated=True, deprecation_note=note, updated_at=now)
+            )
+            self._insert_event(conn, name, "deprecated", product.latest_version, actor, now, note)
+
+    def search(self, text: str, *, limit: int = 20, include_deprecated: bool = False) -> builtins.list[ProductContract]:
+        """Latest contracts of the products matching the words of ``text``, best first (see :meth:`search_hits`).
+
+        Callers filter the result by policy before showing it.
+        """
+        return [hit.contract for hit in self.search_hits(text, limit=limit, include_deprecated=include_deprecated)]
+
+    def search_hits(self, text: str, *, limit: int = 20, include_deprecated: bool = False) -> builtins.list[SearchHit]:
+        """Products matching the words of ``text``, best first, with their score and matched fields.
+
+        Each query word scores once per kind of field it occurs in: name 5, title 4, tags 3, column or
+        metric names 2, descriptions 1; a word that only starts a catalog word counts half. A plural
+        "s" is ignored.
+        """
+        words = [w for w in _tokens(text) if w not in _STOPWORDS]
+        if not words:
+            return []
+        hits: builtins.list[SearchHit] = []
+        for contract in self._latest_contracts(include_deprecated=include_deprecated):
+            score = 0.0
+            matched: builtins.list[str] = []
+            scored: set[tuple[str, str]] = set()  # (word, category): each word scores once per category
+            for category, label, weight, field_words in _search_fields(contract):
+                for word in words:
+                    if word in field_words:
+                        gain = weight
+                    elif len(word) >= 3 and any(w.startswith(word) for w in field_words):
+                        gain = weight / 2
+                    else:
+                        continue
+                    if label not in matched:
+                        matched.append(label)
+                    if (word, category) not in scored:
+                        scored.add((word, category))
+                        score += gain
+            if score > 0:
+                hits.append(SearchHit(contract=contract, score=score, matched=matched))
+        hits.sort(key=lambda h: (-h.score, h.name))
+        return hits[:limit]
+
+    def list_contracts(
+        self, domain: str | None = None, include_deprecated: bool = True
+    ) -> builtins.list[ProductContract]:
+        """The latest contract of every product (optionally of one domain), by name, deprecation applied."""
+        return self._latest_contracts(include_deprecated=include_deprecated, domain=domain)
+
+    def _latest_contracts(
+        self, *, include_deprecated: bool, domain: str | None = None
+    ) -> builtins.list[ProductContract]:
+        query = select(product_versions.c.contract, products.c.deprecated, products.c.deprecation_note).join(
+            products,
+            (products.c.name == product_versions.c.name) & (products.c.latest_version == product_versions.c.version),
+        )
+        if domain is not None:
+            query = query.where(products.c.domain == domain)
+        if not include_deprecated:
+            query = query.where(products.c.deprecated.is_(False))
+        with self.engine.connect() as conn:
+            rows = conn.execute(query.order_by(products.c.name)).all()
+        return [_with_deprecation(r.contract, r.deprecated, r.deprecation_note) for r in rows]
+
+    def _product(self, conn: Connection, name: str) -> Row[tuple[object, ...]]:
+        row = conn.execute(select(products).where(products.c.name == name)).first()
+        if row is not None:
+            return row
+        names = builtins.list(conn.execute(select(products.c.name).order_by(products.c.name)).scalars())
+        close = difflib.get_close_matches(name, names, n=3, cutoff=0.5)
+        if close:
+            hint = f"did you mean {', '.join(repr(c) for c in close)}?"
+        elif names:
+            hint = f"registered products: {', '.join(names[:20])}{' …' if len(names) > 20 else ''}"
+        else:
+            hint = "the registry is empty; register a contract first"
+        raise NotFoundError(f"no product {name!r}; {hint}")
+
+    def _versions(self, conn: Connection, name: str) -> builtins.list[str]:
+        query = select(product_versions.c.version).where(product_versions.c.name == name)
+        return builtins.list(conn.execute(query.order_by(product_versions.c.seq)).scalars())
+
+    def _contract(self, conn: Connection, name: str, version: str) -> ProductContract:
+        text = conn.execute(
+            select(product_versions.c.contract).where(
+                product_versions.c.name == name, product_versions.c.version == version
+            )
+        ).scalar()
+        if text is None:
+            raise NotFoundError(
+                f"{name} has no version {version!r}; versions are {', '.join(self._versions(conn, name))}"
+            )
+        return ProductContract.model_validate(json.loads(text))
+
+    def list(self, domain: str | None = None, include_deprecated: bool = True) -> builtins.list[ProductSummary]:
+        """The latest version of every product (optionally of one domain), by name."""
+        query = select(products, product_versions.c.contract).join(
+            product_versions,
+            (products.c.name == product_versions.c.name) & (products.c.latest_version == product_versions.c.version),
+        )
+        if domain is not None:
+            query = query.where(products.c.domain == domain)
+        if not include_deprecated:
+            query = query.where(products.c.deprecated.is_(False))
+        with self.engine.connect() as conn:
+            rows = conn.execute(query.order_by(products.c.name)).all()
+        summaries = []
+        for row in rows:
+            contract = ProductContract.model_validate(json.loads(row.contract))
+            summaries.append(
+                ProductSummary(
+                    name=row.name,
+                    domain=row.domain,
+                    version=row.latest_version,
+                    title=contract.title,
+                    description=contract.description,
+                    owner_team=contract.owner.team,
+                    tags=contract.tags,
+                    deprecated=bool(row.deprecated),
+                    deprecation_note=row.deprecation_note,
+                    updated_at=row.updated_at,
+                )
+            )
+        return summaries
+
+
+def _with_deprecation(text: str, deprecated: bool, note: str | None) -> ProductContract:
+    contract = ProductContract.model_validate(json.loads(text))
+    return _deprecated(contract, note) if deprecated else contract
+
+
+def _deprecated(contract: ProductContract, note: str | None) -> ProductContract:
+    return contract.model_copy(update={"deprecated": True, "deprecation_note": note})
+
+
+_STOPWORDS = frozenset("a an and are as at by for from in is of on or per the to with".split())
+
+
+def _tokens(text: str) -> builtins.list[str]:
+    """Lower-case words, ``_`` and ``.`` split, a plural ``s`` dropped (orders → order)."""
+    words = re.findall(r"[a-z0-9]+", text.lower())
+    return [w[:-1] if len(w) > 3 and w.endswith("s") and not w.endswith("ss") else w for w in words]
+
+
+def _search_fields(contract: ProductContract) -> Iterator[tuple[str, str, float, set[str]]]:
+    """(category, label, weight, words) for every searchable field of a contract."""
+    yield "name", "name", 5, set(_tokens(contract.name))
+    yield "title", "title", 4, set(_tokens(contract.title))
+    yield "tags", "tags", 3, set(_tokens(" ".join(contract.tags)))
+    yield "description", "description", 1, set(_tokens(contract.description))
+    for column in contract.columns:
+        yield "column name", f"column {column.name}", 2, set(_tokens(column.name))
+        yield "column description", f"column {column.name}", 1, set(_tokens(column.description))
+    for metric in contract.metrics:
+        yield "metric name", f"metric {metric.name}", 2, set(_tokens(metric.name))
+        yield "metric description", f"metric {metric.name}", 1, set(_tokens(metric.description))
