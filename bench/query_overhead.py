@@ -1,0 +1,303 @@
+"""What governance costs: ``query_product`` through an in-process MCP client vs the same query run raw.
+
+For each store (DuckDB over a Parquet file, PostgreSQL in a throwaway cluster) and each query shape (a
+point lookup by primary key, a TPC-H Q1-like aggregate scan over ``lineitem``) it prints the median of
+``--repeat`` timed runs after warm-up, the ratio governed/raw and the milliseconds added, beside the
+targets: at most 1.10x on the scan, at most 2 ms added on the lookup.
+
+The governed path is the whole product: MCP tool call -> service -> registry contract -> policy ->
+neutral query compiled to the store's dialect -> connector (read-only, limits) -> audit row. The raw
+path is the store's own Python driver on one open connection.
+
+    python bench/query_overhead.py --sf 0.1 --repeat 30 --stores duckdb,postgresql
+"""
+
+from __future__ import annotations
+
+import argparse
+import secrets
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from a checkout: bench/, tests/
+
+import anyio  # noqa: E402
+import duckdb  # noqa: E402
+import psycopg  # noqa: E402
+from mcp import Client  # noqa: E402
+from pydantic import SecretStr  # noqa: E402
+from rich.console import Console  # noqa: E402
+from rich.table import Table  # noqa: E402
+
+from bench._tpch import generate_lineitem, lineitem_contract, load_lineitem_postgres  # noqa: E402
+from catalog.query import Limits  # noqa: E402
+from catalog.registry import Registry  # noqa: E402
+from connectors.base import ConnectionConfig  # noqa: E402
+from servers.mcp import create_server  # noqa: E402
+from servers.settings import PrincipalConfig, Settings  # noqa: E402
+from tests.pgcluster import PostgresCluster  # noqa: E402
+
+STORES = ("duckdb", "postgresql")
+LOOKUP_MAX_ADDED_MS = 2.0
+SCAN_MAX_RATIO = 1.10
+LOOKUP_COLUMNS = [
+    "l_orderkey",
+    "l_linenumber",
+    "l_partkey",
+    "l_suppkey",
+    "l_quantity",
+    "l_extendedprice",
+    "l_discount",
+    "l_tax",
+    "l_returnflag",
+    "l_linestatus",
+    "l_shipdate",
+    "l_shipmode",
+]
+Q1_AGGREGATES = [  # fn, column, alias: TPC-H Q1 without its expression aggregates
+    ("sum", "l_quantity", "sum_qty"),
+    ("sum", "l_extendedprice", "sum_base_price"),
+    ("avg", "l_quantity", "avg_qty"),
+    ("avg", "l_extendedprice", "avg_price"),
+    ("avg", "l_discount", "avg_disc"),
+    ("count", None, "count_order"),
+]
+Q1_SHIPDATE = "1998-09-02"
+
+
+@dataclass
+class Case:
+    """One query shape: the ``query_product`` arguments and the equivalent raw SQL for run ``i``."""
+
+    name: str
+    governed: Callable[[int], dict[str, Any]]
+    raw: Callable[[int], tuple[str, list[Any]]]
+    target: str
+    met: Callable[[float, float], bool]
+
+
+@dataclass
+class Measurement:
+    store: str
+    case: Case
+    rows: int
+    raw_ms: float
+    governed_ms: float
+
+
+def lookup_case(product: str, keys: list[int]) -> Case:
+    sql = f"SELECT {', '.join(LOOKUP_COLUMNS)} FROM lineitem WHERE l_orderkey = ? AND l_linenumber = 1"
+    return Case(
+        name="point lookup (PK)",
+        governed=lambda i: {
+            "product": product,
+            "columns": LOOKUP_COLUMNS,
+            "where": [
+                {"column": "l_orderkey", "op": "=", "value": keys[i % len(keys)]},
+                {"column": "l_linenumber", "op": "=", "value": 1},
+            ],
+        },
+        raw=lambda i: (sql, [keys[i % len(keys)]]),
+        target=f"<= +{LOOKUP_MAX_ADDED_MS:g} ms",
+        met=lambda raw, ours: ours - raw <= LOOKUP_MAX_ADDED_MS,
+    )
+
+
+def scan_case(product: str) -> Case:
+    select = ", ".join(f"{fn}({col or '*'}) AS {alias}" for fn, col, alias in Q1_AGGREGATES)
+    sql = (
+        f"SELECT l_returnflag, l_linestatus, {select} FROM lineitem WHERE l_shipdate <= CAST(? AS DATE) "
+        "GROUP BY l_returnflag, l_linestatus ORDER BY l_returnflag, l_linestatus"
+    )
+    arguments = {
+        "product": product,
+        "where": [{"column": "l_shipdate", "op": "<=", "value": Q1_SHIPDATE}],
+        "group_by": ["l_returnflag", "l_linestatus"],
+        "aggregates": [{"fn": fn, "column": col, "as": alias} for fn, col, alias in Q1_AGGREGATES],
+        "order_by": [{"column": "l_returnflag"}, {"column": "l_linestatus"}],
+    }
+    return Case(
+        name="aggregate scan (Q1-like)",
+        governed=lambda i: arguments,
+        raw=lambda i: (sql, [Q1_SHIPDATE]),
+        target=f"<= {SCAN_MAX_RATIO:.2f}x",
+        met=lambda raw, ours: ours / raw <= SCAN_MAX_RATIO,
+    )
+
+
+class RawStore:
+    """The store's own driver on one open connection: the baseline."""
+
+    def __init__(self, run: Callable[[str, list[Any]], list[tuple[Any, ...]]], close: Callable[[], None]) -> None:
+        self.run = run
+        self.close = close
+
+    @classmethod
+    def duckdb(cls, parquet: Path) -> RawStore:
+        conn = duckdb.connect()
+        conn.execute(f"CREATE VIEW lineitem AS SELECT * FROM read_parquet('{parquet}')")
+        return cls(lambda sql, params: conn.execute(sql, params).fetchall(), conn.close)
+
+    @classmethod
+    def postgresql(cls, dsn: str) -> RawStore:
+        conn = psycopg.connect(dsn, autocommit=True)
+        return cls(lambda sql, params: conn.execute(sql.replace("?", "%s"), params).fetchall(), conn.close)
+
+
+async def measure(client: Client, store: str, case: Case, raw: RawStore, *, repeat: int, warmup: int) -> Measurement:
+    """Median wall time of the raw and the governed runs; both must return the same rows."""
+    raw_times, governed_times = [], []
+    raw_rows: list[tuple[Any, ...]] = []
+    governed_rows: list[Any] = []
+    for i in range(warmup + repeat):
+        sql, params = case.raw(i)
+        started = time.perf_counter()
+        raw_rows = raw.run(sql, params)
+        raw_times.append(time.perf_counter() - started)
+        started = time.perf_counter()
+        result = await client.call_tool("query_product", case.governed(i))
+        governed_times.append(time.perf_counter() - started)
+        if result.is_error or result.structured_content is None:
+            text = " ".join(getattr(c, "text", "") for c in result.content)
+            raise RuntimeError(f"{store}/{case.name}: query_product failed: {text}")
+        governed_rows = result.structured_content["rows"]
+        if len(governed_rows) != len(raw_rows) or [r[:2] for r in governed_rows] != [list(r[:2]) for r in raw_rows]:
+            raise RuntimeError(
+                f"{store}/{case.name}: governed rows differ from raw rows: {governed_rows} != {raw_rows}"
+            )
+    return Measurement(
+        store=store,
+        case=case,
+        rows=len(raw_rows),
+        raw_ms=statistics.median(raw_times[warmup:]) * 1000,
+        governed_ms=statistics.median(governed_times[warmup:]) * 1000,
+    )
+
+
+@contextmanager
+def prepared_stores(
+    stores: list[str], parquet: Path
+) -> Iterator[tuple[dict[str, ConnectionConfig], dict[str, RawStore]]]:
+    """Connection configs for the settings and raw drivers, per store; PostgreSQL is loaded first."""
+    configs: dict[str, ConnectionConfig] = {}
+    raws: dict[str, RawStore] = {}
+    with ExitStack() as stack:
+        if "duckdb" in stores:
+            configs["duckdb"] = ConnectionConfig(name="duckdb", kind="duckdb", files={"lineitem": str(parquet)})
+            raws["duckdb"] = RawStore.duckdb(parquet)
+            stack.callback(raws["duckdb"].close)
+        if "postgresql" in stores:
+            cluster = stack.enter_context(PostgresCluster.start())
+            url = cluster.create_database("tpch")
+            dsn = url.replace("postgresql+psycopg://", "postgresql://")
+            started = time.perf_counter()
+            count = load_lineitem_postgres(dsn, parquet)
+            Console(stderr=True).log(f"postgresql: loaded {count:,} rows in {time.perf_counter() - started:.1f}s")
+            configs["postgresql"] = ConnectionConfig(name="postgresql", kind="postgresql", url=SecretStr(url))
+            raws["postgresql"] = RawStore.postgresql(dsn)
+            stack.callback(raws["postgresql"].close)
+        yield configs, raws
+
+
+def sample_keys(parquet: Path, n: int = 64) -> list[int]:
+    """Order keys spread over the table, the same for every store."""
+    with duckdb.connect() as conn:
+        sql = (
+            f"SELECT l_orderkey FROM read_parquet('{parquet}') WHERE l_linenumber = 1 ORDER BY hash(l_orderkey) LIMIT ?"
+        )
+        rows = conn.execute(sql, [n]).fetchall()
+    return [int(r[0]) for r in rows]
+
+
+async def run_bench(args: argparse.Namespace, workdir: Path) -> list[Measurement]:
+    console = Console(stderr=True)
+    started = time.perf_counter()
+    parquet = generate_lineitem(Path(args.data_dir) if args.data_dir else workdir, args.sf)
+    console.log(f"lineitem sf={args.sf:g}: {parquet} ({time.perf_counter() - started:.1f}s)")
+    keys = sample_keys(parquet)
+    with prepared_stores(args.stores, parquet) as (configs, raws):
+        settings = Settings(
+            workspace=workdir,
+            registry_url=f"sqlite:///{workdir / 'registry.db'}",
+            hash_salt=SecretStr(secrets.token_hex(16)),
+            connections=configs,
+            principals=[PrincipalConfig(name="bench", roles=["analyst"])],
+            limits=Limits(max_rows=1000, timeout_s=600),
+        )
+        with Registry.from_url(settings.resolved_registry_url()) as registry:
+            for store in configs:
+                registry.register(lineitem_contract(f"tpch.lineitem_{store}", store), actor="bench")
+        server = create_server(settings, principal=settings.principal("bench"))
+        cases = [
+            (s, c) for s in configs for c in (lookup_case(f"tpch.lineitem_{s}", keys), scan_case(f"tpch.lineitem_{s}"))
+        ]
+        async with Client(server) as client:
+            return [
+                await measure(client, store, case, raws[store], repeat=args.repeat, warmup=args.warmup)
+                for store, case in cases
+            ]
+
+
+def report(results: list[Measurement], args: argparse.Namespace) -> bool:
+    """Print the table; True when every target is met."""
+    table = Table(title=f"query_product overhead: TPC-H lineitem sf={args.sf:g}, median of {args.repeat} runs")
+    for column in ("store", "query", "rows", "raw ms", "governed ms", "ratio", "added ms", "target", ""):
+        table.add_column(column, justify="left" if column in ("store", "query", "target") else "right")
+    all_met = True
+    for m in results:
+        met = m.case.met(m.raw_ms, m.governed_ms)
+        all_met &= met
+        table.add_row(
+            m.store,
+            m.case.name,
+            str(m.rows),
+            f"{m.raw_ms:.2f}",
+            f"{m.governed_ms:.2f}",
+            f"{m.governed_ms / m.raw_ms:.2f}x",
+            f"{m.governed_ms - m.raw_ms:+.2f}",
+            m.case.target,
+            "[green]met[/]" if met else "[red]missed[/]",
+        )
+    Console().print(table)
+    return all_met
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--sf", type=float, default=0.1, help="TPC-H scale factor (default 0.1, ~600k rows)")
+    parser.add_argument("--repeat", type=int, default=20, help="timed runs per query (default 20)")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed runs first (default 3)")
+    parser.add_argument("--stores", default=",".join(STORES), help="comma-separated subset of: duckdb,postgresql")
+    parser.add_argument("--data-dir", help="keep generated Parquet/CSV here to reuse across runs")
+    parser.add_argument("--check", action="store_true", help="exit 1 when a target is missed")
+    args = parser.parse_args(argv)
+    args.stores = [s.strip() for s in args.stores.split(",") if s.strip()]
+    unknown = sorted(set(args.stores) - set(STORES))
+    if unknown or not args.stores:
+        parser.error(f"unknown stores {unknown}; choose from {','.join(STORES)}")
+    if args.repeat < 1 or args.warmup < 0 or args.sf <= 0:
+        parser.error("--repeat must be >= 1, --warmup >= 0, --sf > 0")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    workdir = Path(tempfile.mkdtemp(prefix="dp-bench-"))
+    try:
+        results = anyio.run(run_bench, args, workdir)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    met = report(results, args)
+    return 1 if args.check and not met else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
