@@ -1,0 +1,305 @@
+"""DuckDB over a database file and/or Parquet, CSV and JSON files, read-only at the driver level.
+
+How one connection is laid out:
+
+* a private catalog file ``files.duckdb`` is built once, in a temporary directory owned by the
+  connector, holding one view per entry of ``config.files`` (``CREATE VIEW orders AS SELECT * FROM
+  read_parquet('/data/orders/*.parquet')``); it is the main database, opened ``read_only``;
+* ``config.path``, when given, is attached read-only as ``source`` and made the default catalog,
+  with ``files.main`` next on the search path, so its tables and the file views both resolve
+  unqualified (a file view may not share a name with a table of ``source.main``);
+* ``allowed_paths`` (plain files) and ``allowed_directories`` (the fixed directory part of a glob)
+  are set to just those files, then ``enable_external_access=false`` and ``lock_configuration=true``:
+  SQL can read no other file, attach nothing and change no setting. DuckDB refuses
+  ``allowed_paths`` in the connect-time config ("before the database is started") and once
+  external access is off, hence this order. Extensions are never installed or auto-loaded.
+
+Each statement runs on its own cursor of the shared connection, must be a single SELECT (checked
+with DuckDB's own parser) and is interrupted by a timer after ``limits.timeout_s``.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import tempfile
+import threading
+import weakref
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import anyio.to_thread
+import duckdb
+from sqlglot import exp
+
+from catalog.errors import (
+    ConfigError,
+    ConnectorError,
+    ConnectorUnavailableError,
+    QueryExecutionError,
+    QueryTimeoutError,
+)
+from catalog.query import Limits, RowSet
+from connectors._common import Deadline, driver_message, fetch_capped, neutral_type, timeout_message, unknown_table
+from connectors.base import Capabilities, ConnectionConfig, Connector, IntrospectedColumn, TableSchema
+
+__all__ = ["DuckDBConnector"]
+
+INTROSPECT_TIMEOUT_S = 60.0
+_DRIVER_CONFIG: dict[str, str | bool | int | float | list[str]] = {
+    "autoinstall_known_extensions": False,
+    "autoload_known_extensions": False,
+}
+_READERS = {".parquet": "read_parquet", ".pq": "read_parquet", ".csv": "read_csv", ".tsv": "read_csv"}
+_READERS |= {".txt": "read_csv", ".json": "read_json", ".jsonl": "read_json", ".ndjson": "read_json"}
+_COMPRESSION = (".gz", ".zst")
+_VIEW_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_ASSETS = """
+SELECT database_name, schema_name, table_name FROM duckdb_tables() WHERE NOT internal AND NOT temporary
+UNION ALL
+SELECT database_name, schema_name, view_name FROM duckdb_views() WHERE NOT internal AND NOT temporary
+"""
+
+
+class DuckDBConnector(Connector):
+    """``kind: duckdb`` with ``path`` (a .duckdb file) and/or ``files`` (view name → Parquet/CSV/JSON path or glob)."""
+
+    kind = "duckdb"
+    dialect = "duckdb"
+    capabilities = Capabilities(supports_schemas=True, supports_files=True)
+
+    def __init__(self, config: ConnectionConfig) -> None:
+        """Nothing is opened until first use.
+
+        Raises:
+            ConfigError: neither ``path`` nor ``files``, a view name that is not an identifier, or a
+                file type DuckDB cannot read without extensions.
+        """
+        super().__init__(config)
+        if not config.path and not config.files:
+            raise ConfigError(f"connection {self.name!r}: kind duckdb needs 'path' (a .duckdb file) and/or 'files'")
+        self._path = Path(config.path).expanduser().resolve() if config.path else None
+        self._files: dict[str, tuple[str, str]] = {}  # view → (reader, absolute path or glob)
+        for view, pattern in config.files.items():
+            if not _VIEW_NAME.match(view):
+                raise ConfigError(f"connection {self.name!r}: file view name {view!r} must be an identifier")
+            self._files[view] = (_reader(self.name, pattern), str(Path(pattern).expanduser().absolute()))
+        self._lock = threading.Lock()
+        self._conn: duckdb.DuckDBPyConnection | None = None
+        self._cleanup: weakref.finalize[Any, Any] | None = None
+        self._closed = False
+
+    # -- opening -------------------------------------------------------------------------------
+
+    def _open(self) -> duckdb.DuckDBPyConnection:
+        tmp = tempfile.mkdtemp(prefix="dataproducts-duckdb-")
+        self._cleanup = weakref.finalize(self, shutil.rmtree, tmp, ignore_errors=True)
+        catalog = str(Path(tmp) / "files.duckdb")
+        with duckdb.connect(catalog, config=_DRIVER_CONFIG) as build:
+            for view, (reader, pattern) in self._files.items():
+                build.execute(f"CREATE VIEW {_ident(view)} AS SELECT * FROM {reader}({_literal(pattern)})")
+        conn = duckdb.connect(catalog, read_only=True, config=_DRIVER_CONFIG)
+        try:
+            if self._path is not None:
+                if not self._path.is_file():
+                    raise ConnectorUnavailableError(f"DuckDB database file {str(self._path)!r} does not exist")
+                conn.execute(f"ATTACH {_literal(str(self._path))} AS source (READ_ONLY)")
+                self._refuse_name_clashes(conn)
+            paths = [p for _, p in self._files.values() if not _is_glob(p)]
+            directories = sorted({_glob_root(p) for _, p in self._files.values() if _is_glob(p)})
+            conn.execute(f"SET allowed_paths = {_list_literal(paths)}")
+            conn.execute(f"SET allowed_directories = {_list_literal(directories)}")
+            conn.execute("SET enable_external_access = false")
+            conn.execute("SET lock_configuration = true")
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _refuse_name_clashes(self, conn: duckdb.DuckDBPyConnection) -> None:
+        names = conn.execute(
+            f"SELECT table_name FROM ({_ASSETS}) WHERE database_name = 'source' AND schema_name = 'main'"
+        )
+        clashes = sorted({name for (name,) in names.fetchall()} & set(self._files))
+        if clashes:
+            raise ConfigError(
+                f"connection {self.name!r}: file views {clashes} clash with tables of {str(self._path)!r}"
+            )
+
+    def _cursor(self) -> duckdb.DuckDBPyConnection:
+        with self._lock:
+            if self._closed:
+                raise ConnectorUnavailableError(f"connection {self.name!r} is closed")
+            if self._conn is None:
+                self._conn = self._open()
+            cursor = self._conn.cursor()
+        if self._path is not None:
+            cursor.execute("USE source")
+            cursor.execute("SET search_path = 'source.main,files.main'")
+        return cursor
+
+    # -- the one place driver errors are mapped ------------------------------------------------
+
+    @contextmanager
+    def _run(self, timeout_s: float) -> Iterator[tuple[duckdb.DuckDBPyConnection, Deadline]]:
+        """A fresh cursor that is interrupted after ``timeout_s`` and closed afterwards.
+
+        Raises:
+            ConnectorUnavailableError: the database or a file cannot be opened.
+            QueryTimeoutError: the statement ran longer than ``timeout_s``.
+            QueryExecutionError: DuckDB rejected the statement.
+        """
+        deadline = Deadline(timeout_s)
+        interrupter: _Interrupter | None = None
+        try:
+            cursor = self._cursor()
+            try:
+                interrupter = _Interrupter(cursor, timeout_s)
+                try:
+                    yield cursor, deadline
+                finally:
+                    interrupter.stop()
+            finally:
+                cursor.close()
+        except ConnectorError:
+            raise
+        except duckdb.InterruptException as exc:
+            if interrupter is not None and interrupter.fired:
+                raise QueryTimeoutError(timeout_message(timeout_s), orig=exc) from exc
+            raise QueryExecutionError(f"{self.name!r}: the statement was interrupted", orig=exc) from exc
+        except (duckdb.IOException, duckdb.ConnectionException) as exc:
+            raise ConnectorUnavailableError(f"cannot read {self.name!r}: {driver_message(exc)}", orig=exc) from exc
+        except duckdb.Error as exc:
+            raise QueryExecutionError(f"{self.name!r} rejected the statement: {driver_message(exc)}", orig=exc) from exc
+
+    # -- the contract --------------------------------------------------------------------------
+
+    async def execute(self, statement: exp.Query, limits: Limits) -> RowSet:
+        sql = self.render(statement)
+        return await anyio.to_thread.run_sync(self._execute_sync, sql, limits)
+
+    def _execute_sync(self, sql: str, limits: Limits) -> RowSet:
+        with self._run(limits.timeout_s) as (cursor, deadline):
+            statements = cursor.extract_statements(sql)
+            if len(statements) != 1 or statements[0].type != duckdb.StatementType.SELECT:
+                raise QueryExecutionError(
+                    f"{self.name!r} runs exactly one SELECT statement; this connection only reads"
+                )
+            cursor.execute(sql)
+            columns = [d[0] for d in cursor.description or []]
+            return fetch_capped(columns, cursor.fetchmany, limits, deadline)
+
+    async def list_assets(self) -> list[str]:
+        return await anyio.to_thread.run_sync(self._list_assets_sync)
+
+    def _list_assets_sync(self) -> list[str]:
+        with self._run(INTROSPECT_TIMEOUT_S) as (cursor, _):
+            return sorted(self._assets(cursor))
+
+    def _assets(self, cursor: duckdb.DuckDBPyConnection) -> dict[str, tuple[str, str, str]]:
+        """Readable name → (database, schema, table) for the source file and the file views."""
+        found: dict[str, tuple[str, str, str]] = {}
+        for database, schema, table in cursor.execute(_ASSETS).fetchall():
+            if database in ("source", "files"):
+                found.setdefault(table if schema == "main" else f"{schema}.{table}", (database, schema, table))
+        return found
+
+    async def introspect(self, table: str) -> TableSchema:
+        return await anyio.to_thread.run_sync(self._introspect_sync, table)
+
+    def _introspect_sync(self, table: str) -> TableSchema:
+        with self._run(INTROSPECT_TIMEOUT_S) as (cursor, _):
+            assets = self._assets(cursor)
+            if table not in assets:
+                raise unknown_table(self.name, table, list(assets))
+            where = "WHERE database_name = ? AND schema_name = ? AND table_name = ?"
+            rows = cursor.execute(
+                f"SELECT column_name, data_type, is_nullable FROM duckdb_columns() {where} ORDER BY column_index",
+                list(assets[table]),
+            ).fetchall()
+            keys = cursor.execute(
+                f"SELECT constraint_column_names FROM duckdb_constraints() {where} AND constraint_type = 'PRIMARY KEY'",
+                list(assets[table]),
+            ).fetchall()
+            (count,) = cursor.execute(f"SELECT count(*) FROM {'.'.join(map(_ident, assets[table]))}").fetchone() or (0,)
+        columns = [
+            IntrospectedColumn(name=name, native_type=native, type=neutral_type(native), nullable=bool(nullable))
+            for name, native, nullable in rows
+        ]
+        return TableSchema(table=table, columns=columns, primary_key=list(keys[0][0]) if keys else [], row_count=count)
+
+    async def aclose(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
+        if self._cleanup is not None:
+            self._cleanup()
+
+
+class _Interrupter:
+    """Interrupts a cursor once ``timeout_s`` has passed, unless stopped first; never after :meth:`stop`."""
+
+    def __init__(self, cursor: duckdb.DuckDBPyConnection, timeout_s: float) -> None:
+        self.fired = False
+        self._cursor = cursor
+        self._lock = threading.Lock()
+        self._stopped = False
+        self._timer = threading.Timer(timeout_s, self._fire)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def _fire(self) -> None:
+        with self._lock:
+            if self._stopped:
+                return
+            self.fired = True
+            try:
+                self._cursor.interrupt()
+            except duckdb.Error:
+                pass  # the statement ended meanwhile
+
+    def stop(self) -> None:
+        with self._lock:
+            self._stopped = True
+        self._timer.cancel()
+
+
+def _reader(connection: str, pattern: str) -> str:
+    name = pattern.lower()
+    for suffix in _COMPRESSION:
+        name = name.removesuffix(suffix)
+    reader = _READERS.get(Path(name).suffix)
+    if reader is None:
+        raise ConfigError(
+            f"connection {connection!r}: cannot tell how to read {pattern!r}; use a file ending in {sorted(_READERS)}"
+        )
+    return reader
+
+
+def _is_glob(path: str) -> bool:
+    return any(ch in path for ch in "*?[{")
+
+
+def _glob_root(pattern: str) -> str:
+    """The directory part of a glob before its first wildcard, with a trailing slash."""
+    parts = Path(pattern).parts
+    fixed = next(i for i, part in enumerate(parts) if _is_glob(part))
+    return str(Path(*parts[:fixed])).rstrip("/") + "/"
+
+
+def _ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _list_literal(items: list[str]) -> str:
+    return "[" + ", ".join(_literal(item) for item in items) + "]"
