@@ -8,6 +8,8 @@ too. All problems of all documents come back in one :class:`~catalog.errors.Cont
 
 from __future__ import annotations
 
+import difflib
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -96,11 +98,17 @@ def parse_contracts(text: str, *, file: str | None = None) -> list[LoadedContrac
             problems += doc_problems
             continue
         doc_problems += [
-            ContractProblem(message=message, path=path, file=file, line=line_of(lines, path))
+            ContractProblem(
+                message=message,
+                path=path,
+                file=file,
+                line=line_of(lines, path),
+                hint=_reference_hint(message, contract.column_names),
+            )
             for path, message in contract.reference_problems()
         ]
         if doc_problems:
-            problems += doc_problems
+            problems += sorted(doc_problems, key=lambda p: p.line or 0)
         else:
             loaded.append(LoadedContract(contract=contract, file=file, lines=lines))
     if problems:
@@ -174,12 +182,28 @@ def load_contracts(paths: str | Path | Iterable[str | Path]) -> list[LoadedContr
     return loaded
 
 
+def _reference_hint(message: str, columns: list[str]) -> str | None:
+    """For "unknown column 'x'" problems: the closest declared column."""
+    match = re.search(r"unknown column '([^']*)'", message)
+    if not match:
+        return None
+    close = difflib.get_close_matches(match.group(1), columns, n=1, cutoff=0.6)
+    return f"did you mean {close[0]!r}?" if close else None
+
+
 class _ContractDumper(yaml.SafeDumper):
     """Block style, multi-line strings as literal blocks."""
 
 
+_LINE_BREAKS_YAML_ONLY = ("\x85", "\u2028", "\u2029")  # line breaks to YAML, not to str.splitlines users
+
+
 def _represent_str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
-    style = "|" if "\n" in value and value == value.strip(" ") and not value.endswith("\n\n") else None
+    style: str | None = None
+    if any(ch in value for ch in _LINE_BREAKS_YAML_ONLY) or value != value.strip():
+        style = '"'  # escaped, so these characters survive the round trip
+    elif "\n" in value:
+        style = "|"
     return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
 
 
