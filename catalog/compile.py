@@ -17,6 +17,10 @@ a division) could turn errors into an oracle about rows the principal may not se
 only compare typed literals, which cannot fail per row, so :func:`compile_query` leaves the fence off
 and keeps index and scan pushdown; :mod:`catalog.sqlguard` sets it whenever row filters apply.
 
+Filters compare against typed literals checked against the column's visible type (masked columns are
+strings). ``like`` patterns use ``%`` and ``_`` with backslash as the escape character on every store
+(``ESCAPE '\\'``); case sensitivity follows the store (SQLite's LIKE ignores ASCII case).
+
 Pagination: statements fetch ``LIMIT n+1`` rows where ``n = min(query.limit, limits.max_rows)`` is
 :attr:`CompiledQuery.row_limit`; run them with ``max_rows = row_limit`` and the connector reports
 ``truncated`` when more rows exist. Non-aggregate queries use a keyset cursor over the caller's
@@ -255,7 +259,11 @@ class _Builder:
                     f"'like' needs a string column and a string pattern such as '%abc%'; "
                     f"{name!r} is {self.view.column_type(name)}"
                 )
-            return exp.Like(this=col, expression=literal(self.value(name, cond.value, cond.op)))
+            pattern = self.value(name, cond.value, cond.op)
+            if (len(pattern) - len(pattern.rstrip("\\"))) % 2:
+                raise InvalidRequestError("a 'like' pattern cannot end with a lone backslash; write \\\\ for one")
+            like = exp.Like(this=col, expression=literal(pattern))
+            return exp.Escape(this=like, expression=exp.Literal.string("\\"))
         return _COMPARISONS[cond.op](this=col, expression=literal(self.value(name, cond.value, cond.op)))
 
     def value(self, name: str, value: Any, op: str) -> Any:
