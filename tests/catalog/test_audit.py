@@ -1,0 +1,107 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+from sqlalchemy import text
+
+from catalog.audit import AuditLog, AuditRecord, digest_args
+from catalog.errors import AuditError
+from catalog.registry import Registry
+
+T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def registry(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Registry]:
+    url = f"sqlite:///{tmp_path / 'registry.db'}" if request.param == "sqlite" else request.getfixturevalue("pg_url")
+    with Registry.from_url(str(url)) as registry:
+        yield registry
+
+
+@pytest.fixture
+def log(registry: Registry) -> AuditLog:
+    return AuditLog(registry)
+
+
+def record(**overrides: object) -> AuditRecord:
+    values: dict[str, object] = {
+        "time": T0,
+        "principal": "alice",
+        "tool": "query_product",
+        "product": "sales.orders",
+        "args_digest": digest_args({"product": "sales.orders"}),
+        "rows": 10,
+        "bytes": 420,
+        "latency_ms": 12.5,
+        "outcome": "ok",
+    }
+    return AuditRecord.model_validate({**values, **overrides})
+
+
+def test_the_args_digest_is_the_sha256_of_canonical_json_whatever_the_key_order() -> None:
+    assert digest_args({"b": 1, "a": [1, "x"]}) == digest_args({"a": [1, "x"], "b": 1})
+    assert digest_args({"a": 1}) != digest_args({"a": 2})
+    assert digest_args({}) == "44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a"
+
+
+def test_a_recorded_call_reads_back_exactly(log: AuditLog) -> None:
+    rec = record(error_code=None)
+    log.record(rec)
+    [back] = log.query()
+    assert back.model_dump(exclude={"id"}) == rec.model_dump(exclude={"id"})
+    assert back.id is not None
+    assert back.time.tzinfo is not None and back.time.utcoffset() == timedelta(0)
+
+
+def test_records_come_back_newest_first_and_filtered(log: AuditLog) -> None:
+    log.record(record(time=T0))
+    log.record(record(time=T0 + timedelta(minutes=1), principal="bob", outcome="denied", error_code="access_denied"))
+    log.record(record(time=T0 + timedelta(minutes=2), tool="run_sql", product=None, rows=None, bytes=None))
+    log.record(record(time=T0 + timedelta(minutes=3), outcome="error", error_code="timeout"))
+    assert [r.time for r in log.query()] == [T0 + timedelta(minutes=m) for m in (3, 2, 1, 0)]
+    assert [r.principal for r in log.query(principal="bob")] == ["bob"]
+    assert [r.tool for r in log.query(tool="run_sql")] == ["run_sql"]
+    assert len(log.query(product="sales.orders")) == 3
+    assert [r.error_code for r in log.query(outcome="error")] == ["timeout"]
+    assert len(log.query(since=T0 + timedelta(minutes=2))) == 2
+    assert len(log.query(limit=1)) == 1
+    assert log.query(principal="bob", outcome="ok") == []
+
+
+def test_a_since_in_another_time_zone_means_the_same_instant(log: AuditLog) -> None:
+    log.record(record(time=T0))
+    berlin = timezone(timedelta(hours=1))
+    assert len(log.query(since=T0.astimezone(berlin))) == 1
+    assert log.query(since=(T0 + timedelta(seconds=1)).astimezone(berlin)) == []
+
+
+def test_naive_times_and_bad_limits_are_refused(log: AuditLog) -> None:
+    with pytest.raises(ValidationError):
+        record(time=datetime(2026, 3, 1, 12, 0))
+    with pytest.raises(ValueError, match="timezone-aware"):
+        log.query(since=datetime(2026, 3, 1))
+    with pytest.raises(ValueError, match="at least 1"):
+        log.query(limit=0)
+
+
+def test_a_record_that_cannot_be_written_raises_audit_error(registry: Registry, log: AuditLog) -> None:
+    with registry.engine.begin() as conn:
+        conn.execute(text("DROP TABLE dp_audit"))
+    with pytest.raises(AuditError) as info:
+        log.record(record())
+    assert info.value.code == "audit_failed"
+    assert info.value.__cause__ is not None
+    with pytest.raises(AuditError):
+        log.query()
+
+
+def test_an_audit_log_opened_by_url_shares_the_registry_database(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'registry.db'}"
+    with AuditLog.from_url(url) as log:
+        log.record(record())
+    with Registry.from_url(url) as registry:
+        assert [r.principal for r in AuditLog.from_registry(registry).query()] == ["alice"]
