@@ -9,7 +9,6 @@ import uvicorn
 from starlette.applications import Starlette
 
 from catalog.errors import ConfigError
-
 from servers.auth import BearerAuthMiddleware
 from servers.mcp import create_server
 from servers.service import DataProductsService

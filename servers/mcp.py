@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
-from typing import Annotated, TypeVar
+from typing import Annotated, TypeVar, cast
 
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ResourceError, ToolError
@@ -63,7 +63,7 @@ def create_server(
             yield owned
 
     server: MCPServer[DataProductsService] = MCPServer(
-        "dataproducts", instructions=INSTRUCTIONS, lifespan=lifespan, version="0.1.0"
+        "dataproducts", instructions=INSTRUCTIONS, lifespan=lifespan, version="0.1.0", log_level="WARNING"
     )
     default_principal = principal
     allowed = set(settings.server.tools)
@@ -75,7 +75,7 @@ def create_server(
         return found
 
     def svc(ctx: Context) -> DataProductsService:
-        return ctx.request_context.lifespan_context  # type: ignore[no-any-return]
+        return cast(DataProductsService, ctx.request_context.lifespan_context)
 
     if "search_products" in allowed:
 

@@ -8,8 +8,6 @@ the audit row cannot be written the call fails (fail closed): nothing unaudited 
 
 from __future__ import annotations
 
-import hashlib
-import json
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -17,15 +15,15 @@ from typing import Any, TypeVar
 import anyio
 import anyio.to_thread
 
-from catalog.audit import AuditLog, AuditRecord
+from catalog.audit import AuditLog, AuditRecord, Outcome, digest_args
 from catalog.compile import compile_query, next_cursor
 from catalog.contract import ProductContract
-from catalog.errors import AccessDeniedError, DataProductsError, InvalidRequestError
+from catalog.errors import AccessDeniedError, DataProductsError
 from catalog.policy import GovernedView, can_read, govern
 from catalog.principal import Principal
-from catalog.query import Limits, Query, RowSet
+from catalog.query import Query, RowSet
 from catalog.registry import Registry
-from catalog.sqlguard import parse_product_sql, rewrite_sql
+from catalog.sqlguard import connection_of, parse_product_sql, rewrite_sql
 from connectors import connector_for
 from connectors.base import Connector
 from servers.results import (
@@ -38,15 +36,9 @@ from servers.results import (
 )
 from servers.settings import Settings
 
-__all__ = ["DataProductsService", "args_digest"]
+__all__ = ["DataProductsService"]
 
 T = TypeVar("T")
-
-
-def args_digest(args: dict[str, Any]) -> str:
-    """sha256 of the canonical JSON of a call's arguments (what the audit row keeps instead of the args)."""
-    canonical = json.dumps(args, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
 class _CallStats:
@@ -82,7 +74,7 @@ class DataProductsService:
             ConfigError: the settings are incomplete (e.g. no hash salt).
         """
         registry = Registry.from_url(settings.resolved_registry_url())
-        return cls(settings, registry, AuditLog(registry))
+        return cls(settings, registry, AuditLog.from_registry(registry))
 
     async def aclose(self) -> None:
         for connector in self._connectors.values():
@@ -160,13 +152,7 @@ class DataProductsService:
             parsed = parse_product_sql(sql)
             stats.product = ",".join(parsed.products)
             views = {name: govern(await self.contract(name), principal) for name in parsed.products}
-            connections = {v.contract.source.connection for v in views.values()}
-            if len(connections) != 1:
-                raise InvalidRequestError(
-                    f"products {sorted(views)} live on different connections ({sorted(connections)}); "
-                    "one statement can only combine products of one connection — query them separately"
-                )
-            connector = await self.connector(connections.pop())
+            connector = await self.connector(connection_of(views))
             limits = self.settings.limits
             statement = rewrite_sql(parsed, views, dialect=connector.dialect, hash_salt=self._salt, limits=limits)
             rowset = await connector.execute(statement, limits)
@@ -224,7 +210,9 @@ class DataProductsService:
     ) -> T:
         stats = _CallStats()
         started = time.perf_counter()
-        outcome, code, failure = "ok", None, None
+        outcome: Outcome = "ok"
+        code: str | None = None
+        failure: Exception | None = None
         try:
             result = await body(stats)
         except DataProductsError as exc:
@@ -236,7 +224,7 @@ class DataProductsService:
             principal=principal.name,
             tool=tool,
             product=stats.product,
-            args_digest=args_digest(args),
+            args_digest=digest_args(args),
             rows=stats.rows,
             bytes=stats.bytes,
             latency_ms=(time.perf_counter() - started) * 1000,

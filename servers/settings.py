@@ -25,7 +25,7 @@ import hashlib
 import hmac
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
@@ -47,8 +47,8 @@ __all__ = [
 ]
 
 CONFIG_FILE = "dataproducts.yaml"
-TOOL_NAMES = ("search_products", "describe_product", "query_product", "run_sql")
 ToolName = Literal["search_products", "describe_product", "query_product", "run_sql"]
+TOOL_NAMES: tuple[str, ...] = get_args(ToolName)
 
 
 def hash_token(token: str) -> str:
@@ -75,7 +75,7 @@ class ServerConfig(BaseModel):
     host: str = "127.0.0.1"
     port: int = Field(default=8765, ge=1, le=65535)
     path: str = "/mcp"
-    tools: list[ToolName] = Field(default_factory=lambda: list(TOOL_NAMES), description="tool allow-list")
+    tools: list[ToolName] = Field(default_factory=lambda: list(get_args(ToolName)), description="tool allow-list")
 
 
 def _resolve_env_refs(value: Any, where: str = "") -> Any:

@@ -8,10 +8,9 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from catalog.contract import ProductContract
 from catalog.draft import draft_contract
 from catalog.errors import ConfigError, ContractError, ContractProblem, DataProductsError
-from catalog.loader import dump_contract, load_contract_file
+from catalog.loader import LoadedContract, dump_contract, load_file
 from catalog.validate import validate_against_source
 from connectors import connector_for
 from servers.cli._common import console, err_console, fail, run_async, state
@@ -27,43 +26,35 @@ def register_commands(app: typer.Typer) -> None:
         app.command(name)(command)
 
 
-def _load_all(files: list[Path]) -> tuple[list[tuple[Path, ProductContract]], list[ContractProblem]]:
-    loaded: list[tuple[Path, ProductContract]] = []
+def _load_all(files: list[Path]) -> tuple[list[tuple[Path, LoadedContract]], list[ContractProblem]]:
+    loaded: list[tuple[Path, LoadedContract]] = []
     problems: list[ContractProblem] = []
     for path in files:
         try:
-            loaded.extend((path, c) for c in load_contract_file(path))
+            loaded.extend((path, item) for item in load_file(path))
         except ContractError as exc:
             problems.extend(exc.problems or [ContractProblem(message=exc.message, file=str(path))])
     return loaded, problems
 
 
-async def _live_problems(ctx: typer.Context, loaded: list[tuple[Path, ProductContract]]) -> list[ContractProblem]:
+async def _live_problems(ctx: typer.Context, loaded: list[tuple[Path, LoadedContract]]) -> list[ContractProblem]:
     settings = state(ctx).settings
     problems: list[ContractProblem] = []
-    for path, contract in loaded:
+    for path, item in loaded:
+        contract = item.contract
         try:
             config = settings.connection(contract.source.connection)
         except ConfigError as exc:
             problems.append(ContractProblem(message=exc.message, path="source.connection", file=str(path)))
             continue
         async with connector_for(config) as connector:
-            for problem in await validate_against_source(contract, connector):
-                problems.append(
-                    ContractProblem(
-                        message=problem.message,
-                        path=problem.path,
-                        file=problem.file or str(path),
-                        line=problem.line,
-                        hint=problem.hint,
-                    )
-                )
+            problems += [item.locate(p) for p in await validate_against_source(contract, connector)]
     return problems
 
 
 def _report(problems: list[ContractProblem]) -> None:
     for problem in problems:
-        err_console.print(str(problem), markup=False, highlight=False)
+        typer.echo(str(problem), err=True)
     err_console.print(f"[bold red]{len(problems)} problem(s)[/]")
 
 
@@ -79,8 +70,8 @@ def validate(
     if problems:
         _report(problems)
         raise typer.Exit(1)
-    for path, contract in loaded:
-        console.print(f"[green]ok[/] {path}: {contract.name} {contract.version}")
+    for path, item in loaded:
+        console.print(f"[green]ok[/] {path}: {item.contract.name} {item.contract.version}")
 
 
 def register(
@@ -98,12 +89,14 @@ def register(
         raise typer.Exit(1)
     registry = state(ctx).registry()
     try:
-        for path, contract in loaded:
+        for path, item in loaded:
             try:
-                result = registry.register(contract, actor=state(ctx).actor())
+                result = registry.register(item.contract, actor=state(ctx).actor())
             except DataProductsError as exc:
                 fail(f"{path}: {exc.message}")
-            console.print(f"{result.status:>12}  {contract.name} {result.version}  ({path})", highlight=False)
+            console.print(f"{result.status:>12}  {result.name} {result.version}  ({path})", highlight=False)
+            if result.diff is not None:
+                typer.echo(result.diff.render())
     finally:
         registry.close()
 
@@ -133,7 +126,7 @@ def show(
     """Print a registered contract as YAML."""
     registry = state(ctx).registry()
     try:
-        console.print(dump_contract(registry.get(name, version)), markup=False, highlight=False)
+        typer.echo(dump_contract(registry.get(name, version)))
     finally:
         registry.close()
 
@@ -142,7 +135,7 @@ def diff(ctx: typer.Context, name: str, a: str, b: str) -> None:
     """What changed between two registered versions (and whether it breaks consumers)."""
     registry = state(ctx).registry()
     try:
-        console.print(registry.diff(name, a, b).render(), markup=False, highlight=False)
+        typer.echo(registry.diff(name, a, b).render())
     finally:
         registry.close()
 
@@ -196,4 +189,4 @@ def init(
         output.write_text(text, encoding="utf-8")
         console.print(f"wrote {output}: fill in the TODOs and confirm the PII candidates, then `dataproducts validate`")
     else:
-        console.print(text, markup=False, highlight=False)
+        typer.echo(text)

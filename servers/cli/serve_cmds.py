@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from catalog.audit import AuditLog
+from catalog.audit import AuditLog, Outcome
 from catalog.contract import parse_duration
 from catalog.loader import load_contract_file
 from catalog.registry import Registry
@@ -78,7 +78,7 @@ def demo(
     console.print(f"\n[bold]Demo workspace ready in {workspace.path}[/]\n")
     for name, tok in workspace.tokens.items():
         roles = ", ".join(next(p.roles for p in settings.principals if p.name == name))
-        console.print(f"  principal [bold]{name}[/] ({roles}): bearer token {tok}", highlight=False)
+        console.print(f"  principal [bold]{name}[/] ({roles}): bearer token {tok}", highlight=False, soft_wrap=True)
     config = {"mcpServers": {"dataproducts": {"type": "http", "url": url, "headers": {"Authorization": "Bearer …"}}}}
     stdio = {
         "mcpServers": {
@@ -89,9 +89,9 @@ def demo(
         }
     }
     console.print("\nConnect an MCP client over HTTP:", highlight=False)
-    console.print(json.dumps(config, indent=2), markup=False, highlight=False)
+    typer.echo(json.dumps(config, indent=2, ensure_ascii=False))
     console.print("or over stdio (acts as the stdio_principal):", highlight=False)
-    console.print(json.dumps(stdio, indent=2), markup=False, highlight=False)
+    typer.echo(json.dumps(stdio, indent=2))
     if serve_after:
         _serve(settings, http=True)
 
@@ -101,7 +101,7 @@ def audit(
     principal: Annotated[str | None, typer.Option(help="only this principal")] = None,
     tool: Annotated[str | None, typer.Option(help="only this tool")] = None,
     product: Annotated[str | None, typer.Option(help="only this product")] = None,
-    outcome: Annotated[str | None, typer.Option(help="ok | error | denied")] = None,
+    outcome: Annotated[Outcome | None, typer.Option(help="ok | error | denied")] = None,
     since: Annotated[str | None, typer.Option(help="only the last 30m / 24h / 7d")] = None,
     limit: Annotated[int, typer.Option(help="at most this many rows, newest first")] = 50,
     as_json: Annotated[bool, typer.Option("--json", help="JSON lines instead of a table")] = False,
@@ -110,14 +110,14 @@ def audit(
     registry = state(ctx).registry()
     start = datetime.now(UTC) - parse_duration(since) if since else None
     try:
-        records = AuditLog(registry).query(
+        records = AuditLog.from_registry(registry).query(
             principal=principal, tool=tool, product=product, outcome=outcome, since=start, limit=limit
         )
     finally:
         registry.close()
     if as_json:
         for record in records:
-            console.print(record.model_dump_json(), markup=False, highlight=False)
+            typer.echo(record.model_dump_json())
         return
     table = Table("time (UTC)", "principal", "tool", "product", "outcome", "rows", "bytes", "ms", "error")
     for r in records:
