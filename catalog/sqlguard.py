@@ -88,7 +88,7 @@ _TABLE_ARGS = frozenset({"this", "db", "catalog", "alias"})
 
 @dataclass(frozen=True)
 class ParsedSQL:
-    """A statement that passed the guard: the parsed query and the products it reads (first use first)."""
+    """A statement that passed the guard: the parsed query and the products it reads (sorted, unique)."""
 
     sql: str
     statement: exp.Query
@@ -113,16 +113,16 @@ def parse_product_sql(sql: str, *, read: str | None = None) -> ParsedSQL:
     if not isinstance(statement, exp.Select | exp.SetOperation):
         kind = statement.name.upper() if isinstance(statement, exp.Command) else type(statement).__name__.upper()
         raise SQLRefusedError(f"{kind or 'this'} statements are not allowed; {ALLOWED}")
-    products: dict[str, None] = {}
+    products: set[str] = set()
     for node in statement.walk():
         _check_node(node)
         if isinstance(node, exp.Table):
             name = _table_product(node)
             if name is not None:
-                products[name] = None
+                products.add(name)
     if not products:
         raise SQLRefusedError(f"the query reads no product. {ALLOWED}")
-    return ParsedSQL(sql=sql, statement=statement, products=list(products))
+    return ParsedSQL(sql=sql, statement=statement, products=sorted(products))
 
 
 def _first_error(exc: SqlglotError) -> str:
