@@ -81,7 +81,8 @@ def draft_contract(
     if problems:
         raise ContractError(f"cannot draft a contract for {schema.table!r}", problems)
 
-    rows = f"{schema.row_count:,} rows" if schema.row_count is not None else "row count unknown"
+    count = schema.row_count
+    rows = "row count unknown" if count is None else f"{count:,} row{'' if count == 1 else 's'}"
     owner = {"team": owner_team, **({"email": owner_email} if owner_email else {})}
     lines = [
         f"# Draft contract generated from {connection}:{schema.table} ({rows}).",
