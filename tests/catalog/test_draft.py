@@ -5,6 +5,7 @@ from pathlib import Path
 
 import anyio
 import pytest
+from pydantic import SecretStr
 
 from catalog.draft import draft_contract, pii_candidate
 from catalog.errors import ContractError
@@ -144,7 +145,7 @@ def test_a_draft_from_a_live_sqlite_table_loads_and_matches_its_source(tmp_path:
         )
         db.execute("INSERT INTO orders VALUES (1, 'a@example.org', 3.5, '2026-01-01 10:00:00')")
     db.close()
-    config = ConnectionConfig(name="shop", kind="sqlite", url=f"sqlite:///{path}")
+    config = ConnectionConfig(name="shop", kind="sqlite", url=SecretStr(f"sqlite:///{path}"))
 
     async def run() -> list[object]:
         async with connector_for(config) as connector:

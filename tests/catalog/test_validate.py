@@ -7,6 +7,7 @@ from typing import Any
 import anyio
 import pytest
 import sqlalchemy as sa
+from pydantic import SecretStr
 
 from catalog.contract import ProductContract
 from catalog.errors import ContractProblem
@@ -31,7 +32,7 @@ def sqlite_shop(directory: Path) -> ConnectionConfig:
     with sqlite3.connect(path) as db:
         db.execute(ORDERS_DDL["sqlite"])
     db.close()
-    return ConnectionConfig(name="shop", kind="sqlite", url=f"sqlite:///{path}")
+    return ConnectionConfig(name="shop", kind="sqlite", url=SecretStr(f"sqlite:///{path}"))
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
@@ -44,7 +45,7 @@ def shop(request: pytest.FixtureRequest, tmp_path: Path) -> ConnectionConfig:
     with engine.begin() as conn:
         conn.exec_driver_sql(ORDERS_DDL["postgresql"])
     engine.dispose()
-    return ConnectionConfig(name="shop", kind="postgresql", url=url)
+    return ConnectionConfig(name="shop", kind="postgresql", url=SecretStr(url))
 
 
 @pytest.fixture
