@@ -269,9 +269,9 @@ class ProductContract(_Model):
             problems.append(("columns", f"duplicate column names {dupes}"))
 
         def check(path: str, refs: list[str]) -> None:
-            for ref in refs:
-                if ref not in known:
-                    problems.append((path, f"unknown column {ref!r}; declared columns are {names}"))
+            problems.extend(
+                (path, f"unknown column {ref!r}; declared columns are {names}") for ref in refs if ref not in known
+            )
 
         check("primary_key", self.primary_key)
         for i, rule in enumerate(self.policy.masking):
