@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import anyio
 import duckdb
 import pyarrow.parquet as pq
 import pytest
@@ -15,6 +16,10 @@ import yaml
 
 from catalog.contract import ProductContract
 from catalog.errors import ConfigError
+from catalog.loader import load_contract_file
+from catalog.registry import Registry
+from catalog.validate import validate_against_source
+from connectors import connector_for
 from servers.demo import DEMO_PRINCIPALS, DemoWorkspace, build_demo_workspace
 from servers.settings import Settings, load_settings
 
@@ -172,3 +177,22 @@ def test_rebuilding_a_demo_workspace_replaces_it_and_keeps_other_files(tmp_path:
     assert (tmp_path / "my-notes.md").read_text(encoding="utf-8") == "keep me"
     assert second.tokens != first.tokens
     assert load_settings(second.config_path).principal_for_token(first.tokens["ana"]) is None
+
+
+def test_every_demo_contract_registers_and_matches_its_live_source(demo: DemoWorkspace, tmp_path: Path) -> None:
+    settings = load_settings(demo.config_path, registry_url=f"sqlite:///{tmp_path / 'registry.db'}")
+
+    async def problems_by_product() -> dict[str, list[str]]:
+        found: dict[str, list[str]] = {}
+        with Registry.from_url(settings.resolved_registry_url()) as registry:
+            for path in demo.contract_paths:
+                for contract in load_contract_file(path):
+                    assert registry.register(contract, actor="test").status == "created"
+                    async with connector_for(settings.connection(contract.source.connection)) as connector:
+                        problems = await validate_against_source(registry.get(contract.name), connector)
+                    found[contract.name] = [f"{p.path}: {p.message}" for p in problems]
+        return found
+
+    found = anyio.run(problems_by_product)
+    assert len(found) == len(demo.contract_paths)
+    assert found == {name: [] for name in found}
