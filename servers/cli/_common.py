@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import getpass
 import os
 from collections.abc import Callable, Coroutine
@@ -17,7 +18,7 @@ from catalog.errors import DataProductsError
 from catalog.registry import Registry
 from servers.settings import Settings, load_settings
 
-__all__ = ["CLIState", "console", "err_console", "fail", "print_error", "run_async", "state"]
+__all__ = ["CLIState", "console", "err_console", "fail", "print_error", "reporting_errors", "run_async", "state"]
 
 T = TypeVar("T")
 
@@ -50,6 +51,19 @@ def state(ctx: typer.Context) -> CLIState:
     if found is None:  # pragma: no cover - the root callback always sets it
         found = ctx.ensure_object(CLIState)
     return found
+
+
+def reporting_errors(command: Callable[..., None]) -> Callable[..., None]:
+    """Wrap a command so that a user error prints one actionable message and exits 1, without a traceback."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> None:
+        try:
+            command(*args, **kwargs)
+        except DataProductsError as exc:
+            fail(exc)
+
+    return wrapper
 
 
 def run_async(fn: Callable[..., Coroutine[Any, Any, T]], *args: Any) -> T:

@@ -6,14 +6,14 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.table import Table
+from rich.table import Column, Table
 
 from catalog.draft import draft_contract
 from catalog.errors import ConfigError, ContractError, ContractProblem, DataProductsError
 from catalog.loader import LoadedContract, dump_contract, load_file
 from catalog.validate import validate_against_source
 from connectors import connector_for
-from servers.cli._common import console, err_console, fail, run_async, state
+from servers.cli._common import console, err_console, fail, reporting_errors, run_async, state
 
 __all__ = ["register_commands"]
 
@@ -23,7 +23,7 @@ Files = Annotated[list[Path], typer.Argument(help="contract YAML files", exists=
 def register_commands(app: typer.Typer) -> None:
     for command in (validate, register, list_products, show, diff, history, deprecate, init):
         name = "list" if command is list_products else command.__name__
-        app.command(name)(command)
+        app.command(name)(reporting_errors(command))
 
 
 def _load_all(files: list[Path]) -> tuple[list[tuple[Path, LoadedContract]], list[ContractProblem]]:
@@ -112,7 +112,7 @@ def list_products(
         contracts = registry.list_contracts(domain=domain, include_deprecated=deprecated)
     finally:
         registry.close()
-    table = Table("name", "version", "title", "owner", "tags", "status")
+    table = Table(Column("name", no_wrap=True), Column("version", no_wrap=True), "title", "owner", "tags", "status")
     for c in contracts:
         table.add_row(c.name, c.version, c.title, c.owner.team, ", ".join(c.tags), "deprecated" if c.deprecated else "")
     console.print(table)

@@ -15,7 +15,7 @@ from catalog.audit import AuditLog, Outcome
 from catalog.contract import parse_duration
 from catalog.loader import load_contract_file
 from catalog.registry import Registry
-from servers.cli._common import console, err_console, state
+from servers.cli._common import console, err_console, reporting_errors, state
 from servers.demo import build_demo_workspace
 from servers.http import serve_http
 from servers.mcp import create_server
@@ -26,7 +26,7 @@ __all__ = ["register_commands"]
 
 def register_commands(app: typer.Typer) -> None:
     for command in (serve, demo, audit, token):
-        app.command(command.__name__)(command)
+        app.command(command.__name__)(reporting_errors(command))
 
 
 def _serve(settings: Settings, http: bool) -> None:
