@@ -76,10 +76,11 @@ def generate_lineitem(folder: Path, sf: float) -> Path:
     return target
 
 
-def load_lineitem_postgres(dsn: str, parquet: Path) -> int:
+def load_lineitem_postgres(dsn: str, parquet: Path, *, reader: str = "bench_reader") -> int:
     """Create ``lineitem`` with primary key (l_orderkey, l_linenumber) from the Parquet file; return its row count.
 
-    Rows travel as CSV through ``COPY ... FROM STDIN``, so the server needs no access to local files.
+    Rows travel as CSV through ``COPY ... FROM STDIN``, so the server needs no access to local files. The
+    login role ``reader`` (created if missing) may only read the table.
     """
     csv_path = parquet.with_suffix(".csv")
     if not csv_path.is_file():
@@ -94,6 +95,9 @@ def load_lineitem_postgres(dsn: str, parquet: Path) -> int:
                 copy.write(chunk)
         conn.execute("ALTER TABLE lineitem ADD PRIMARY KEY (l_orderkey, l_linenumber)")
         conn.execute("VACUUM ANALYZE lineitem")
+        if not conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", [reader]).fetchone():
+            conn.execute(f'CREATE ROLE "{reader}" LOGIN')
+        conn.execute(f'GRANT SELECT ON lineitem TO "{reader}"')
         row = conn.execute("SELECT count(*) FROM lineitem").fetchone()
     return int(row[0]) if row else 0
 

@@ -46,6 +46,7 @@ from servers.settings import PrincipalConfig, Settings  # noqa: E402
 from tests.pgcluster import PostgresCluster  # noqa: E402
 
 STORES = ("duckdb", "postgresql")
+READER_ROLE = "bench_reader"
 LOOKUP_MAX_ADDED_MS = 2.0
 SCAN_MAX_RATIO = 1.10
 LOOKUP_COLUMNS = [
@@ -96,7 +97,7 @@ class Measurement:
 def lookup_case(product: str, keys: list[int]) -> Case:
     sql = f"SELECT {', '.join(LOOKUP_COLUMNS)} FROM lineitem WHERE l_orderkey = ? AND l_linenumber = 1"
     return Case(
-        name="point lookup (PK)",
+        name="PK lookup",
         governed=lambda i: {
             "product": product,
             "columns": LOOKUP_COLUMNS,
@@ -106,7 +107,7 @@ def lookup_case(product: str, keys: list[int]) -> Case:
             ],
         },
         raw=lambda i: (sql, [keys[i % len(keys)]]),
-        target=f"<= +{LOOKUP_MAX_ADDED_MS:g} ms",
+        target=f"≤ +{LOOKUP_MAX_ADDED_MS:g} ms",
         met=lambda raw, ours: ours - raw <= LOOKUP_MAX_ADDED_MS,
     )
 
@@ -125,10 +126,10 @@ def scan_case(product: str) -> Case:
         "order_by": [{"column": "l_returnflag"}, {"column": "l_linestatus"}],
     }
     return Case(
-        name="aggregate scan (Q1-like)",
+        name="Q1 scan",
         governed=lambda i: arguments,
         raw=lambda i: (sql, [Q1_SHIPDATE]),
-        target=f"<= {SCAN_MAX_RATIO:.2f}x",
+        target=f"≤ {SCAN_MAX_RATIO:.2f}x",
         met=lambda raw, ours: ours / raw <= SCAN_MAX_RATIO,
     )
 
@@ -196,10 +197,11 @@ def prepared_stores(
             stack.callback(raws["duckdb"].close)
         if "postgresql" in stores:
             cluster = stack.enter_context(PostgresCluster.start())
-            url = cluster.create_database("tpch")
-            dsn = url.replace("postgresql+psycopg://", "postgresql://")
+            admin_url = cluster.create_database("tpch")
             started = time.perf_counter()
-            count = load_lineitem_postgres(dsn, parquet)
+            count = load_lineitem_postgres(admin_url.replace("postgresql+psycopg://", "postgresql://"), parquet)
+            url = admin_url.replace("//postgres@", f"//{READER_ROLE}@")  # served like production: a read-only role
+            dsn = url.replace("postgresql+psycopg://", "postgresql://")
             Console(stderr=True).log(f"postgresql: loaded {count:,} rows in {time.perf_counter() - started:.1f}s")
             configs["postgresql"] = ConnectionConfig(name="postgresql", kind="postgresql", url=SecretStr(url))
             raws["postgresql"] = RawStore.postgresql(dsn)
@@ -249,7 +251,7 @@ async def run_bench(args: argparse.Namespace, workdir: Path) -> list[Measurement
 def report(results: list[Measurement], args: argparse.Namespace) -> bool:
     """Print the table; True when every target is met."""
     table = Table(title=f"query_product overhead: TPC-H lineitem sf={args.sf:g}, median of {args.repeat} runs")
-    for column in ("store", "query", "rows", "raw ms", "governed ms", "ratio", "added ms", "target", ""):
+    for column in ("store", "query", "rows", "raw ms", "ours ms", "ratio", "added ms", "target", ""):
         table.add_column(column, justify="left" if column in ("store", "query", "target") else "right")
     all_met = True
     for m in results:
@@ -266,7 +268,10 @@ def report(results: list[Measurement], args: argparse.Namespace) -> bool:
             m.case.target,
             "[green]met[/]" if met else "[red]missed[/]",
         )
-    Console().print(table)
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=120)  # logs and CI: do not wrap the figures at 80 columns
+    console.print(table)
     return all_met
 
 
