@@ -6,6 +6,8 @@ UTC and always come back timezone-aware.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -14,6 +16,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     Column,
+    Connection,
     DateTime,
     Dialect,
     Engine,
@@ -31,7 +34,16 @@ from sqlalchemy import (
 from sqlalchemy.engine import make_url
 from sqlalchemy.types import TypeDecorator
 
-__all__ = ["audit", "engine_for", "metadata", "product_events", "product_versions", "products", "utcnow"]
+__all__ = [
+    "audit",
+    "engine_for",
+    "metadata",
+    "product_events",
+    "product_versions",
+    "products",
+    "utcnow",
+    "write_transaction",
+]
 
 
 def utcnow() -> datetime:
@@ -119,7 +131,8 @@ audit = Table(
 def engine_for(url: str) -> Engine:
     """An engine for a SQLAlchemy URL, or for a SQLite file when ``url`` is a plain path.
 
-    SQLite connections wait for locks instead of failing at once, enforce foreign keys, and start
+    SQLite connections use WAL (readers and the writer do not block each other), wait for locks
+    instead of failing at once, enforce foreign keys, and start
     write transactions with ``BEGIN IMMEDIATE`` (``execution_options(dp_write=True)``) so a
     read-then-write registration cannot interleave with another writer.
     """
@@ -134,9 +147,19 @@ def engine_for(url: str) -> Engine:
     return engine
 
 
+@contextmanager
+def write_transaction(engine: Engine) -> Iterator[Connection]:
+    """A connection in a write transaction (``BEGIN IMMEDIATE`` on SQLite), committed on success."""
+    with engine.connect() as conn:
+        conn.execution_options(dp_write=True)
+        with conn.begin():
+            yield conn
+
+
 def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
     dbapi_connection.isolation_level = None  # let the "begin" hook emit BEGIN itself
     cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode = WAL")  # readers do not wait for the audit writer
     cursor.execute("PRAGMA foreign_keys = ON")
     cursor.execute("PRAGMA busy_timeout = 10000")
     cursor.close()

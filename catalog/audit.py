@@ -18,7 +18,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from sqlalchemy import Engine, select
 from sqlalchemy.exc import SQLAlchemyError
 
-from catalog._registry_tables import audit, engine_for, utcnow
+from catalog._registry_tables import audit, engine_for, utcnow, write_transaction
 from catalog.errors import AuditError
 from catalog.registry import Registry
 
@@ -63,7 +63,8 @@ class AuditLog:
     def from_url(cls, url: str) -> AuditLog:
         """An audit log on a SQLAlchemy URL (or SQLite file path), table created if missing."""
         log = cls(engine_for(url), owns_engine=True)
-        audit.create(log.engine, checkfirst=True)
+        with write_transaction(log.engine) as conn:
+            audit.create(conn, checkfirst=True)
         return log
 
     @classmethod
@@ -93,10 +94,8 @@ class AuditLog:
         """
         values = rec.model_dump(exclude={"id"})
         try:
-            with self.engine.connect() as conn:
-                conn.execution_options(dp_write=True)
-                with conn.begin():
-                    conn.execute(audit.insert().values(**values))
+            with write_transaction(self.engine) as conn:
+                conn.execute(audit.insert().values(**values))
         except SQLAlchemyError as exc:
             raise AuditError(f"could not write the audit record of {rec.tool} by {rec.principal}: {exc}") from exc
 

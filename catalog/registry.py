@@ -12,21 +12,31 @@ import difflib
 import json
 import re
 from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import datetime
 from types import TracebackType
 from typing import Literal, Self
 
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy import Connection, Engine, Row, func, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, ProgrammingError
 
-from catalog._registry_tables import engine_for, metadata, product_events, product_versions, products, utcnow
+from catalog._registry_tables import (
+    engine_for,
+    metadata,
+    product_events,
+    product_versions,
+    products,
+    utcnow,
+    write_transaction,
+)
 from catalog.contract import ProductContract
 from catalog.errors import ContractError, ContractProblem, NotFoundError, RegistrationError
 from catalog.versioning import ContractDiff, canonical_json, content_hash, diff_contracts, version_refusal
 
 __all__ = ["HistoryEntry", "ProductSummary", "RegistrationResult", "Registry", "SearchHit"]
+
+
+_INSERT_RACE_RETRIES = 3
 
 
 class _Model(BaseModel):
@@ -88,8 +98,19 @@ class Registry:
         return registry
 
     def create_schema(self) -> None:
-        """Create the registry and audit tables that do not exist yet. Idempotent."""
-        metadata.create_all(self.engine, checkfirst=True)
+        """Create the registry and audit tables that do not exist yet. Idempotent.
+
+        Replicas starting together on one PostgreSQL may race to create a table; the loser looks again.
+
+        Raises:
+            sqlalchemy.exc.DBAPIError: the database refuses the DDL for another reason.
+        """
+        try:
+            with write_transaction(self.engine) as conn:
+                metadata.create_all(conn, checkfirst=True)
+        except (ProgrammingError, IntegrityError):
+            with write_transaction(self.engine) as conn:
+                metadata.create_all(conn, checkfirst=True)
 
     def close(self) -> None:
         """Dispose the engine when this registry created it. Idempotent."""
@@ -104,13 +125,6 @@ class Registry:
     ) -> None:
         self.close()
 
-    @contextmanager
-    def _write(self) -> Iterator[Connection]:
-        with self.engine.connect() as conn:
-            conn.execution_options(dp_write=True)
-            with conn.begin():
-                yield conn
-
     def register(self, contract: ProductContract, *, actor: str) -> RegistrationResult:
         """Register ``contract`` as a new product or a new version of one.
 
@@ -119,8 +133,8 @@ class Registry:
 
         Raises:
             ContractError: the contract has unresolved references (e.g. masking an undeclared column).
-            RegistrationError: same version with different content, a lower version, a breaking change
-                without a major bump, or a concurrent registration of the same product (retry).
+            RegistrationError: same version with different content, a lower version, or a breaking change
+                without a major bump. (A race with another writer creating the same product is retried.)
         """
         refs = contract.reference_problems()
         if refs:
@@ -129,74 +143,78 @@ class Registry:
                 [ContractProblem(message=message, path=path) for path, message in refs],
             )
         digest = content_hash(contract)
+        for attempt in range(_INSERT_RACE_RETRIES):
+            try:
+                return self._register_once(contract, digest, actor=actor)
+            except IntegrityError as exc:  # another writer created the product first: decide again
+                if attempt == _INSERT_RACE_RETRIES - 1:
+                    raise RegistrationError(
+                        f"{contract.name} kept being registered concurrently by other writers; retry the registration"
+                    ) from exc
+        raise AssertionError("unreachable")
+
+    def _register_once(self, contract: ProductContract, digest: str, *, actor: str) -> RegistrationResult:
         now = utcnow()
-        try:
-            with self._write() as conn:
-                product = conn.execute(
-                    select(products).where(products.c.name == contract.name).with_for_update()
-                ).first()
-                if product is None:
-                    conn.execute(
-                        products.insert().values(
-                            name=contract.name,
-                            domain=contract.domain,
-                            latest_version=contract.version,
-                            deprecated=contract.deprecated,
-                            deprecation_note=contract.deprecation_note,
-                            created_at=now,
-                            updated_at=now,
-                        )
-                    )
-                    summary = f"first version: {len(contract.columns)} columns"
-                    self._insert_version(conn, contract, digest, seq=1, actor=actor, at=now, summary=summary)
-                    self._insert_event(conn, contract.name, "registered", contract.version, actor, now, summary)
-                    return RegistrationResult(
+        with write_transaction(self.engine) as conn:
+            product = conn.execute(select(products).where(products.c.name == contract.name).with_for_update()).first()
+            if product is None:
+                conn.execute(
+                    products.insert().values(
                         name=contract.name,
-                        version=contract.version,
-                        status="created",
-                        message=f"registered {contract.name} {contract.version}",
+                        domain=contract.domain,
+                        latest_version=contract.version,
+                        deprecated=contract.deprecated,
+                        deprecation_note=contract.deprecation_note,
+                        created_at=now,
+                        updated_at=now,
                     )
-                latest = product.latest_version
-                same = conn.execute(
-                    select(product_versions.c.content_sha256).where(
-                        product_versions.c.name == contract.name, product_versions.c.version == contract.version
-                    )
-                ).scalar()
-                if same == digest:
-                    note = "" if contract.version == latest else f" (latest is {latest})"
-                    return RegistrationResult(
-                        name=contract.name,
-                        version=contract.version,
-                        status="unchanged",
-                        previous_version=latest,
-                        message=f"{contract.name} {contract.version} is already registered with this content{note}",
-                    )
-                diff = diff_contracts(self._contract(conn, contract.name, latest), contract)
-                refusal = version_refusal(latest, contract.version, diff)
-                if refusal:
-                    raise RegistrationError(refusal)
-                seq = conn.execute(
-                    select(func.max(product_versions.c.seq)).where(product_versions.c.name == contract.name)
-                ).scalar_one()
-                summary = diff.summary()
-                self._insert_version(conn, contract, digest, seq=seq + 1, actor=actor, at=now, summary=summary)
-                values: dict[str, object] = {"latest_version": contract.version, "updated_at": now}
-                if contract.deprecated:
-                    values |= {"deprecated": True, "deprecation_note": contract.deprecation_note}
-                conn.execute(products.update().where(products.c.name == contract.name).values(**values))
+                )
+                summary = f"first version: {len(contract.columns)} columns"
+                self._insert_version(conn, contract, digest, seq=1, actor=actor, at=now, summary=summary)
                 self._insert_event(conn, contract.name, "registered", contract.version, actor, now, summary)
                 return RegistrationResult(
                     name=contract.name,
                     version=contract.version,
-                    status="new_version",
-                    previous_version=latest,
-                    diff=diff,
-                    message=f"registered {contract.name} {contract.version} (was {latest}): {summary}",
+                    status="created",
+                    message=f"registered {contract.name} {contract.version}",
                 )
-        except IntegrityError as exc:
-            raise RegistrationError(
-                f"{contract.name} was registered concurrently by another writer; retry the registration"
-            ) from exc
+            latest = product.latest_version
+            same = conn.execute(
+                select(product_versions.c.content_sha256).where(
+                    product_versions.c.name == contract.name, product_versions.c.version == contract.version
+                )
+            ).scalar()
+            if same == digest:
+                note = "" if contract.version == latest else f" (latest is {latest})"
+                return RegistrationResult(
+                    name=contract.name,
+                    version=contract.version,
+                    status="unchanged",
+                    previous_version=latest,
+                    message=f"{contract.name} {contract.version} is already registered with this content{note}",
+                )
+            diff = diff_contracts(self._contract(conn, contract.name, latest), contract)
+            refusal = version_refusal(latest, contract.version, diff)
+            if refusal:
+                raise RegistrationError(refusal)
+            seq = conn.execute(
+                select(func.max(product_versions.c.seq)).where(product_versions.c.name == contract.name)
+            ).scalar_one()
+            summary = diff.summary()
+            self._insert_version(conn, contract, digest, seq=seq + 1, actor=actor, at=now, summary=summary)
+            values: dict[str, object] = {"latest_version": contract.version, "updated_at": now}
+            if contract.deprecated:
+                values |= {"deprecated": True, "deprecation_note": contract.deprecation_note}
+            conn.execute(products.update().where(products.c.name == contract.name).values(**values))
+            self._insert_event(conn, contract.name, "registered", contract.version, actor, now, summary)
+            return RegistrationResult(
+                name=contract.name,
+                version=contract.version,
+                status="new_version",
+                previous_version=latest,
+                diff=diff,
+                message=f"registered {contract.name} {contract.version} (was {latest}): {summary}",
+            )
 
     def _insert_version(
         self,
@@ -284,7 +302,7 @@ class Registry:
             NotFoundError: unknown product.
         """
         now = utcnow()
-        with self._write() as conn:
+        with write_transaction(self.engine) as conn:
             product = self._product(conn, name)
             conn.execute(
                 products.update()

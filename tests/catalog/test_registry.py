@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from catalog._registry_tables import metadata
+from catalog._registry_tables import engine_for, metadata
 from catalog.contract import Column, ProductContract
 from catalog.errors import ContractError, NotFoundError, RegistrationError
 from catalog.loader import load_contract, load_contract_file
@@ -258,6 +258,27 @@ def test_concurrent_registrations_of_one_change_add_exactly_one_version(
         statuses = list(pool.map(lambda i: registry.register(newer, actor=f"w{i}").status, range(12)))
     assert sorted(statuses) == ["new_version"] + ["unchanged"] * 11
     assert registry.versions("sales.orders") == ["1.2.0", "1.3.0"]
+
+
+def test_concurrent_registrations_of_one_new_product_create_it_once(
+    registry: Registry, orders: ProductContract
+) -> None:
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        statuses = list(pool.map(lambda i: registry.register(orders, actor=f"w{i}").status, range(12)))
+    assert sorted(statuses) == ["created"] + ["unchanged"] * 11
+    assert [e.event for e in registry.history("sales.orders")] == ["registered"]
+
+
+def test_replicas_creating_the_schema_at_once_all_succeed(registry_url: str, orders: ProductContract) -> None:
+    replicas = [Registry(engine_for(registry_url), owns_engine=True) for _ in range(4)]
+    try:
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            list(pool.map(lambda r: r.create_schema(), replicas))
+        replicas[0].register(orders, actor="alice")
+        assert replicas[3].get("sales.orders") == orders
+    finally:
+        for replica in replicas:
+            replica.close()
 
 
 def test_the_registry_persists_and_create_schema_is_idempotent(registry_url: str, orders: ProductContract) -> None:
