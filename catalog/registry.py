@@ -10,8 +10,6 @@ from __future__ import annotations
 import builtins
 import difflib
 import json
-import re
-from collections.abc import Iterator
 from datetime import datetime
 from types import TracebackType
 from typing import Literal, Self
@@ -20,6 +18,7 @@ from pydantic import BaseModel, ConfigDict
 from sqlalchemy import Connection, Engine, Row, func, select
 from sqlalchemy.exc import IntegrityError, ProgrammingError
 
+from catalog._registry_search import SearchHit, rank
 from catalog._registry_tables import (
     engine_for,
     metadata,
@@ -71,16 +70,6 @@ class HistoryEntry(_Model):
     event: Literal["registered", "deprecated"]
     version: str
     summary: str
-
-
-class SearchHit(_Model):
-    contract: ProductContract  # the latest version, deprecation applied
-    score: float
-    matched: list[str]  # which fields matched, e.g. "title", "column customer_email"
-
-    @property
-    def name(self) -> str:
-        return self.contract.name
 
 
 class Registry:
@@ -321,35 +310,9 @@ class Registry:
     def search_hits(self, text: str, *, limit: int = 20, include_deprecated: bool = False) -> builtins.list[SearchHit]:
         """Products matching the words of ``text``, best first, with their score and matched fields.
 
-        Each query word scores once per kind of field it occurs in: name 5, title 4, tags 3, column or
-        metric names 2, descriptions 1; a word that only starts a catalog word counts half. A plural
-        "s" is ignored.
+        Ranking: :func:`catalog._registry_search.rank` (weighted word hits).
         """
-        words = [w for w in _tokens(text) if w not in _STOPWORDS]
-        if not words:
-            return []
-        hits: builtins.list[SearchHit] = []
-        for contract in self._latest_contracts(include_deprecated=include_deprecated):
-            score = 0.0
-            matched: builtins.list[str] = []
-            scored: set[tuple[str, str]] = set()  # (word, category): each word scores once per category
-            for category, label, weight, field_words in _search_fields(contract):
-                for word in words:
-                    if word in field_words:
-                        gain = weight
-                    elif len(word) >= 3 and any(w.startswith(word) for w in field_words):
-                        gain = weight / 2
-                    else:
-                        continue
-                    if label not in matched:
-                        matched.append(label)
-                    if (word, category) not in scored:
-                        scored.add((word, category))
-                        score += gain
-            if score > 0:
-                hits.append(SearchHit(contract=contract, score=score, matched=matched))
-        hits.sort(key=lambda h: (-h.score, h.name))
-        return hits[:limit]
+        return rank(self._latest_contracts(include_deprecated=include_deprecated), text, limit=limit)
 
     def list_contracts(
         self, domain: str | None = None, include_deprecated: bool = True
@@ -441,26 +404,3 @@ def _with_deprecation(text: str, deprecated: bool, note: str | None) -> ProductC
 
 def _deprecated(contract: ProductContract, note: str | None) -> ProductContract:
     return contract.model_copy(update={"deprecated": True, "deprecation_note": note})
-
-
-_STOPWORDS = frozenset("a an and are as at by for from in is of on or per the to with".split())
-
-
-def _tokens(text: str) -> builtins.list[str]:
-    """Lower-case words, ``_`` and ``.`` split, a plural ``s`` dropped (orders → order)."""
-    words = re.findall(r"[a-z0-9]+", text.lower())
-    return [w[:-1] if len(w) > 3 and w.endswith("s") and not w.endswith("ss") else w for w in words]
-
-
-def _search_fields(contract: ProductContract) -> Iterator[tuple[str, str, float, set[str]]]:
-    """(category, label, weight, words) for every searchable field of a contract."""
-    yield "name", "name", 5, set(_tokens(contract.name))
-    yield "title", "title", 4, set(_tokens(contract.title))
-    yield "tags", "tags", 3, set(_tokens(" ".join(contract.tags)))
-    yield "description", "description", 1, set(_tokens(contract.description))
-    for column in contract.columns:
-        yield "column name", f"column {column.name}", 2, set(_tokens(column.name))
-        yield "column description", f"column {column.name}", 1, set(_tokens(column.description))
-    for metric in contract.metrics:
-        yield "metric name", f"metric {metric.name}", 2, set(_tokens(metric.name))
-        yield "metric description", f"metric {metric.name}", 1, set(_tokens(metric.description))
