@@ -95,6 +95,7 @@ def problem_from_pydantic(
         message = f"{value!r} is not in the expected form"
         hint = _PATTERN_HINTS.get(pattern, f"must match {pattern}")
     elif kind in ("model_type", "model_attributes_type", "dict_type") and (model := _model_at(loc)):
+        message = f"expected a mapping, got {type(value).__name__} {value!r}"
         hint = f"write a mapping with keys: {', '.join(model.model_fields)}"
     elif kind == "list_type":
         hint = "write a YAML list, e.g. [a, b] or one '- item' per line"

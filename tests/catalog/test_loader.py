@@ -84,6 +84,15 @@ def test_an_unknown_key_lists_the_allowed_keys_of_that_object() -> None:
     assert problem.hint == "did you mean 'nullable'? allowed keys: name, type, description, unit, pii, nullable"
 
 
+def test_a_misspelt_top_level_key_is_unknown_and_its_field_missing() -> None:
+    text = MINIMAL.replace("owner: {team: sales}", "owner: sales").replace("columns:", "colums:")
+    problems = by_path(problems_of(text))
+    assert problems["colums"].hint is not None and problems["colums"].hint.startswith("did you mean 'columns'?")
+    assert problems["columns"].message == "required field 'columns' is missing"
+    assert problems["owner"].message == "expected a mapping, got str 'sales'"
+    assert problems["owner"].hint == "write a mapping with keys: team, email"
+
+
 def test_a_missing_field_is_reported_as_required_at_its_parent_line() -> None:
     text = MINIMAL.replace("owner: {team: sales}\n", "")
     problem = by_path(problems_of(text))["owner"]
