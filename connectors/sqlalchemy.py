@@ -344,7 +344,7 @@ def _is_timeout(orig: BaseException | None, deadline: Deadline) -> bool:
 
 
 def _hint(orig: BaseException | None) -> str:
-    if isinstance(orig, sqlite3.DatabaseError) and "not authorized" in str(orig):
+    if isinstance(orig, sqlite3.DatabaseError) and "authoriz" in str(orig):
         return " (this connection only reads: run one SELECT statement)"
     if getattr(orig, "sqlstate", None) == "42601":  # the server-side cursor accepts one SELECT/VALUES/WITH query
         return " (run one SELECT statement)"

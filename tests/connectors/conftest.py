@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from pydantic import SecretStr
 
 from catalog.contract import ColumnType
 from connectors import ConnectionConfig, Connector, connector_for
@@ -45,7 +46,7 @@ def _sqlite(tmp_path: Path, _: pytest.FixtureRequest) -> Store:
 def _postgresql(_tmp: Path, request: pytest.FixtureRequest) -> Store:
     url = request.getfixturevalue("pg_url")
     dataset.load_postgres(url)
-    config = ConnectionConfig(name="shop", kind="postgresql", url=url)
+    config = ConnectionConfig(name="shop", kind="postgresql", url=SecretStr(url))
     return Store("postgresql", connector_for(config), ["order_id"], slow_rows=10_000_000)
 
 
