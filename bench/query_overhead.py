@@ -7,7 +7,8 @@ targets: at most 1.10x on the scan, at most 2 ms added on the lookup.
 
 The governed path is the whole product: MCP tool call -> service -> registry contract -> policy ->
 neutral query compiled to the store's dialect -> connector (read-only, limits) -> audit row. The raw
-path is the store's own Python driver on one open connection.
+path is the store's own Python driver on one open connection. A third column times the same call on
+the service layer directly, so the MCP share of the cost shows.
 
     python bench/query_overhead.py --sf 0.1 --repeat 30 --stores duckdb,postgresql
 """
@@ -38,10 +39,12 @@ from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 from bench._tpch import generate_lineitem, lineitem_contract, load_lineitem_postgres  # noqa: E402
-from catalog.query import Limits  # noqa: E402
+from catalog.principal import Principal  # noqa: E402
+from catalog.query import Limits, Query  # noqa: E402
 from catalog.registry import Registry  # noqa: E402
 from connectors.base import ConnectionConfig  # noqa: E402
 from servers.mcp import create_server  # noqa: E402
+from servers.service import DataProductsService  # noqa: E402
 from servers.settings import PrincipalConfig, Settings  # noqa: E402
 from tests.pgcluster import PostgresCluster  # noqa: E402
 
@@ -91,7 +94,8 @@ class Measurement:
     case: Case
     rows: int
     raw_ms: float
-    governed_ms: float
+    service_ms: float  # the same call on the service layer, without MCP
+    governed_ms: float  # through the MCP client: what an agent pays
 
 
 def lookup_case(product: str, keys: list[int]) -> Case:
@@ -153,33 +157,48 @@ class RawStore:
         return cls(lambda sql, params: conn.execute(sql.replace("?", "%s"), params).fetchall(), conn.close)
 
 
-async def measure(client: Client, store: str, case: Case, raw: RawStore, *, repeat: int, warmup: int) -> Measurement:
-    """Median wall time of the raw and the governed runs; both must return the same rows."""
-    raw_times, governed_times = [], []
+@dataclass
+class Paths:
+    """The three ways one query is run, from the bare driver to the agent's tool call."""
+
+    raw: RawStore
+    service: DataProductsService
+    principal: Principal
+    client: Client
+
+
+async def measure(paths: Paths, store: str, case: Case, *, repeat: int, warmup: int) -> Measurement:
+    """Median wall times of the raw, service and MCP runs, interleaved; all must return the same rows."""
+    times: dict[str, list[float]] = {"raw": [], "service": [], "mcp": []}
     raw_rows: list[tuple[Any, ...]] = []
-    governed_rows: list[Any] = []
     for i in range(warmup + repeat):
         sql, params = case.raw(i)
+        arguments = case.governed(i)
+        query = Query.model_validate({k: v for k, v in arguments.items() if k != "product"})
         started = time.perf_counter()
-        raw_rows = raw.run(sql, params)
-        raw_times.append(time.perf_counter() - started)
+        raw_rows = paths.raw.run(sql, params)
+        times["raw"].append(time.perf_counter() - started)
         started = time.perf_counter()
-        result = await client.call_tool("query_product", case.governed(i))
-        governed_times.append(time.perf_counter() - started)
+        direct = await paths.service.query_product(paths.principal, arguments["product"], query)
+        times["service"].append(time.perf_counter() - started)
+        started = time.perf_counter()
+        result = await paths.client.call_tool("query_product", arguments)
+        times["mcp"].append(time.perf_counter() - started)
         if result.is_error or result.structured_content is None:
             text = " ".join(getattr(c, "text", "") for c in result.content)
             raise RuntimeError(f"{store}/{case.name}: query_product failed: {text}")
-        governed_rows = result.structured_content["rows"]
-        if len(governed_rows) != len(raw_rows) or [r[:2] for r in governed_rows] != [list(r[:2]) for r in raw_rows]:
-            raise RuntimeError(
-                f"{store}/{case.name}: governed rows differ from raw rows: {governed_rows} != {raw_rows}"
-            )
+        expected = [list(r[:2]) for r in raw_rows]
+        for got in (result.structured_content["rows"], direct.rows):
+            if [r[:2] for r in got] != expected:
+                raise RuntimeError(f"{store}/{case.name}: governed rows differ from raw rows: {got} != {raw_rows}")
+    median = {path: statistics.median(ts[warmup:]) * 1000 for path, ts in times.items()}
     return Measurement(
         store=store,
         case=case,
         rows=len(raw_rows),
-        raw_ms=statistics.median(raw_times[warmup:]) * 1000,
-        governed_ms=statistics.median(governed_times[warmup:]) * 1000,
+        raw_ms=median["raw"],
+        service_ms=median["service"],
+        governed_ms=median["mcp"],
     )
 
 
@@ -237,21 +256,32 @@ async def run_bench(args: argparse.Namespace, workdir: Path) -> list[Measurement
         with Registry.from_url(settings.resolved_registry_url()) as registry:
             for store in configs:
                 registry.register(lineitem_contract(f"tpch.lineitem_{store}", store), actor="bench")
-        server = create_server(settings, principal=settings.principal("bench"))
+        principal = settings.principal("bench")
         cases = [
             (s, c) for s in configs for c in (lookup_case(f"tpch.lineitem_{s}", keys), scan_case(f"tpch.lineitem_{s}"))
         ]
-        async with Client(server) as client:
-            return [
-                await measure(client, store, case, raws[store], repeat=args.repeat, warmup=args.warmup)
-                for store, case in cases
-            ]
+        async with DataProductsService.open(settings) as service:
+            server = create_server(settings, principal=principal, service=service)
+            async with Client(server) as client:
+                return [
+                    await measure(
+                        Paths(raws[store], service, principal, client),
+                        store,
+                        case,
+                        repeat=args.repeat,
+                        warmup=args.warmup,
+                    )
+                    for store, case in cases
+                ]
 
 
 def report(results: list[Measurement], args: argparse.Namespace) -> bool:
     """Print the table; True when every target is met."""
-    table = Table(title=f"query_product overhead: TPC-H lineitem sf={args.sf:g}, median of {args.repeat} runs")
-    for column in ("store", "query", "rows", "raw ms", "ours ms", "ratio", "added ms", "target", ""):
+    table = Table(
+        title=f"query_product overhead: TPC-H lineitem sf={args.sf:g}, median of {args.repeat} runs",
+        caption="ratio and added ms: MCP path vs raw driver; service ms: the same call without MCP",
+    )
+    for column in ("store", "query", "rows", "raw ms", "service ms", "MCP ms", "ratio", "added ms", "target", ""):
         table.add_column(column, justify="left" if column in ("store", "query", "target") else "right")
     all_met = True
     for m in results:
@@ -262,6 +292,7 @@ def report(results: list[Measurement], args: argparse.Namespace) -> bool:
             m.case.name,
             str(m.rows),
             f"{m.raw_ms:.2f}",
+            f"{m.service_ms:.2f}",
             f"{m.governed_ms:.2f}",
             f"{m.governed_ms / m.raw_ms:.2f}x",
             f"{m.governed_ms - m.raw_ms:+.2f}",
