@@ -96,11 +96,15 @@ class DuckDBConnector(Connector):
     def _open(self) -> duckdb.DuckDBPyConnection:
         tmp = tempfile.mkdtemp(prefix="dataproducts-duckdb-")
         self._cleanup = weakref.finalize(self, shutil.rmtree, tmp, ignore_errors=True)
-        catalog = str(Path(tmp) / "files.duckdb")
-        with duckdb.connect(catalog, config=_DRIVER_CONFIG) as build:
-            for view, (reader, pattern) in self._files.items():
-                build.execute(f"CREATE VIEW {_ident(view)} AS SELECT * FROM {reader}({_literal(pattern)})")
-        conn = duckdb.connect(catalog, read_only=True, config=_DRIVER_CONFIG)
+        try:
+            catalog = str(Path(tmp) / "files.duckdb")
+            with duckdb.connect(catalog, config=_DRIVER_CONFIG) as build:
+                for view, (reader, pattern) in self._files.items():
+                    build.execute(f"CREATE VIEW {_ident(view)} AS SELECT * FROM {reader}({_literal(pattern)})")
+            conn = duckdb.connect(catalog, read_only=True, config=_DRIVER_CONFIG)
+        except BaseException:
+            self._cleanup()
+            raise
         try:
             if self._path is not None:
                 if not self._path.is_file():
@@ -115,6 +119,7 @@ class DuckDBConnector(Connector):
             conn.execute("SET lock_configuration = true")
         except BaseException:
             conn.close()
+            self._cleanup()
             raise
         return conn
 
@@ -172,7 +177,10 @@ class DuckDBConnector(Connector):
         except (duckdb.IOException, duckdb.ConnectionException) as exc:
             raise ConnectorUnavailableError(f"cannot read {self.name!r}: {driver_message(exc)}", orig=exc) from exc
         except duckdb.Error as exc:
-            raise QueryExecutionError(f"{self.name!r} rejected the statement: {driver_message(exc)}", orig=exc) from exc
+            message = driver_message(exc)
+            if "'pytz'" in message:  # DuckDB's Python client builds TIMESTAMP WITH TIME ZONE values with pytz
+                message = "returning TIMESTAMP WITH TIME ZONE values needs the pytz package (pip install pytz)"
+            raise QueryExecutionError(f"{self.name!r} rejected the statement: {message}", orig=exc) from exc
 
     # -- the contract --------------------------------------------------------------------------
 

@@ -134,6 +134,14 @@ async def test_a_glob_matching_no_file_makes_the_store_unavailable(tmp_path: Pat
             await connector.execute(exp.select("1 AS one"), Limits())
 
 
+async def test_a_failed_open_leaves_no_private_catalog_directory_behind(tmp_path: Path) -> None:
+    config = ConnectionConfig(name="lake", kind="duckdb", files={"orders": str(tmp_path / "none.csv")})
+    async with DuckDBConnector(config) as connector:
+        with pytest.raises(ConnectorUnavailableError):
+            await connector.list_assets()
+        assert connector._cleanup is not None and not connector._cleanup.alive
+
+
 def test_a_file_type_duckdb_cannot_read_without_extensions_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot tell how to read"):
         DuckDBConnector(ConnectionConfig(name="lake", kind="duckdb", files={"orders": "/data/orders.xlsx"}))
@@ -185,3 +193,18 @@ async def test_the_private_catalog_directory_is_removed_on_aclose(tmp_path: Path
     await connector.aclose()
 
     assert not catalog_dir.exists()
+
+
+async def test_a_timestamptz_value_is_returned_or_the_error_says_to_install_pytz(tmp_path: Path) -> None:
+    with duckdb.connect(str(tmp_path / "tz.duckdb")) as conn:
+        conn.execute("CREATE TABLE events AS SELECT TIMESTAMPTZ '2024-01-01 10:00:00+02' AS at")
+    async with DuckDBConnector(ConnectionConfig(name="lake", kind="duckdb", path=str(tmp_path / "tz.duckdb"))) as c:
+        statement = exp.select("at").from_("events")
+        try:
+            import pytz  # noqa: F401
+        except ImportError:
+            with pytest.raises(QueryExecutionError, match=r"needs the pytz package"):
+                await c.execute(statement, Limits())
+        else:
+            (row,) = (await c.execute(statement, Limits())).rows
+            assert row[0].isoformat().startswith("2024-01-01")
