@@ -228,8 +228,13 @@ class SQLAlchemyConnector(Connector):
 # -- SQLite ------------------------------------------------------------------------------------
 
 # Authorizer action codes (sqlite3.SQLITE_*) a read-only session needs; everything else is denied.
-_SQLITE_ALLOWED = {sqlite3.SQLITE_SELECT, sqlite3.SQLITE_READ, sqlite3.SQLITE_FUNCTION, sqlite3.SQLITE_TRANSACTION}
-_SQLITE_RECURSIVE = 33  # sqlite3.SQLITE_RECURSIVE (WITH RECURSIVE), not exported before Python 3.11.?
+_SQLITE_ALLOWED = {
+    sqlite3.SQLITE_SELECT,
+    sqlite3.SQLITE_READ,
+    sqlite3.SQLITE_FUNCTION,
+    sqlite3.SQLITE_RECURSIVE,  # WITH RECURSIVE
+    sqlite3.SQLITE_TRANSACTION,  # the driver's own BEGIN/ROLLBACK
+}
 _SQLITE_AFFINITY: tuple[tuple[str, ColumnType], ...] = (
     ("INT", "integer"),
     ("CHAR", "string"),
@@ -251,7 +256,7 @@ def _md5(value: object) -> str | None:
 
 
 def _sqlite_authorizer(action: int, arg1: str | None, arg2: str | None, db: str | None, source: str | None) -> int:
-    if action in _SQLITE_ALLOWED or action == _SQLITE_RECURSIVE:
+    if action in _SQLITE_ALLOWED:
         return sqlite3.SQLITE_OK
     if action == sqlite3.SQLITE_PRAGMA and arg1 in _SQLITE_READ_PRAGMAS:
         return sqlite3.SQLITE_OK
