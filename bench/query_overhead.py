@@ -2,7 +2,7 @@
 
 For each store (DuckDB over a Parquet file, PostgreSQL in a throwaway cluster) and each query shape (a
 point lookup by primary key, a TPC-H Q1-like aggregate scan over ``lineitem``) it prints the median of
-``--repeat`` timed runs after warm-up, the ratio governed/raw and the milliseconds added, beside the
+``--repeat`` timed runs after warm-up, the ratio MCP/raw and the milliseconds added, beside the
 targets: at most 1.10x on the scan, at most 2 ms added on the lookup.
 
 The governed path is the whole product: MCP tool call -> service -> registry contract -> policy ->
