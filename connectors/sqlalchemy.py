@@ -187,13 +187,17 @@ class SQLAlchemyConnector(Connector):
         with self._session(limits.timeout_s) as (conn, deadline):
             batch = min(limits.max_rows + 1, 1000)
             options = {"stream_results": True, "yield_per": batch} if self.kind == "postgresql" else {}
-            result = conn.execution_options(**options).exec_driver_sql(sql)
+            result = conn.execution_options(**options).exec_driver_sql(self._driver_sql(sql))
             try:
                 if not result.returns_rows:
                     return RowSet(columns=[], rows=[])
                 return fetch_capped(list(result.keys()), result.fetchmany, limits, deadline)
             finally:
                 result.close()
+
+    def _driver_sql(self, sql: str) -> str:
+        """Rendered SQL as the driver must receive it: psycopg (``pyformat``) reads a bare ``%`` as a placeholder."""
+        return sql.replace("%", "%%") if self._engine.dialect.paramstyle in ("pyformat", "format") else sql
 
     async def list_assets(self) -> list[str]:
         return await anyio.to_thread.run_sync(self._list_assets_sync)
@@ -214,7 +218,7 @@ class SQLAlchemyConnector(Connector):
             if found is None:
                 raise unknown_table(self.name, table, self._assets(conn))
             quoted, columns, primary_key = found
-            count = conn.exec_driver_sql(f"SELECT count(*) FROM {quoted}").scalar_one()
+            count = conn.exec_driver_sql(self._driver_sql(f"SELECT count(*) FROM {quoted}")).scalar_one()
         return TableSchema(table=table, columns=columns, primary_key=primary_key, row_count=int(count))
 
     async def aclose(self) -> None:

@@ -87,6 +87,15 @@ async def test_string_literals_with_quotes_and_unicode_match_exactly(store: Stor
     assert result.rows == [(text,)]
 
 
+async def test_percent_signs_in_literals_like_patterns_and_modulo_are_sql_not_placeholders(store: Store) -> None:
+    statement = sqlglot.parse_one(
+        "SELECT '100% sure' AS p, order_id % 4 AS m FROM orders WHERE customer LIKE 'O%' OR note LIKE '%ji %'"
+    )
+    result = await store.connector.execute(cast(exp.Query, statement), Limits())
+
+    assert sorted(result.rows) == [("100% sure", 1), ("100% sure", 1)]
+
+
 async def test_the_row_cap_stops_streaming_and_marks_the_result_truncated(store: Store) -> None:
     capped = await store.connector.execute(select_all().limit(3), Limits(max_rows=2))
     uncapped_statement = await store.connector.execute(select_all(), Limits(max_rows=2))
