@@ -99,7 +99,9 @@ async def test_serve_over_stdio_acts_as_the_configured_stdio_principal(demo: Dem
         args=["-c", "from servers.cli import main; main()", "--config", str(demo.config_path), "serve"],
     )
     async with Client(params) as client:
-        result = await client.call_tool("query_product", {"product": "shop.customers", "columns": ["email"], "limit": 3})
+        result = await client.call_tool(
+            "query_product", {"product": "shop.customers", "columns": ["email"], "limit": 3}
+        )
         assert not result.is_error, result.content
         assert result.structured_content is not None
         assert result.structured_content["masked_columns"] == ["email"]  # stdio_principal is ana
