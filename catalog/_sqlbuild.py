@@ -30,7 +30,7 @@ def _null_text() -> exp.Cast:
     return exp.Cast(this=exp.null(), to=_TEXT.copy())
 
 
-def mask_expression(column: str, method: str, *, hash_salt: str) -> exp.Expr:
+def mask_expression(column: str, method: str, *, hash_salt: str, table: str | None = None) -> exp.Expr:
     """The SQL expression that replaces a masked column; every method yields text (NULL stays NULL).
 
     * ``hash``: ``MD5(salt || CAST(col AS TEXT))`` — stable, so counts and joins still work, and salted
@@ -42,7 +42,7 @@ def mask_expression(column: str, method: str, *, hash_salt: str) -> exp.Expr:
     Raises:
         ValueError: an unknown method.
     """
-    col = exp.column(column, quoted=True)
+    col = column_ref(column, table)
     is_null = exp.Is(this=col.copy(), expression=exp.null())
     if method == "hash":
         return exp.MD5(this=exp.DPipe(this=exp.Literal.string(hash_salt), expression=_text(col)))

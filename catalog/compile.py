@@ -66,6 +66,10 @@ _COMPARISONS: dict[str, type[exp.Binary]] = {
 }
 
 
+#: Alias of the physical table or source query inside every governed source.
+SOURCE_ALIAS = "_source"
+
+
 def source_alias(view: GovernedView) -> str:
     """The default alias of a product's governed source: its name after the domain (``orders``)."""
     return view.name.split(".", 1)[1]
@@ -83,23 +87,32 @@ def governed_source(
         InvalidRequestError: the contract's source query or a row filter does not parse in ``dialect``.
     """
     contract = view.contract
+    inner = SOURCE_ALIAS  # every inner reference is qualified, so none can resolve to an outer query
     projections: list[exp.Expr] = []
     for name in view.columns:
         method = view.masked.get(name)
         if method is None:
-            projections.append(column_ref(name))
+            projections.append(column_ref(name, inner))
         else:
-            projections.append(exp.alias_(mask_expression(name, method, hash_salt=hash_salt), name, quoted=True))
+            masked = mask_expression(name, method, hash_salt=hash_salt, table=inner)
+            projections.append(exp.alias_(masked, name, quoted=True))
+    source_name = exp.TableAlias(this=exp.to_identifier(inner, quoted=True))
     try:
         if contract.source.table is not None:
             *schema, table = contract.source.table.split(".")
-            source: exp.Expr = exp.table_(table, db=schema[0] if schema else None, quoted=True)
+            source: exp.Expr = exp.table_(table, db=schema[0] if schema else None, quoted=True, alias=inner)
+            source.set("alias", source_name)
         else:
             query = sqlglot.parse_one(contract.source.query or "", read=dialect)
-            source = exp.Subquery(this=query, alias=exp.TableAlias(this=exp.to_identifier("_source", quoted=True)))
+            source = exp.Subquery(this=query, alias=source_name)
         filters = [sqlglot.parse_one(where, read=dialect, into=exp.Condition) for where in view.row_filters]
     except ParseError as exc:
         raise InvalidRequestError(f"the contract of {view.name} does not parse as {dialect} SQL: {exc}") from exc
+    for condition in filters:  # row filters read the product's own columns (no subqueries: the contract checks)
+        for column in condition.find_all(exp.Column):
+            column.set("table", exp.to_identifier(inner, quoted=True))
+            column.set("db", None)
+            column.set("catalog", None)
     select = exp.select(*projections).from_(source)
     for condition in filters:
         select = select.where(exp.paren(condition, copy=False), copy=False)

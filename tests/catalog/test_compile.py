@@ -65,8 +65,8 @@ def test_the_governed_source_masks_columns_and_holds_the_row_filter_inside() -> 
     view = govern(contract(), EU_ANALYST)
     sql = compiled(view, q(where=[{"column": "region", "op": "=", "value": "US"}])).statement.sql("postgres")
     inner, outer = sql.split(') AS "people"')
-    assert "WHERE (region = 'EU')" in inner
-    assert "MD5('pe''pper\\salt' || CAST(\"email\" AS TEXT)) AS \"email\"" in inner
+    assert 'FROM "people" AS "_source" WHERE ("_source".region = \'EU\')' in inner
+    assert 'MD5(\'pe\'\'pper\\salt\' || CAST("_source"."email" AS TEXT)) AS "email"' in inner
     assert '"people"."region" = \'US\'' in outer
     assert "'US'" not in inner
 
@@ -79,12 +79,20 @@ def test_the_fence_renders_per_dialect() -> None:
     assert "OFFSET" not in compiled(view, q()).statement.find(exp.Subquery).sql("postgres")  # type: ignore[union-attr]
 
 
+def test_inner_references_are_qualified_so_they_cannot_resolve_to_an_outer_query() -> None:
+    data = yaml.safe_load(CONTRACT_YAML)
+    data["policy"]["row_filters"] = [{"when": "role:eu", "where": "people.region = 'EU' AND score IS NOT NULL"}]
+    view = govern(ProductContract.model_validate(data), EU_ANALYST)
+    inner = governed_source(view, dialect="postgres", hash_salt=SALT).this
+    assert {c.table for c in inner.find_all(exp.Column)} == {"_source"}
+
+
 def test_a_source_query_is_wrapped_and_aliased() -> None:
     data = yaml.safe_load(CONTRACT_YAML)
     data["source"] = {"connection": "crm", "query": "SELECT * FROM people WHERE person_id > 0"}
     view = govern(ProductContract.model_validate(data), EU_ANALYST)
     sql = governed_source(view, dialect="duckdb", hash_salt=SALT).sql("duckdb")
-    assert "FROM (SELECT * FROM people WHERE person_id > 0) AS \"_source\" WHERE (region = 'EU')" in sql
+    assert 'FROM (SELECT * FROM people WHERE person_id > 0) AS "_source" WHERE ("_source".region = \'EU\')' in sql
 
 
 def test_masks_render_and_run_on_every_store(store: DirectStore) -> None:
@@ -108,7 +116,7 @@ def test_partial_masks_hide_short_values_entirely(store: DirectStore) -> None:
     phone = next(p for p in select.expressions if p.alias_or_name == "phone")
     for value, expected in [("1234567", "***"), ("12345678", "***5678"), ("", "***"), ("äöüß✓äöü", "***✓äöü")]:
         source = exp.select(exp.alias_(exp.cast(exp.Literal.string(value), "text"), "phone", quoted=True))
-        _, rows = store.run(exp.select(phone.copy()).from_(source.subquery("t")))
+        _, rows = store.run(exp.select(phone.copy()).from_(source.subquery(exp.to_identifier("_source", quoted=True))))
         assert rows == [(expected,)]
 
 

@@ -17,10 +17,9 @@ import anyio
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
-from sqlglot import exp
 
 from catalog.compile import compile_query, next_cursor
-from catalog.errors import DataProductsError, InvalidRequestError, QueryExecutionError, SQLRefusedError
+from catalog.errors import DataProductsError, InvalidRequestError, SQLRefusedError
 from catalog.policy import GovernedView, govern
 from catalog.query import Limits, Query, RowSet
 from catalog.sqlguard import parse_product_sql, rewrite_sql
@@ -73,21 +72,6 @@ def connector(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathF
 
 def execute(store: Connector, statement: Any, limits: Limits) -> RowSet:
     return anyio.run(store.execute, statement, limits)
-
-
-@pytest.fixture(scope="module")
-def percent_safe(connector: Connector) -> None:
-    """LIKE patterns and values carry ``%``; a connector that hands it to the driver as a placeholder fails.
-
-    Known bug at the time of writing: the SQLAlchemy connector runs ``exec_driver_sql(sql)``, and psycopg
-    then parses ``%`` in the rendered literals as placeholders. Tests that need ``%`` are marked xfail
-    (with the driver's message) until the connector escapes it; once it does, they run in full.
-    """
-    probe = exp.select(exp.alias_(exp.Literal.string("100% sure"), "p"))
-    try:
-        assert execute(connector, probe, Limits()).rows == [("100% sure",)]
-    except QueryExecutionError as exc:
-        pytest.xfail(f"connector {connector.kind} cannot run SQL holding '%': {exc.message}")
 
 
 def assert_governed(view: GovernedView, columns: list[str], rows: list[tuple[Any, ...]]) -> None:
@@ -183,7 +167,6 @@ principals = st.sampled_from([EU_ANALYST, ANALYST])
 
 
 @PROPERTIES
-@pytest.mark.usefixtures("percent_safe")
 @given(principal=principals, raw=st.one_of(row_queries, aggregate_queries))
 def test_structured_queries_never_reveal_masked_values_or_hidden_rows(
     connector: Connector, principal: Any, raw: dict[str, Any]
@@ -205,7 +188,6 @@ def test_structured_queries_never_reveal_masked_values_or_hidden_rows(
 
 
 @settings(PROPERTIES, max_examples=30)
-@pytest.mark.usefixtures("percent_safe")
 @given(principal=principals, where=st.lists(filters, max_size=2), order=order_by, page=st.integers(1, 9))
 def test_following_cursors_returns_exactly_the_unpaged_rows(
     connector: Connector, principal: Any, where: list[Any], order: list[Any], page: int
@@ -285,7 +267,6 @@ def sql_texts(draw: st.DrawFn) -> str:
 
 
 @PROPERTIES
-@pytest.mark.usefixtures("percent_safe")
 @given(principal=principals, sql=sql_texts())
 def test_run_sql_never_reveals_masked_values_or_hidden_rows(connector: Connector, principal: Any, sql: str) -> None:
     view = govern(contract(), principal)

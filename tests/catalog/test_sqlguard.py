@@ -190,9 +190,9 @@ def test_products_become_governed_sources_with_their_alias() -> None:
     sql = rewrite("SELECT p.email FROM crm.people AS p WHERE p.region = 'US'", govern(contract(), EU_ANALYST)).sql(
         "postgres"
     )
-    assert sql.startswith('SELECT p."email" FROM (SELECT "person_id", MD5(')
-    assert "WHERE (region = 'EU') OFFSET 0) AS p WHERE p.\"region\" = 'US' LIMIT 1001" in sql
-    assert 'FROM "people"' in sql
+    assert sql.startswith('SELECT p."email" FROM (SELECT "_source"."person_id", MD5(')
+    assert "WHERE (\"_source\".region = 'EU') OFFSET 0) AS p WHERE p.\"region\" = 'US' LIMIT 1001" in sql
+    assert 'FROM "people" AS "_source"' in sql
 
 
 def test_unaliased_products_are_named_after_the_product() -> None:
