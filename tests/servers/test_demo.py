@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 import stat
+from contextlib import closing
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -38,19 +39,18 @@ def _contracts(ws: DemoWorkspace) -> list[ProductContract]:
 def _query(settings: Settings, contract: ProductContract, sql: str) -> list[tuple[Any, ...]]:
     """Run ``sql`` (naming the product's table as ``t``) on the product's store with the store's own driver."""
     config = settings.connection(contract.source.connection)
-    table = contract.source.table
-    assert table is not None
     if config.kind == "sqlite":
         assert config.url is not None
         path = config.url.get_secret_value().removeprefix("sqlite:///")
         conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        source = contract.source.query or f"SELECT * FROM {contract.source.table}"
         try:
-            return conn.execute(f"WITH t AS (SELECT * FROM {table}) {sql}").fetchall()
+            return conn.execute(f"WITH t AS ({source}) {sql}").fetchall()
         finally:
             conn.close()
-    assert config.kind == "duckdb"
+    assert config.kind == "duckdb" and contract.source.table is not None
     with duckdb.connect() as dconn:
-        source = config.files[table]
+        source = config.files[contract.source.table]
         reader = "read_csv" if source.endswith(".csv") else "read_parquet"
         return dconn.sql(f"WITH t AS (SELECT * FROM {reader}('{source}')) {sql}").fetchall()
 
@@ -58,10 +58,11 @@ def _query(settings: Settings, contract: ProductContract, sql: str) -> list[tupl
 def _columns(settings: Settings, contract: ProductContract) -> list[str]:
     config = settings.connection(contract.source.connection)
     if config.kind == "sqlite":
-        return [
-            row[0]
-            for row in _query(settings, contract, f"SELECT name FROM pragma_table_info('{contract.source.table}')")
-        ]
+        assert config.url is not None
+        path = config.url.get_secret_value().removeprefix("sqlite:///")
+        source = contract.source.query or f"SELECT * FROM {contract.source.table}"
+        with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as probe:
+            return [d[0] for d in probe.execute(f"SELECT * FROM ({source}) LIMIT 0").description]
     return [row[0] for row in _query(settings, contract, "SELECT column_name FROM (DESCRIBE SELECT * FROM t)")]
 
 
