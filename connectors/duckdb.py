@@ -43,6 +43,7 @@ from catalog.errors import (
 )
 from catalog.query import Limits, RowSet
 from connectors._common import Deadline, driver_message, fetch_capped, neutral_type, timeout_message, unknown_table
+from connectors._watchdog import Alarm, arm
 from connectors.base import Capabilities, ConnectionConfig, Connector, IntrospectedColumn, TableSchema
 
 __all__ = ["DuckDBConnector"]
@@ -157,21 +158,21 @@ class DuckDBConnector(Connector):
             QueryExecutionError: DuckDB rejected the statement.
         """
         deadline = Deadline(timeout_s)
-        interrupter: _Interrupter | None = None
+        alarm: Alarm | None = None
         try:
             cursor = self._cursor()
             try:
-                interrupter = _Interrupter(cursor, timeout_s)
+                alarm = arm(timeout_s, cursor.interrupt)
                 try:
                     yield cursor, deadline
                 finally:
-                    interrupter.stop()
+                    alarm.disarm()
             finally:
                 cursor.close()
         except ConnectorError:
             raise
         except duckdb.InterruptException as exc:
-            if interrupter is not None and interrupter.fired:
+            if alarm is not None and alarm.fired:
                 raise QueryTimeoutError(timeout_message(timeout_s), orig=exc) from exc
             raise QueryExecutionError(f"{self.name!r}: the statement was interrupted", orig=exc) from exc
         except (duckdb.IOException, duckdb.ConnectionException) as exc:
@@ -248,34 +249,6 @@ class DuckDBConnector(Connector):
             conn.close()
         if self._cleanup is not None:
             self._cleanup()
-
-
-class _Interrupter:
-    """Interrupts a cursor once ``timeout_s`` has passed, unless stopped first; never after :meth:`stop`."""
-
-    def __init__(self, cursor: duckdb.DuckDBPyConnection, timeout_s: float) -> None:
-        self.fired = False
-        self._cursor = cursor
-        self._lock = threading.Lock()
-        self._stopped = False
-        self._timer = threading.Timer(timeout_s, self._fire)
-        self._timer.daemon = True
-        self._timer.start()
-
-    def _fire(self) -> None:
-        with self._lock:
-            if self._stopped:
-                return
-            self.fired = True
-            try:
-                self._cursor.interrupt()
-            except duckdb.Error:
-                pass  # the statement ended meanwhile
-
-    def stop(self) -> None:
-        with self._lock:
-            self._stopped = True
-        self._timer.cancel()
 
 
 def _reader(connection: str, pattern: str) -> str:

@@ -8,9 +8,10 @@ SQLite
     A progress handler aborts a statement after ``limits.timeout_s``. Every connection gets a
     deterministic ``md5(text)`` function, which governance uses to mask columns.
 PostgreSQL (psycopg 3; ``postgresql://`` URLs are normalised to ``postgresql+psycopg://``)
-    Every call runs in a ``READ ONLY`` transaction with ``SET LOCAL statement_timeout`` and is
-    rolled back. Statements run through a server-side cursor, so the server accepts exactly one
-    ``SELECT``/``VALUES``/``WITH`` query (``DECLARE ... CURSOR FOR``) and rows stream in batches. A
+    Sessions start with ``default_transaction_read_only=on``; every call runs in a ``READ ONLY``
+    transaction with ``SET LOCAL statement_timeout`` and is rolled back. Statements go over the
+    extended protocol, so the server accepts exactly one statement per call (nothing can be appended
+    to it), without a server-side cursor, which would rule out parallel plans. A
     superuser login drops to ``pg_read_all_data`` for the transaction (a read-only transaction does
     not stop a superuser's ``COPY ... TO PROGRAM`` or ``pg_read_file``); prefer a read-only role.
 """
@@ -28,6 +29,7 @@ from typing import Any
 from urllib.parse import quote
 
 import anyio.to_thread
+import psycopg
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy import exc as sa_exc
@@ -114,7 +116,11 @@ class SQLAlchemyConnector(Connector):
         if not url.drivername.startswith(("postgresql", "postgres")):
             raise ConfigError(f"connection {self.name!r}: expected a postgresql:// url, got {url.drivername}://")
         url = url.set(drivername="postgresql+psycopg")
-        args = {"connect_timeout": 10, "application_name": "dataproducts"}
+        args = {
+            "connect_timeout": 10,
+            "application_name": "dataproducts",
+            "options": "-c default_transaction_read_only=on",
+        }
         return sa.create_engine(url, pool_pre_ping=True, connect_args=args)
 
     # -- the one place driver errors are mapped ------------------------------------------------
@@ -146,12 +152,15 @@ class SQLAlchemyConnector(Connector):
                     conn.rollback()
         except ConnectorError:
             raise
-        except sa_exc.DBAPIError as exc:
-            orig = exc.orig
+        except (sa_exc.DBAPIError, psycopg.Error) as exc:
+            orig = exc.orig if isinstance(exc, sa_exc.DBAPIError) else exc
             message = driver_message(orig)
             if _is_timeout(orig, deadline):
                 raise QueryTimeoutError(timeout_message(timeout_s), orig=orig) from exc
-            if exc.statement is None or exc.connection_invalidated:
+            unreachable = isinstance(exc, psycopg.OperationalError) and exc.sqlstate is None
+            if isinstance(exc, sa_exc.DBAPIError) and (exc.statement is None or exc.connection_invalidated):
+                unreachable = True
+            if unreachable:
                 raise ConnectorUnavailableError(f"cannot reach {self.name!r}: {message}", orig=orig) from exc
             raise QueryExecutionError(
                 f"{self.name!r} rejected the statement: {message}{_hint(orig)}", orig=orig
@@ -160,8 +169,10 @@ class SQLAlchemyConnector(Connector):
             raise QueryExecutionError(f"{self.name!r} failed: {driver_message(exc)}", orig=exc) from exc
 
     def _begin_postgres(self, conn: sa.Connection, timeout_s: float) -> None:
-        conn.exec_driver_sql("SET TRANSACTION READ ONLY")
-        conn.exec_driver_sql(f"SET LOCAL statement_timeout = {max(1, round(timeout_s * 1000))}")
+        # One round trip; the session default (connect options) already makes the transaction read-only.
+        conn.exec_driver_sql(
+            f"SET TRANSACTION READ ONLY; SET LOCAL statement_timeout = {max(1, round(timeout_s * 1000))}"
+        )
         if self._superuser is None:
             row = conn.exec_driver_sql(
                 "SELECT rolsuper, current_setting('server_version_num')::int >= 140000"
@@ -185,9 +196,9 @@ class SQLAlchemyConnector(Connector):
 
     def _execute_sync(self, sql: str, limits: Limits) -> RowSet:
         with self._session(limits.timeout_s) as (conn, deadline):
-            batch = min(limits.max_rows + 1, 1000)
-            options = {"stream_results": True, "yield_per": batch} if self.kind == "postgresql" else {}
-            result = conn.execution_options(**options).exec_driver_sql(self._driver_sql(sql))
+            if self.kind == "postgresql":
+                return _run_postgres(conn, sql, limits, deadline)
+            result = conn.exec_driver_sql(sql)
             try:
                 if not result.returns_rows:
                     return RowSet(columns=[], rows=[])
@@ -346,6 +357,18 @@ def _postgres_columns(conn: sa.Connection, table: str) -> tuple[str, list[Intros
     return quoted, columns, primary_key
 
 
+def _run_postgres(conn: sa.Connection, sql: str, limits: Limits, deadline: Deadline) -> RowSet:
+    """Run one statement over the extended protocol (``binary=True``): the server accepts exactly one
+    statement, so nothing can be appended to it. No server-side cursor: the statement carries its own
+    ``LIMIT``, and a plain portal keeps PostgreSQL's parallel query plans (cursors never get them)."""
+    raw: Any = conn.connection.dbapi_connection
+    with raw.cursor() as cursor:
+        cursor.execute(sql, binary=True)
+        if cursor.description is None:
+            return RowSet(columns=[], rows=[])
+        return fetch_capped([d.name for d in cursor.description], cursor.fetchmany, limits, deadline)
+
+
 def _is_timeout(orig: BaseException | None, deadline: Deadline) -> bool:
     if getattr(orig, "sqlstate", None) == _PG_CANCELED:
         return True
@@ -355,6 +378,6 @@ def _is_timeout(orig: BaseException | None, deadline: Deadline) -> bool:
 def _hint(orig: BaseException | None) -> str:
     if isinstance(orig, sqlite3.DatabaseError) and "authoriz" in str(orig):
         return " (this connection only reads: run one SELECT statement)"
-    if getattr(orig, "sqlstate", None) == "42601":  # the server-side cursor accepts one SELECT/VALUES/WITH query
+    if getattr(orig, "sqlstate", None) == "42601":  # the extended protocol accepts one statement
         return " (run one SELECT statement)"
     return ""
