@@ -160,6 +160,9 @@ def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
     dbapi_connection.isolation_level = None  # let the "begin" hook emit BEGIN itself
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode = WAL")  # readers do not wait for the audit writer
+    # In WAL mode NORMAL keeps every commit atomic and durable across process crashes; only an OS
+    # crash or power loss can roll back the last commits. It takes an fsync off every audit write.
+    cursor.execute("PRAGMA synchronous = NORMAL")
     cursor.execute("PRAGMA foreign_keys = ON")
     cursor.execute("PRAGMA busy_timeout = 10000")
     cursor.close()

@@ -113,9 +113,9 @@ class Connector(abc.ABC):
     def name(self) -> str:
         return self.config.name
 
-    def render(self, statement: exp.Expr) -> str:
-        """The statement as SQL text in this store's dialect."""
-        return statement.sql(dialect=self.dialect)
+    def render(self, statement: exp.Expr | str) -> str:
+        """The statement as SQL text in this store's dialect (text is taken as already rendered for it)."""
+        return statement if isinstance(statement, str) else statement.sql(dialect=self.dialect)
 
     @abc.abstractmethod
     async def introspect(self, table: str) -> TableSchema:
@@ -131,8 +131,8 @@ class Connector(abc.ABC):
         """Names of the tables and views this connection can read (``schema.table`` where schemas apply)."""
 
     @abc.abstractmethod
-    async def execute(self, statement: exp.Query, limits: Limits) -> RowSet:
-        """Run one governed SELECT read-only under ``limits``.
+    async def execute(self, statement: exp.Query | str, limits: Limits) -> RowSet:
+        """Run one governed SELECT (an AST, or text already rendered by :meth:`render`) read-only under ``limits``.
 
         Raises:
             QueryTimeoutError: the statement ran longer than ``limits.timeout_s``.

@@ -185,7 +185,7 @@ class DuckDBConnector(Connector):
 
     # -- the contract --------------------------------------------------------------------------
 
-    async def execute(self, statement: exp.Query, limits: Limits) -> RowSet:
+    async def execute(self, statement: exp.Query | str, limits: Limits) -> RowSet:
         sql = self.render(statement)
         return await anyio.to_thread.run_sync(self._execute_sync, sql, limits)
 

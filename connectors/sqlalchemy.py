@@ -121,7 +121,7 @@ class SQLAlchemyConnector(Connector):
             "application_name": "dataproducts",
             "options": "-c default_transaction_read_only=on",
         }
-        return sa.create_engine(url, pool_pre_ping=True, connect_args=args)
+        return sa.create_engine(url, pool_pre_ping=True, isolation_level="AUTOCOMMIT", connect_args=args)
 
     # -- the one place driver errors are mapped ------------------------------------------------
 
@@ -146,8 +146,11 @@ class SQLAlchemyConnector(Connector):
                         with _sqlite_deadline(conn, deadline):
                             yield conn, deadline
                     else:
-                        self._begin_postgres(conn, timeout_s)
-                        yield conn, deadline
+                        try:
+                            self._begin_postgres(conn, timeout_s)
+                            yield conn, deadline
+                        finally:
+                            conn.exec_driver_sql("ROLLBACK")
                 finally:
                     conn.rollback()
         except ConnectorError:
@@ -169,10 +172,8 @@ class SQLAlchemyConnector(Connector):
             raise QueryExecutionError(f"{self.name!r} failed: {driver_message(exc)}", orig=exc) from exc
 
     def _begin_postgres(self, conn: sa.Connection, timeout_s: float) -> None:
-        # One round trip; the session default (connect options) already makes the transaction read-only.
-        conn.exec_driver_sql(
-            f"SET TRANSACTION READ ONLY; SET LOCAL statement_timeout = {max(1, round(timeout_s * 1000))}"
-        )
+        """Open the call's READ ONLY transaction with its settings in one round trip (the engine is in
+        autocommit mode, so the transaction is ours to begin and to roll back)."""
         if self._superuser is None:
             row = conn.exec_driver_sql(
                 "SELECT rolsuper, current_setting('server_version_num')::int >= 140000"
@@ -185,12 +186,14 @@ class SQLAlchemyConnector(Connector):
                 raise ConfigError(
                     f"connection {self.name!r}: a superuser login needs PostgreSQL 14+; use a read-only role"
                 )
+        begin = f"BEGIN READ ONLY; SET LOCAL statement_timeout = {max(1, round(timeout_s * 1000))}"
         if self._superuser:
-            conn.exec_driver_sql("SET LOCAL ROLE pg_read_all_data")
+            begin += "; SET LOCAL ROLE pg_read_all_data"
+        conn.exec_driver_sql(begin)
 
     # -- the contract --------------------------------------------------------------------------
 
-    async def execute(self, statement: exp.Query, limits: Limits) -> RowSet:
+    async def execute(self, statement: exp.Query | str, limits: Limits) -> RowSet:
         sql = self.render(statement)
         return await anyio.to_thread.run_sync(self._execute_sync, sql, limits)
 

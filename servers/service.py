@@ -16,7 +16,7 @@ import anyio
 import anyio.to_thread
 
 from catalog.audit import AuditLog, AuditRecord, Outcome, digest_args
-from catalog.compile import compile_query, next_cursor
+from catalog.compile import next_cursor
 from catalog.contract import ProductContract
 from catalog.errors import AccessDeniedError, DataProductsError
 from catalog.policy import GovernedView, can_read, govern
@@ -26,6 +26,7 @@ from catalog.registry import Registry
 from catalog.sqlguard import connection_of, parse_product_sql, rewrite_sql
 from connectors import connector_for
 from connectors.base import Connector
+from servers._statements import StatementCache
 from servers.results import (
     ProductDescription,
     QueryResult,
@@ -65,6 +66,7 @@ class DataProductsService:
         self._connector_lock = anyio.Lock()
         self._contracts: dict[str, tuple[float, ProductContract]] = {}
         self._contract_ttl_s = contract_ttl_s
+        self._statements = StatementCache()
 
     @classmethod
     def open(cls, settings: Settings) -> DataProductsService:
@@ -126,11 +128,11 @@ class DataProductsService:
             stats.product = name
             view = govern(await self.contract(name), principal)
             connector = await self.connector(view.contract.source.connection)
-            compiled = compile_query(
+            compiled, sql = self._statements.compiled(
                 view, query, limits=self.settings.limits, dialect=connector.dialect, hash_salt=self._salt
             )
             limits = self.settings.limits.model_copy(update={"max_rows": compiled.row_limit})
-            rowset = await connector.execute(compiled.statement, limits)
+            rowset = await connector.execute(sql, limits)
             result = _to_result(rowset, [view])
             result.next_cursor = next_cursor(compiled, rowset)
             _deprecation_warning(view, result)
