@@ -12,6 +12,7 @@ message that says what was wrong and what would be valid::
     ├── RegistrationError             registration_refused   register refused (e.g. breaking change, same version)
     ├── ConfigError                   config_error       dataproducts.yaml / environment is wrong
     ├── AuditError                    audit_failed       the audit row could not be written (fail closed)
+    ├── EmbeddingError                embedding_failed   a local model is missing, cannot load or fails
     └── ConnectorError                connector_error    a store failed; the driver exception is kept as ``.orig``
         ├── ConnectorUnavailableError store_unavailable  cannot connect / open the store
         ├── QueryTimeoutError         timeout            the statement exceeded its time budget
@@ -34,6 +35,7 @@ __all__ = [
     "ContractError",
     "ContractProblem",
     "DataProductsError",
+    "EmbeddingError",
     "InvalidRequestError",
     "NotFoundError",
     "QueryExecutionError",
@@ -116,6 +118,10 @@ class ConfigError(DataProductsError):
 
 class AuditError(DataProductsError):
     code = "audit_failed"
+
+
+class EmbeddingError(DataProductsError):
+    code = "embedding_failed"
 
 
 class ConnectorError(DataProductsError):
