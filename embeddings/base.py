@@ -13,13 +13,14 @@ import hashlib
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
+from typing import TypeAlias
 
 import numpy as np
 import numpy.typing as npt
 
 __all__ = ["Embedder", "Vectors", "content_hash"]
 
-Vectors = npt.NDArray[np.float32]
+Vectors: TypeAlias = npt.NDArray[np.float32]
 
 
 def content_hash(text: str) -> str:
