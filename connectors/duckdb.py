@@ -1,4 +1,4 @@
-"""DuckDB over a database file and/or Parquet, CSV and JSON files, read-only at the driver level.
+"""DuckDB over a database file and/or Parquet, CSV, JSON and Markdown files, read-only at the driver level.
 
 How one connection is laid out:
 
@@ -55,6 +55,8 @@ _DRIVER_CONFIG: dict[str, str | bool | int | float | list[str]] = {
 }
 _READERS = {".parquet": "read_parquet", ".pq": "read_parquet", ".csv": "read_csv", ".tsv": "read_csv"}
 _READERS |= {".txt": "read_csv", ".json": "read_json", ".jsonl": "read_json", ".ndjson": "read_json"}
+# Documents: one row per file (filename, content, size, last_modified), for document products.
+_READERS |= {".md": "read_text", ".markdown": "read_text", ".rst": "read_text"}
 _COMPRESSION = (".gz", ".zst")
 _VIEW_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _ASSETS = """

@@ -1,0 +1,59 @@
+"""Which search hits a principal may see: the rows are re-read through the governed query path.
+
+A search store holds chunks of every row (rows are governed at read time, not at index time). Before a
+hit is returned, its primary key is looked up through the same governed source as ``query_product``
+— access, row filters and masks — so a hit whose row the principal cannot read is dropped, and a
+field masked for the principal is never shown.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from typing import Any
+
+from catalog.compile import compile_query
+from catalog.policy import GovernedView
+from catalog.query import AllOf, AnyOf, Condition, Filter, Limits, Query
+from connectors.base import Connector
+from servers.results import json_value
+
+__all__ = ["key_token", "visible_keys"]
+
+
+def key_token(key: dict[str, Any]) -> str:
+    """A hashable, order-stable form of a primary-key dict."""
+    return json.dumps(key, sort_keys=True, default=str)
+
+
+async def visible_keys(
+    view: GovernedView,
+    connector: Connector,
+    keys: Iterable[dict[str, Any]],
+    *,
+    limits: Limits,
+    hash_salt: str,
+) -> set[str]:
+    """The :func:`key_token` of every given key whose row ``view.principal`` may read.
+
+    Raises:
+        InvalidRequestError: the product has no primary key (its hits cannot be checked).
+        ConnectorError: the store failed.
+    """
+    primary_key = view.contract.primary_key
+    wanted = {key_token(k): k for k in keys if set(k) == set(primary_key)}
+    if not wanted:
+        return set()
+    alternatives: list[Filter] = []
+    for key in wanted.values():
+        conditions: list[Filter] = [Condition(column=c, op="=", value=key[c]) for c in primary_key]
+        alternatives.append(conditions[0] if len(conditions) == 1 else AllOf.model_validate({"and": conditions}))
+    where: list[Filter] = [alternatives[0] if len(alternatives) == 1 else AnyOf.model_validate({"or": alternatives})]
+    query = Query(columns=list(primary_key), where=where, limit=len(wanted))
+    bounded = limits.model_copy(update={"max_rows": max(len(wanted), 1)})
+    compiled = compile_query(view, query, limits=bounded, dialect=connector.dialect, hash_salt=hash_salt)
+    rowset = await connector.execute(compiled.statement, bounded.model_copy(update={"max_rows": compiled.row_limit}))
+    found: set[str] = set()
+    for row in rowset.rows:
+        found.add(key_token({c: json_value(v) for c, v in zip(rowset.columns, row, strict=True)}))
+    return found & set(wanted)
