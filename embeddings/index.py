@@ -1,0 +1,221 @@
+"""The index flow: make a search store hold the chunks of a product's text fields, incrementally.
+
+:func:`index_product` reads every row's primary key and ``retrieval.text_fields`` through the
+product's connector, in keyset pages over the product's *ungoverned* source (no row filters, no
+masks): rows are governed at search time, when the service layer re-reads each hit's row through the
+principal's governed view. Each row field is hashed (text + chunk settings) and compared with what
+the store holds (:meth:`SearchStore.indexed`): only new and changed fields are chunked and embedded,
+rows gone from the source lose their chunks, and the whole run is written by ONE
+:meth:`SearchStore.apply` at the end, so a failed or interrupted run leaves the previous index as it
+was. See :mod:`embeddings._sync` for the diff rules.
+
+Masked fields are **skipped, never indexed as raw text**. A text field named by any rule of
+``policy.masking`` (whoever is exempt) is left out and reported in ``IndexReport.skipped_fields``,
+and chunks it left from earlier runs are deleted. Why skip rather than store: a search index shows
+and ranks raw text — a BM25 or vector match on an e-mail address reveals it even if the hit's text
+is hidden afterwards — and the masked value (a hash, ``***``) is useless to search. Why skip rather
+than refuse the product: its other text fields are still worth searching, and the report says what
+was left out. A product whose text fields are all masked indexes nothing.
+
+Document products work the same way: a DuckDB view over ``docs/*.md`` (``read_text``: one row per
+file with ``filename``, ``content``, ``size``, ``last_modified``) with ``primary_key: [filename]``
+and ``retrieval: {text_fields: [content]}``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    Task,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.text import Text
+
+from catalog.compile import compile_query, next_cursor
+from catalog.contract import Chunking, ProductContract
+from catalog.errors import InvalidRequestError, QueryExecutionError
+from catalog.policy import GovernedView
+from catalog.principal import Principal
+from catalog.query import Aggregate, Limits, Query
+from connectors.base import Connector
+from connectors.search_base import SearchStore
+from embeddings._sync import IndexProgress, IndexReport, IndexRun, ProgressCallback, json_key_value
+from embeddings.base import Embedder
+
+__all__ = ["IndexProgress", "IndexReport", "ProgressCallback", "index_product", "indexable_fields", "rich_progress"]
+
+log = logging.getLogger(__name__)
+
+#: The principal the index flow reads as; it is never checked against ``policy.access`` (see the module docstring).
+INDEXER = Principal(name="dataproducts-indexer", roles=frozenset({"indexer"}))
+READ_LIMITS = Limits(max_rows=2000, max_bytes=256_000_000, timeout_s=600.0)
+MASKED_REASON = "masked by policy.masking: raw text of a masked field is never indexed"
+
+
+def indexable_fields(contract: ProductContract) -> tuple[list[str], dict[str, str]]:
+    """The text fields the index flow reads, and the skipped ones with the reason.
+
+    Raises:
+        InvalidRequestError: the product has no ``retrieval`` section or no primary key, or its chunk
+            overlap is not below the chunk size.
+    """
+    retrieval = contract.retrieval
+    if retrieval is None:
+        raise InvalidRequestError(
+            f"{contract.name} has no retrieval section; add e.g. retrieval: {{text_fields: [notes]}} to its contract"
+        )
+    if not contract.primary_key:
+        raise InvalidRequestError(f"{contract.name} needs a primary_key to be indexed: search hits cite rows by key")
+    if retrieval.chunk.overlap >= retrieval.chunk.size:
+        raise InvalidRequestError(
+            f"{contract.name}: retrieval.chunk.overlap ({retrieval.chunk.overlap}) must be below "
+            f"retrieval.chunk.size ({retrieval.chunk.size})"
+        )
+    masked = {column for rule in contract.policy.masking for column in rule.columns}
+    fields = [f for f in dict.fromkeys(retrieval.text_fields) if f not in masked]
+    skipped = {f: MASKED_REASON for f in retrieval.text_fields if f in masked}
+    return fields, skipped
+
+
+async def index_product(
+    contract: ProductContract,
+    connector: Connector,
+    store: SearchStore,
+    embedder: Embedder,
+    *,
+    dialect: str,
+    hash_salt: str,
+    page_size: int = 2000,
+    rebuild: bool = False,
+    limits: Limits | None = None,
+    progress: ProgressCallback | None = None,
+) -> IndexReport:
+    """Bring the store's chunks of ``contract`` up to date with its source; one store write at the end.
+
+    ``rebuild`` re-embeds every row (after a model change); ``limits`` bounds each page read
+    (``max_rows`` is set to ``page_size``).
+
+    Raises:
+        InvalidRequestError: no ``retrieval`` section, no primary key, unusable chunk settings, a
+            primary key that cannot page by keyset, or a store indexed with another model.
+        QueryExecutionError: one row is larger than ``limits.max_bytes``.
+        ConnectorError: the source or the store failed (the previous index stays as it was).
+        EmbeddingError: the model failed (nothing was written).
+    """
+    started = time.perf_counter()
+    fields, skipped = indexable_fields(contract)
+    for name, reason in skipped.items():
+        log.warning("%s: text field %r not indexed: %s", contract.name, name, reason)
+    view = GovernedView(contract=contract, principal=INDEXER)
+    page_limits = (limits or READ_LIMITS).model_copy(update={"max_rows": page_size})
+    rows_total = await _count_rows(view, connector, page_limits, dialect=dialect, hash_salt=hash_salt)
+    run = IndexRun(
+        contract.name,
+        store,
+        embedder,
+        chunking=contract.retrieval.chunk if contract.retrieval else Chunking(),
+        stored=await store.indexed(contract.name),
+        rebuild=rebuild,
+        rows_total=rows_total,
+        progress=progress,
+    )
+    run.report.skipped_fields = skipped
+    key_columns = list(contract.primary_key)
+    columns = list(dict.fromkeys([*key_columns, *fields]))
+    cursor: str | None = None
+    while True:
+        query = Query(columns=columns, limit=page_size, cursor=cursor)
+        compiled = compile_query(view, query, limits=page_limits, dialect=dialect, hash_salt=hash_salt)
+        if compiled.pagination != "keyset":
+            raise InvalidRequestError(
+                f"{contract.name}: its primary key {key_columns} cannot page by keyset (json or bytes column); "
+                "give the product an orderable primary key to index it"
+            )
+        rowset = await connector.execute(
+            compiled.statement, page_limits.model_copy(update={"max_rows": compiled.row_limit})
+        )
+        if not rowset.rows and rowset.truncated:
+            raise QueryExecutionError(
+                f"{contract.name}: one row is larger than the read limit of {page_limits.max_bytes} bytes; "
+                "raise limits.max_bytes for indexing"
+            )
+        positions = {c: rowset.columns.index(c) for c in columns}
+        for row in rowset.rows[: compiled.row_limit]:
+            key = {c: json_key_value(row[positions[c]]) for c in key_columns}
+            texts = {f: _text(row[positions[f]]) for f in fields}
+            run.add(key, texts)
+        run.emit("reading")
+        await run.flush()
+        cursor = next_cursor(compiled, rowset)
+        if cursor is None:
+            break
+    report = await run.finish()
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+async def _count_rows(view: GovernedView, connector: Connector, limits: Limits, *, dialect: str, hash_salt: str) -> int:
+    query = Query(aggregates=[Aggregate(fn="count")])
+    compiled = compile_query(view, query, limits=limits, dialect=dialect, hash_salt=hash_salt)
+    rowset = await connector.execute(compiled.statement, limits.model_copy(update={"max_rows": 1}))
+    return int(rowset.rows[0][0]) if rowset.rows else 0
+
+
+def _text(value: object) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="replace")
+    return str(value)
+
+
+class _RateColumn(ProgressColumn):
+    """Rows per second of the task."""
+
+    def render(self, task: Task) -> Text:
+        speed = task.finished_speed or task.speed
+        return Text(f"{speed:,.0f} rows/s" if speed else "… rows/s", style="progress.data.speed")
+
+
+@contextmanager
+def rich_progress(console: Console | None = None, *, transient: bool = False) -> Iterator[ProgressCallback]:
+    """A progress callback drawing one rich bar per product: rows done of total, rate, ETA, chunks embedded."""
+    columns = (
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        _RateColumn(),
+        TimeRemainingColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[phase]} · {task.fields[chunks]:,} chunks embedded"),
+    )
+    tasks: dict[str, TaskID] = {}
+    with Progress(*columns, console=console, transient=transient) as bar:
+
+        def update(event: IndexProgress) -> None:
+            task = tasks.get(event.product)
+            if task is None:
+                task = tasks[event.product] = bar.add_task(event.product, total=event.rows_total, phase="", chunks=0)
+            bar.update(
+                task,
+                completed=event.rows_done,
+                total=event.rows_total,
+                phase=event.phase,
+                chunks=event.chunks_embedded,
+            )
+            if event.phase == "done":
+                bar.update(task, completed=event.rows_total or event.rows_done)
+
+        yield update

@@ -1,0 +1,209 @@
+"""Hybrid retrieval over any :class:`SearchStore`: BM25 and vector kNN fused by reciprocal rank fusion.
+
+:func:`hybrid_search` asks the store for the ``candidates`` best chunks by BM25 and the
+``candidates`` nearest by cosine, and fuses the two rankings with reciprocal rank fusion (Cormack,
+Clarke & Büttcher, SIGIR 2009)::
+
+    rrf(chunk) = Σ over the rankings r that hold it   1 / (rrf_k + rank_r(chunk))      (ranks start at 1)
+
+with ``rrf_k = 60``, the constant of the paper, which damps the weight of the very first ranks so
+that agreement between the rankings counts more than one ranking's top spot. Only ranks are used, so
+BM25 scores and cosines need no calibration against each other, and the result is the same on every
+store. ``mode="bm25"`` or ``"dense"`` return one ranking alone, scored by the store.
+
+Each :class:`RetrievedChunk` cites product, primary key, field and chunk number; governance
+(dropping hits whose row the principal may not read, hiding masked fields) is the service layer's.
+
+Catalog search: :func:`index_catalog` indexes each product's description — name, title,
+description, tags, columns with their descriptions — as chunks of the reserved product ``_catalog``,
+keyed by product name, so :func:`catalog_search` can rank products by meaning as well as keywords.
+Reserved products (a leading ``_``) never appear in :func:`hybrid_search` results unless asked for by
+name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import anyio.to_thread
+
+from catalog.contract import Chunking, ProductContract
+from connectors.search_base import SearchHit, SearchStore
+from embeddings._sync import IndexReport, IndexRun
+from embeddings.base import Embedder
+
+__all__ = [
+    "CATALOG_PRODUCT",
+    "RRF_K",
+    "RetrievedChunk",
+    "catalog_document",
+    "catalog_search",
+    "hybrid_search",
+    "index_catalog",
+    "reciprocal_rank_fusion",
+]
+
+#: The constant of reciprocal rank fusion (Cormack et al. 2009).
+RRF_K = 60
+#: The reserved product holding one document per catalog product.
+CATALOG_PRODUCT = "_catalog"
+CATALOG_CHUNKING = Chunking(size=1000, overlap=100)
+
+Mode = Literal["hybrid", "bm25", "dense"]
+
+
+@dataclass(frozen=True)
+class RetrievedChunk:
+    """One retrieved chunk and where it comes from.
+
+    ``score`` is the fused RRF score in hybrid mode, the store's BM25 score or cosine otherwise;
+    ``bm25_rank`` / ``dense_rank`` are its ranks in each list (None when absent from that list).
+    """
+
+    product: str
+    key: dict[str, Any]
+    field: str
+    chunk: int
+    text: str
+    score: float
+    bm25_rank: int | None = None
+    dense_rank: int | None = None
+
+    @property
+    def citation(self) -> str:
+        """``product[key=value,…].field#chunk``, e.g. ``docs.handbook[filename=a.md].content#2``."""
+        key = ",".join(f"{k}={v}" for k, v in self.key.items())
+        return f"{self.product}[{key}].{self.field}#{self.chunk}"
+
+
+@dataclass
+class _Fused:
+    hit: SearchHit
+    score: float = 0.0
+    ranks: dict[str, int] = field(default_factory=dict)
+
+
+def _hit_id(hit: SearchHit) -> tuple[str, str, str, int]:
+    key = "|".join(f"{k}={hit.key[k]}" for k in hit.key)
+    return hit.product, key, hit.field, hit.chunk
+
+
+def reciprocal_rank_fusion(rankings: dict[str, Sequence[SearchHit]], *, rrf_k: int = RRF_K) -> list[RetrievedChunk]:
+    """Fuse named rankings (e.g. ``{"bm25": [...], "dense": [...]}``) by RRF, best first.
+
+    Ties are broken by the best single rank, then by the order of first appearance, so the output is
+    deterministic.
+
+    Raises:
+        ValueError: ``rrf_k`` is negative.
+    """
+    if rrf_k < 0:
+        raise ValueError(f"rrf_k must be at least 0, not {rrf_k}")
+    fused: dict[tuple[str, str, str, int], _Fused] = {}
+    for name, hits in rankings.items():
+        for position, hit in enumerate(hits, 1):
+            entry = fused.setdefault(_hit_id(hit), _Fused(hit))
+            if name in entry.ranks:  # a ranking listing a chunk twice counts its best rank only
+                continue
+            entry.ranks[name] = position
+            entry.score += 1.0 / (rrf_k + position)
+    order = sorted(fused.values(), key=lambda e: (-e.score, min(e.ranks.values())))
+    return [_retrieved(e.hit, e.score, bm25_rank=e.ranks.get("bm25"), dense_rank=e.ranks.get("dense")) for e in order]
+
+
+def _retrieved(hit: SearchHit, score: float, *, bm25_rank: int | None, dense_rank: int | None) -> RetrievedChunk:
+    return RetrievedChunk(hit.product, dict(hit.key), hit.field, hit.chunk, hit.text, score, bm25_rank, dense_rank)
+
+
+async def hybrid_search(
+    store: SearchStore,
+    embedder: Embedder,
+    query: str,
+    *,
+    k: int = 10,
+    products: Sequence[str] | None = None,
+    mode: Mode = "hybrid",
+    candidates: int = 100,
+    rrf_k: int = RRF_K,
+) -> list[RetrievedChunk]:
+    """The ``k`` best chunks for ``query``, optionally only of ``products`` (None: every non-reserved product).
+
+    Pass the products the principal may read: filtering in the store keeps ``k`` results where
+    filtering afterwards would lose some.
+
+    Raises:
+        ValueError: ``k`` or ``candidates`` below 1, or an unknown ``mode``.
+        EmbeddingError: the model failed (dense and hybrid modes).
+        ConnectorError: the store failed.
+    """
+    if k < 1 or candidates < 1:
+        raise ValueError(f"k and candidates must be at least 1, not {k} and {candidates}")
+    if mode not in ("hybrid", "bm25", "dense"):
+        raise ValueError(f"unknown mode {mode!r}; use hybrid, bm25 or dense")
+    if not query.strip() or (products is not None and not products):
+        return []
+    depth = max(candidates, k)
+    bm25: list[SearchHit] = []
+    dense: list[SearchHit] = []
+    if mode in ("hybrid", "bm25"):
+        bm25 = _unreserved(await store.bm25(query, k=depth, products=products), products)
+    if mode in ("hybrid", "dense"):
+        vector = await anyio.to_thread.run_sync(embedder.embed, query)
+        dense = _unreserved(await store.knn(vector, k=depth, products=products), products)
+    if mode == "bm25":
+        return [_retrieved(h, h.score, bm25_rank=i, dense_rank=None) for i, h in enumerate(bm25[:k], 1)]
+    if mode == "dense":
+        return [_retrieved(h, h.score, bm25_rank=None, dense_rank=i) for i, h in enumerate(dense[:k], 1)]
+    return reciprocal_rank_fusion({"bm25": bm25, "dense": dense}, rrf_k=rrf_k)[:k]
+
+
+def _unreserved(hits: list[SearchHit], products: Sequence[str] | None) -> list[SearchHit]:
+    if products is not None:
+        return hits
+    return [h for h in hits if not h.product.startswith("_")]
+
+
+def catalog_document(contract: ProductContract) -> str:
+    """The text that stands for a product in catalog search: name, title, description, tags, columns."""
+    lines = [f"{contract.name}: {contract.title}", contract.description]
+    if contract.tags:
+        lines.append("Tags: " + ", ".join(contract.tags))
+    lines += [f"{c.name}: {c.description}" for c in contract.columns]
+    lines += [f"{m.name}: {m.description}" for m in contract.metrics]
+    return "\n".join(lines)
+
+
+async def index_catalog(contracts: Iterable[ProductContract], store: SearchStore, embedder: Embedder) -> IndexReport:
+    """Make the ``_catalog`` product hold one document per contract (incrementally, one store write).
+
+    Products missing from ``contracts`` lose their catalog chunks.
+
+    Raises:
+        EmbeddingError: the model failed (nothing was written).
+        ConnectorError: the store failed (the previous catalog index stays usable).
+        InvalidRequestError: the store holds ``_catalog`` with another model.
+    """
+    stored = await store.indexed(CATALOG_PRODUCT)
+    run = IndexRun(CATALOG_PRODUCT, store, embedder, chunking=CATALOG_CHUNKING, stored=stored)
+    for contract in contracts:
+        run.add({"name": contract.name}, {"description": catalog_document(contract)})
+    return await run.finish()
+
+
+async def catalog_search(
+    store: SearchStore, embedder: Embedder, text: str, k: int = 10, *, mode: Mode = "hybrid"
+) -> list[tuple[str, float]]:
+    """Product names ranked for ``text`` by hybrid search over the catalog (best chunk per product).
+
+    Raises:
+        EmbeddingError: the model failed.
+        ConnectorError: the store failed.
+    """
+    hits = await hybrid_search(store, embedder, text, k=max(k * 4, 20), products=[CATALOG_PRODUCT], mode=mode)
+    ranked: dict[str, float] = {}
+    for hit in hits:
+        name = str(hit.key.get("name"))
+        ranked.setdefault(name, hit.score)
+    return list(ranked.items())[:k]
