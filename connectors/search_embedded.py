@@ -1,0 +1,411 @@
+"""The embedded search store: one local SQLite file, BM25 by FTS5, vectors by exact search in numpy.
+
+Layout of the file (WAL journal, so readers in other processes keep reading while an index run
+writes)::
+
+    meta(key, value)          schema_version, generation (bumped by every write transaction)
+    products(product, model_id, dimensions, generation)
+    chunks(rowid, id, product, key, field, chunk, text, field_hash, vector)   vector: float32 bytes
+    chunks_fts                FTS5 over chunks.text (external content, kept in step by triggers),
+                              tokenizer ``porter unicode61 remove_diacritics 2``
+
+BM25 is FTS5's own ``bm25()``. User text never reaches FTS5 syntax: the query is cut into words,
+each word is quoted as an FTS5 string and the words are OR-ed (like Elasticsearch's ``match``), so
+``NEAR(``, ``*``, ``AND``, quotes or column filters in the text are plain words.
+
+Vectors are searched exactly: ``matrix @ query`` per product over float32 rows loaded from the file
+and cached in memory per product, reloaded when the product's ``generation`` changes (so a server
+sees every new index run, whichever process wrote it). Measured on this box (2 cores, shared with a
+C++ build; 384-d random unit vectors, k=100, median of 50 queries; ``bench`` script in the commit
+message of this module)::
+
+    engine                      n      build    k=100 query   recall@100   size on disk
+    numpy exact (this store)    5k     0.14 s    0.4-0.6 ms     1.000        9.8 MiB (SQLite blobs)
+    usearch exact (SIMD)        5k       -       2.4 ms         1.000          -
+    usearch HNSW (ef=200)       5k     6.9 s     1.9 ms         0.852        8.0 MiB
+    DuckDB vss HNSW (ef=200)    5k    13.8 s   127 ms           0.852       15.0 MiB
+    numpy exact (this store)  100k     2.9 s    11-23 ms        1.000        197 MiB
+    usearch exact (SIMD)      100k       -      46 ms           1.000          -
+    usearch HNSW (ef=200)     100k   217 s      3.2 ms          0.417        157 MiB
+    DuckDB vss HNSW (ef=200)  100k   360 s     50 ms            0.432        202 MiB
+
+Exact numpy wins for a single machine's catalog: perfect recall, an index "build" that is just the
+rows (an index run stays one small SQLite transaction, atomic with the text), product filters for
+free (one matrix per product) and one file to back up. HNSW only pays off in latency well beyond
+100k chunks, at the price of minutes of build time, poor recall at k=100 on hard data and a second
+file (usearch) or a single-writer file that locks out readers (DuckDB); sqlite-vec needs SQLite
+extension loading, which this Python's ``sqlite3`` lacks, and is brute force as well. Past a few
+hundred thousand chunks use Elasticsearch.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import anyio.to_thread
+import numpy as np
+import numpy.typing as npt
+
+from catalog.errors import ConnectorError, ConnectorUnavailableError, InvalidRequestError, QueryExecutionError
+from connectors._common import driver_message
+from connectors._search import checked_vectors, model_mismatch
+from connectors.search_base import Chunk, IndexedChunk, SearchHit, SearchStore
+
+__all__ = ["EmbeddedSearchStore", "fts5_query"]
+
+SCHEMA_VERSION = "1"
+BUSY_TIMEOUT_MS = 30_000
+MAX_QUERY_TERMS = 64
+_WORD = re.compile(r"\w+")
+_SCHEMA = """
+BEGIN IMMEDIATE;
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS products (
+    product TEXT PRIMARY KEY, model_id TEXT NOT NULL, dimensions INTEGER NOT NULL, generation INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS chunks (
+    rowid INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE, product TEXT NOT NULL, key TEXT NOT NULL,
+    field TEXT NOT NULL, chunk INTEGER NOT NULL, text TEXT NOT NULL, field_hash TEXT NOT NULL, vector BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS chunks_product ON chunks (product);
+CREATE VIRTUAL TABLE IF NOT EXISTS chunks_fts USING fts5 (
+    text, content='chunks', content_rowid='rowid', tokenize='porter unicode61 remove_diacritics 2'
+);
+CREATE TRIGGER IF NOT EXISTS chunks_ai AFTER INSERT ON chunks BEGIN
+    INSERT INTO chunks_fts (rowid, text) VALUES (new.rowid, new.text);
+END;
+CREATE TRIGGER IF NOT EXISTS chunks_ad AFTER DELETE ON chunks BEGIN
+    INSERT INTO chunks_fts (chunks_fts, rowid, text) VALUES ('delete', old.rowid, old.text);
+END;
+CREATE TRIGGER IF NOT EXISTS chunks_au AFTER UPDATE OF text ON chunks BEGIN
+    INSERT INTO chunks_fts (chunks_fts, rowid, text) VALUES ('delete', old.rowid, old.text);
+    INSERT INTO chunks_fts (rowid, text) VALUES (new.rowid, new.text);
+END;
+INSERT OR IGNORE INTO meta VALUES ('schema_version', '1'), ('generation', '0');
+COMMIT;
+"""
+_UPSERT = """
+INSERT INTO chunks (id, product, key, field, chunk, text, field_hash, vector) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (id) DO UPDATE SET key = excluded.key, field = excluded.field, chunk = excluded.chunk,
+    text = excluded.text, field_hash = excluded.field_hash, vector = excluded.vector
+"""
+_HIT_COLUMNS = "c.rowid, c.product, c.key, c.field, c.chunk, c.text"
+
+
+def fts5_query(text: str) -> str:
+    """``text`` as an FTS5 query matching any of its words, each quoted: no operator can get through.
+
+    Returns an empty string when the text holds no word.
+    """
+    words = list(dict.fromkeys(w.lower() for w in _WORD.findall(text)))[:MAX_QUERY_TERMS]
+    return " OR ".join('"' + w.replace('"', '""') + '"' for w in words)
+
+
+@dataclass(frozen=True)
+class _Vectors:
+    """The cached vectors of one product as of ``generation``: ``matrix`` rows belong to ``rowids``."""
+
+    generation: int
+    rowids: npt.NDArray[np.int64]
+    matrix: npt.NDArray[np.float32]
+
+
+class EmbeddedSearchStore(SearchStore):
+    """Search store in one SQLite file at ``path`` (created with its folder on first use)."""
+
+    kind = "embedded"
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path).expanduser().resolve()
+        self._lock = threading.Lock()  # guards the connections and the schema flag
+        self._write_lock = threading.Lock()  # one writer per store; other processes wait on SQLite's lock
+        self._readers: list[sqlite3.Connection] = []
+        self._opened: list[sqlite3.Connection] = []
+        self._writer: sqlite3.Connection | None = None
+        self._ready = False
+        self._closed = False
+        self._cache: dict[str, _Vectors] = {}
+        self._cache_lock = threading.Lock()
+
+    # -- connections and the one place driver errors are mapped ---------------------------------
+
+    def _connect(self) -> sqlite3.Connection:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1000)
+        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = NORMAL")
+        self._opened.append(conn)
+        return conn
+
+    @contextmanager
+    def _errors(self) -> Iterator[None]:
+        """Map sqlite3 errors to connector errors.
+
+        Raises:
+            ConnectorUnavailableError: the file cannot be opened, is no database, or stays locked.
+            QueryExecutionError: SQLite failed a statement.
+        """
+        try:
+            yield
+        except ConnectorError:
+            raise
+        except (sqlite3.OperationalError, sqlite3.DatabaseError) as exc:
+            message = driver_message(exc)
+            if isinstance(exc, sqlite3.OperationalError) and not any(
+                w in message for w in ("locked", "busy", "unable to open", "disk", "readonly")
+            ):
+                raise QueryExecutionError(f"search store {str(self.path)!r} failed: {message}", orig=exc) from exc
+            raise ConnectorUnavailableError(f"cannot use search store {str(self.path)!r}: {message}", orig=exc) from exc
+        except sqlite3.Error as exc:
+            raise QueryExecutionError(
+                f"search store {str(self.path)!r} failed: {driver_message(exc)}", orig=exc
+            ) from exc
+
+    def _ensure_schema(self) -> None:
+        with self._lock:
+            if self._closed:
+                raise ConnectorUnavailableError(f"search store {str(self.path)!r} is closed")
+            if self._ready:
+                return
+            if self._writer is None:
+                self._writer = self._connect()
+            with self._write_lock:
+                self._writer.executescript(_SCHEMA)
+                row = self._writer.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+            if row[0] != SCHEMA_VERSION:
+                raise ConnectorUnavailableError(
+                    f"search store {str(self.path)!r} has schema version {row[0]}, this version reads {SCHEMA_VERSION}"
+                )
+            self._ready = True
+
+    @contextmanager
+    def _read(self) -> Iterator[sqlite3.Connection]:
+        """A pooled read-only connection inside one read transaction (a consistent snapshot)."""
+        with self._errors():
+            self._ensure_schema()
+            with self._lock:
+                conn = self._readers.pop() if self._readers else None
+            if conn is None:
+                conn = self._connect()
+                conn.execute("PRAGMA query_only = ON")
+            try:
+                conn.execute("BEGIN")
+                try:
+                    yield conn
+                finally:
+                    conn.execute("COMMIT")
+            finally:
+                with self._lock:
+                    if self._closed:
+                        conn.close()
+                    else:
+                        self._readers.append(conn)
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """The writer connection inside one IMMEDIATE transaction, rolled back on any error."""
+        with self._errors():
+            self._ensure_schema()
+            assert self._writer is not None
+            with self._write_lock:
+                conn = self._writer
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    yield conn
+                except BaseException:
+                    if conn.in_transaction:  # SQLite may have rolled back already (e.g. disk full)
+                        conn.execute("ROLLBACK")
+                    raise
+                conn.execute("COMMIT")
+
+    # -- writes ----------------------------------------------------------------------------------
+
+    async def apply(
+        self,
+        product: str,
+        upserts: Sequence[Chunk],
+        vectors: npt.NDArray[np.float32],
+        deletes: Sequence[str],
+        *,
+        model_id: str,
+    ) -> None:
+        """One transaction: an interrupted run leaves the previous index as it was.
+
+        Raises:
+            InvalidRequestError: chunks of another product, vectors not one row per upsert, or a
+                ``model_id``/dimensions other than the product was indexed with (re-index needed).
+            ConnectorError: SQLite failed; nothing of the run was written.
+        """
+        matrix = checked_vectors(product, upserts, vectors)
+        rows = [
+            (c.id, product, json.dumps(c.key), c.field, c.chunk, c.text, c.content_hash, matrix[i].tobytes())
+            for i, c in enumerate(upserts)
+        ]
+        await anyio.to_thread.run_sync(self._apply_sync, product, rows, list(deletes), model_id, matrix.shape[1])
+
+    def _apply_sync(
+        self, product: str, rows: list[tuple[Any, ...]], deletes: list[str], model_id: str, dimensions: int
+    ) -> None:
+        with self._write() as conn:
+            known = conn.execute("SELECT model_id, dimensions FROM products WHERE product = ?", (product,)).fetchone()
+            if known is not None and (known[0] != model_id or (rows and known[1] != dimensions)):
+                raise model_mismatch(product, known, model_id, dimensions)
+            if known is None and not rows:
+                return  # nothing of the product is stored, nothing to write
+            generation = self._next_generation(conn)
+            conn.execute(
+                "INSERT INTO products VALUES (?, ?, ?, ?) ON CONFLICT (product) DO UPDATE SET generation = ?",
+                (product, model_id, dimensions, generation, generation),
+            )
+            conn.executemany(_UPSERT, rows)
+            conn.executemany("DELETE FROM chunks WHERE product = ? AND id = ?", [(product, d) for d in deletes])
+
+    async def drop(self, product: str) -> None:
+        """Raises:
+        ConnectorError: SQLite failed; the product's index stays as it was.
+        """
+        await anyio.to_thread.run_sync(self._drop_sync, product)
+
+    def _drop_sync(self, product: str) -> None:
+        with self._write() as conn:
+            self._next_generation(conn)
+            conn.execute("DELETE FROM chunks WHERE product = ?", (product,))
+            conn.execute("DELETE FROM products WHERE product = ?", (product,))
+
+    @staticmethod
+    def _next_generation(conn: sqlite3.Connection) -> int:
+        (generation,) = conn.execute(
+            "UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'generation'"
+            " RETURNING CAST(value AS INTEGER)"
+        ).fetchone()
+        return int(generation)
+
+    # -- reads -----------------------------------------------------------------------------------
+
+    async def indexed(self, product: str) -> list[IndexedChunk]:
+        """Raises:
+        ConnectorError: SQLite failed.
+        """
+        return await anyio.to_thread.run_sync(self._indexed_sync, product)
+
+    def _indexed_sync(self, product: str) -> list[IndexedChunk]:
+        with self._read() as conn:
+            rows = conn.execute(
+                "SELECT id, field_hash FROM chunks WHERE product = ? ORDER BY id", (product,)
+            ).fetchall()
+        return [IndexedChunk(id=i, field_hash=h) for i, h in rows]
+
+    async def bm25(self, query: str, *, k: int, products: Sequence[str] | None = None) -> list[SearchHit]:
+        """Any text is a valid query (words OR-ed); a text without words finds nothing.
+
+        Raises:
+            ConnectorError: SQLite failed.
+        """
+        match = fts5_query(query)
+        if not match or k <= 0 or (products is not None and not products):
+            return []
+        return await anyio.to_thread.run_sync(self._bm25_sync, match, k, products)
+
+    def _bm25_sync(self, match: str, k: int, products: Sequence[str] | None) -> list[SearchHit]:
+        where, params = _product_filter(products)
+        sql = (
+            f"SELECT {_HIT_COLUMNS}, -bm25(chunks_fts) AS score"
+            " FROM chunks_fts JOIN chunks c ON c.rowid = chunks_fts.rowid"
+            f" WHERE chunks_fts MATCH ?{where} ORDER BY bm25(chunks_fts), c.rowid LIMIT ?"
+        )
+        with self._read() as conn:
+            rows = conn.execute(sql, [match, *params, k]).fetchall()
+        return [_hit(row, row[6], rank) for rank, row in enumerate(rows, start=1)]
+
+    async def knn(
+        self, vector: npt.NDArray[np.float32], *, k: int, products: Sequence[str] | None = None
+    ) -> list[SearchHit]:
+        """Exact cosine search over the products indexed with ``len(vector)`` dimensions.
+
+        Raises:
+            InvalidRequestError: a product named in ``products`` was indexed with other dimensions.
+            ConnectorError: SQLite failed.
+        """
+        query = np.asarray(vector, dtype=np.float32).reshape(-1)
+        norm = float(np.linalg.norm(query))
+        if k <= 0 or (products is not None and not products) or not norm:
+            return []
+        return await anyio.to_thread.run_sync(self._knn_sync, query / norm, k, products)
+
+    def _knn_sync(self, query: npt.NDArray[np.float32], k: int, products: Sequence[str] | None) -> list[SearchHit]:
+        with self._read() as conn:
+            known = conn.execute("SELECT product, dimensions, generation FROM products ORDER BY product").fetchall()
+            wanted = set(products) if products is not None else None
+            best_ids: list[npt.NDArray[np.int64]] = []
+            best_scores: list[npt.NDArray[np.float32]] = []
+            for product, dimensions, generation in known:
+                if wanted is not None and product not in wanted:
+                    continue
+                if dimensions != len(query):
+                    if wanted is None:
+                        continue
+                    raise InvalidRequestError(
+                        f"product {product!r} is indexed with {dimensions}-dimensional vectors, "
+                        f"the query vector has {len(query)}; embed the query with the product's model"
+                    )
+                cached = self._vectors(conn, product, generation)
+                scores = cached.matrix @ query
+                top = np.argpartition(-scores, k - 1)[:k] if len(scores) > k else np.arange(len(scores))
+                best_ids.append(cached.rowids[top])
+                best_scores.append(scores[top])
+            if not best_ids:
+                return []
+            ids, scores = np.concatenate(best_ids), np.concatenate(best_scores)
+            order = np.lexsort((ids, -scores))[:k]
+            placeholders = ",".join("?" * len(order))
+            rows = conn.execute(
+                f"SELECT {_HIT_COLUMNS} FROM chunks c WHERE c.rowid IN ({placeholders})", [int(ids[i]) for i in order]
+            ).fetchall()
+        by_rowid = {row[0]: row for row in rows}
+        hits = [(by_rowid[int(ids[i])], float(scores[i])) for i in order if int(ids[i]) in by_rowid]
+        return [_hit(row, score, rank) for rank, (row, score) in enumerate(hits, start=1)]
+
+    def _vectors(self, conn: sqlite3.Connection, product: str, generation: int) -> _Vectors:
+        """The product's vectors as of the reader's snapshot, from the cache when it is that generation."""
+        with self._cache_lock:
+            cached = self._cache.get(product)
+        if cached is not None and cached.generation == generation:
+            return cached
+        (dimensions,) = conn.execute("SELECT dimensions FROM products WHERE product = ?", (product,)).fetchone()
+        rows = conn.execute("SELECT rowid, vector FROM chunks WHERE product = ? ORDER BY rowid", (product,)).fetchall()
+        matrix = np.frombuffer(b"".join(r[1] for r in rows), dtype="<f4").astype(np.float32, copy=False)
+        loaded = _Vectors(generation, np.array([r[0] for r in rows], dtype=np.int64), matrix.reshape(-1, dimensions))
+        with self._cache_lock:
+            current = self._cache.get(product)
+            if current is None or current.generation < generation:
+                self._cache[product] = loaded
+        return loaded
+
+    async def aclose(self) -> None:
+        with self._lock:
+            self._closed = True
+            opened, self._opened, self._readers, self._writer = self._opened, [], [], None
+        for conn in opened:
+            conn.close()
+        with self._cache_lock:
+            self._cache.clear()
+
+
+def _product_filter(products: Sequence[str] | None) -> tuple[str, list[str]]:
+    if products is None:
+        return "", []
+    return f" AND c.product IN ({','.join('?' * len(products))})", list(products)
+
+
+def _hit(row: tuple[Any, ...], score: float, rank: int) -> SearchHit:
+    _, product, key, field, chunk, text = row[:6]
+    return SearchHit(product=product, key=json.loads(key), field=field, chunk=chunk, text=text, score=score, rank=rank)
