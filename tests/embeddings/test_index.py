@@ -18,11 +18,11 @@ from catalog.errors import ConnectorError, EmbeddingError, InvalidRequestError
 from connectors import ConnectionConfig, connector_for
 from connectors.base import Connector
 from connectors.search_base import Chunk, IndexedChunk, SearchHit, SearchStore
+from connectors.search_embedded import EmbeddedSearchStore
 from embeddings.base import Vectors
 from embeddings.chunking import chunk_text
 from embeddings.index import IndexProgress, IndexReport, index_product, rich_progress
 from embeddings.retrieval import hybrid_search
-from tests.embeddings._stores import open_store
 from tests.fakes import FakeEmbedder
 
 pytestmark = pytest.mark.anyio
@@ -93,7 +93,7 @@ async def connector(db: Path) -> AsyncIterator[Connector]:
 
 @pytest.fixture
 async def store(tmp_path: Path) -> AsyncIterator[SearchStore]:
-    async with open_store(tmp_path / "search.db") as search_store:
+    async with EmbeddedSearchStore(tmp_path / "search.db") as search_store:
         yield search_store
 
 

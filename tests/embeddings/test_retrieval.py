@@ -10,6 +10,7 @@ import pytest
 
 from catalog.contract import ProductContract
 from connectors.search_base import Chunk, SearchHit, SearchStore
+from connectors.search_embedded import EmbeddedSearchStore
 from embeddings.base import content_hash
 from embeddings.retrieval import (
     CATALOG_PRODUCT,
@@ -20,7 +21,6 @@ from embeddings.retrieval import (
     index_catalog,
     reciprocal_rank_fusion,
 )
-from tests.embeddings._stores import open_store
 from tests.fakes import FakeEmbedder
 
 pytestmark = pytest.mark.anyio
@@ -41,7 +41,7 @@ def anyio_backend() -> str:
 
 @pytest.fixture
 async def store(tmp_path: Path) -> AsyncIterator[SearchStore]:
-    async with open_store(tmp_path / "search.db") as search_store:
+    async with EmbeddedSearchStore(tmp_path / "search.db") as search_store:
         yield search_store
 
 
