@@ -27,6 +27,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import anyio
 import anyio.to_thread
 
 from catalog.contract import Chunking, ProductContract
@@ -145,13 +146,24 @@ async def hybrid_search(
     if not query.strip() or (products is not None and not products):
         return []
     depth = max(candidates, k)
-    bm25: list[SearchHit] = []
-    dense: list[SearchHit] = []
-    if mode in ("hybrid", "bm25"):
-        bm25 = _unreserved(await store.bm25(query, k=depth, products=products), products)
-    if mode in ("hybrid", "dense"):
+    found: dict[str, list[SearchHit]] = {"bm25": [], "dense": []}
+
+    async def lexical() -> None:
+        found["bm25"] = _unreserved(await store.bm25(query, k=depth, products=products), products)
+
+    async def semantic() -> None:
         vector = await anyio.to_thread.run_sync(embedder.embed, query)
-        dense = _unreserved(await store.knn(vector, k=depth, products=products), products)
+        found["dense"] = _unreserved(await store.knn(vector, k=depth, products=products), products)
+
+    try:
+        async with anyio.create_task_group() as group:  # BM25 runs while the query is embedded
+            if mode in ("hybrid", "bm25"):
+                group.start_soon(lexical)
+            if mode in ("hybrid", "dense"):
+                group.start_soon(semantic)
+    except ExceptionGroup as failed:  # raise the store's or the model's own error, not a group
+        raise failed.exceptions[0] from None
+    bm25, dense = found["bm25"], found["dense"]
     if mode == "bm25":
         return [_retrieved(h, h.score, bm25_rank=i, dense_rank=None) for i, h in enumerate(bm25[:k], 1)]
     if mode == "dense":

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from catalog.contract import ProductContract
+from catalog.errors import ConnectorError
 from connectors.search_base import Chunk, SearchHit, SearchStore
 from connectors.search_embedded import EmbeddedSearchStore
 from embeddings.base import content_hash
@@ -128,6 +129,17 @@ async def test_reserved_products_stay_out_of_an_open_search(store: SearchStore) 
 async def test_bad_arguments_are_refused(store: SearchStore, bad: dict[str, Any]) -> None:
     with pytest.raises(ValueError):
         await hybrid_search(store, FakeEmbedder(), "tea", **bad)
+
+
+class _BrokenLexicalStore(EmbeddedSearchStore):
+    async def bm25(self, query: str, *, k: int, products: Sequence[str] | None = None) -> list[SearchHit]:
+        raise ConnectorError("fts index unavailable")
+
+
+async def test_a_failing_store_raises_its_own_error(tmp_path: Path) -> None:
+    async with _BrokenLexicalStore(tmp_path / "broken.db") as broken:
+        with pytest.raises(ConnectorError, match="fts index unavailable"):
+            await hybrid_search(broken, FakeEmbedder(), "tea")
 
 
 def _product(name: str, title: str, description: str, columns: list[tuple[str, str]], **extra: Any) -> ProductContract:
