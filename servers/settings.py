@@ -40,6 +40,7 @@ __all__ = [
     "CONFIG_FILE",
     "TOOL_NAMES",
     "PrincipalConfig",
+    "ModelsConfig",
     "ServerConfig",
     "Settings",
     "hash_token",
@@ -76,6 +77,19 @@ class ServerConfig(BaseModel):
     port: int = Field(default=8765, ge=1, le=65535)
     path: str = "/mcp"
     tools: list[ToolName] = Field(default_factory=lambda: list(get_args(ToolName)), description="tool allow-list")
+
+
+class ModelsConfig(BaseModel):
+    """Local GGUF models: names of models built by ``dataproducts models build`` or paths to any GGUF file."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    dir: Path | None = Field(
+        default=None, description="default: $DATAPRODUCTS_MODELS_DIR or ~/.cache/dataproducts/models"
+    )
+    embedding: str = Field(default="all-minilm-l6-v2-q8_0", description="embedding model name or .gguf path")
+    chat: str = Field(default="smollm2-135m-instruct-q4_1", description="chat model (for `ask`) name or .gguf path")
+    threads: int | None = Field(default=None, ge=1, description="llama.cpp threads; default: all cores")
 
 
 def _resolve_env_refs(value: Any, where: str = "") -> Any:
@@ -117,6 +131,7 @@ class Settings(BaseSettings):
     stdio_principal: str | None = Field(default=None, description="principal of stdio sessions")
     limits: Limits = Field(default_factory=Limits)
     server: ServerConfig = Field(default_factory=ServerConfig)
+    models: ModelsConfig = Field(default_factory=ModelsConfig)
 
     @field_validator("connections", mode="before")
     @classmethod
