@@ -12,6 +12,13 @@ from tests.pgcluster import PostgresCluster, find_pg_bindir
 _db_counter = itertools.count()
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    # Here, not in tests/connectors/search/conftest.py: pytest takes options only from the rootdir's conftests.
+    parser.addoption(
+        "--es-url", default=None, help="Elasticsearch URL for the search-store tests (else DATAPRODUCTS_ES_URL)"
+    )
+
+
 @pytest.fixture(scope="session")
 def pg_cluster() -> Iterator[PostgresCluster]:
     if find_pg_bindir() is None:
