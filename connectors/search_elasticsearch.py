@@ -9,7 +9,9 @@ product is deleting its index; and the index's mapping ``_meta`` is where the pr
 (lower-cased, other characters escaped, plus a short hash when escaping changed the name).
 
 Mapping: ``text`` (``text``, english analyzer: BM25), ``vector`` (``dense_vector``, cosine,
-``index: true``: HNSW kNN), ``id``/``product``/``field``/``field_hash`` keywords, ``key`` stored only.
+``index: true`` with plain float ``hnsw``: Elasticsearch 9 would otherwise quantise, int8 below 384
+dimensions and BBQ from 384 on, and scores would drift from the embedded store's exact cosine),
+``id``/``product``/``field``/``field_hash`` keywords, ``key`` stored only.
 BM25 is a ``match`` query (analysed text: no query syntax, so user text cannot inject operators);
 kNN is the ``knn`` search option with a ``product`` filter. Fusion of the two happens above the
 store (reciprocal rank fusion in our code), so everything here runs on the free/basic licence; the
@@ -152,7 +154,7 @@ class ElasticsearchSearchStore(SearchStore):
                 f"Elasticsearch refused the credentials while {action}: {exc.message}", orig=exc
             ) from exc
         except es.ApiError as exc:
-            raise QueryExecutionError(f"Elasticsearch failed {action}: {exc.message} {exc.info}", orig=exc) from exc
+            raise QueryExecutionError(f"Elasticsearch failed {action}: {exc}", orig=exc) from exc
         except es.helpers.BulkIndexError as exc:
             raise QueryExecutionError(f"Elasticsearch failed {action}: {exc.errors[:3]}", orig=exc) from exc
         except es.TransportError as exc:
@@ -180,7 +182,13 @@ class ElasticsearchSearchStore(SearchStore):
                 "chunk": {"type": "integer"},
                 "key": {"type": "object", "enabled": False},
                 "text": {"type": "text", "analyzer": "english"},
-                "vector": {"type": "dense_vector", "dims": dimensions, "index": True, "similarity": "cosine"},
+                "vector": {
+                    "type": "dense_vector",
+                    "dims": dimensions,
+                    "index": True,
+                    "similarity": "cosine",
+                    "index_options": {"type": "hnsw"},
+                },
             },
         }
         try:
@@ -198,7 +206,7 @@ class ElasticsearchSearchStore(SearchStore):
         *,
         model_id: str,
     ) -> None:
-        """Bulk upserts, then bulk deletes, then a refresh; each document is written whole or not at all.
+        """Bulk upserts, then (when all of them are in) bulk deletes, with refreshes; each document is whole.
 
         Raises:
             InvalidRequestError: chunks of another product, vectors not one row per upsert, or a
@@ -207,7 +215,7 @@ class ElasticsearchSearchStore(SearchStore):
         """
         matrix = checked_vectors(product, upserts, vectors)
         index = index_name(self.index_prefix, product)
-        actions: list[dict[str, Any]] = [
+        upsert_actions: list[dict[str, Any]] = [
             {
                 "_op_type": "index",
                 "_index": index,
@@ -225,7 +233,7 @@ class ElasticsearchSearchStore(SearchStore):
             }
             for i, c in enumerate(upserts)
         ]
-        actions += [{"_op_type": "delete", "_index": index, "_id": _doc_id(d)} for d in deletes]
+        delete_actions = [{"_op_type": "delete", "_index": index, "_id": _doc_id(d)} for d in deletes]
         dimensions = int(matrix.shape[1])
         async with self._errors(f"indexing {product!r}"):
             known = await self._model_of(index)
@@ -235,15 +243,23 @@ class ElasticsearchSearchStore(SearchStore):
                 if not upserts:
                     return
                 await self._create_index(index, model_id, dimensions)
-            _, errors = await self._module.helpers.async_bulk(
-                self.client, actions, chunk_size=BULK_CHUNK, raise_on_error=False, stats_only=False
+            await self._bulk(product, index, upsert_actions)
+            await self._bulk(product, index, delete_actions)  # only once every new chunk is in
+
+    async def _bulk(self, product: str, index: str, actions: list[dict[str, Any]]) -> None:
+        """Send ``actions`` and refresh the index; raise when any document was rejected (a missing one to
+        delete is no failure)."""
+        if not actions:
+            return
+        _, errors = await self._module.helpers.async_bulk(
+            self.client, actions, chunk_size=BULK_CHUNK, raise_on_error=False, stats_only=False, ignore_status=404
+        )
+        await self.client.indices.refresh(index=index)
+        failed = [e for e in errors if not ("delete" in e and e["delete"].get("status") == 404)]
+        if failed:
+            raise QueryExecutionError(
+                f"Elasticsearch rejected {len(failed)} of {len(actions)} writes of {product!r}: {failed[:3]}"
             )
-            await self.client.indices.refresh(index=index)
-            failed = [e for e in errors if not ("delete" in e and e["delete"].get("status") == 404)]
-            if failed:
-                raise QueryExecutionError(
-                    f"Elasticsearch rejected {len(failed)} of {len(actions)} writes of {product!r}: {failed[:3]}"
-                )
 
     async def drop(self, product: str) -> None:
         """Raises:
