@@ -65,6 +65,7 @@ SCHEMA_VERSION = "1"
 BUSY_TIMEOUT_MS = 30_000
 MAX_QUERY_TERMS = 64
 _WORD = re.compile(r"\w+")
+_UNAVAILABLE = re.compile(r"locked|busy|unable to open|disk|readonly|not a database|malformed|full")
 _SCHEMA = """
 BEGIN IMMEDIATE;
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -158,17 +159,13 @@ class EmbeddedSearchStore(SearchStore):
             yield
         except ConnectorError:
             raise
-        except (sqlite3.OperationalError, sqlite3.DatabaseError) as exc:
-            message = driver_message(exc)
-            if isinstance(exc, sqlite3.OperationalError) and not any(
-                w in message for w in ("locked", "busy", "unable to open", "disk", "readonly")
-            ):
-                raise QueryExecutionError(f"search store {str(self.path)!r} failed: {message}", orig=exc) from exc
-            raise ConnectorUnavailableError(f"cannot use search store {str(self.path)!r}: {message}", orig=exc) from exc
         except sqlite3.Error as exc:
-            raise QueryExecutionError(
-                f"search store {str(self.path)!r} failed: {driver_message(exc)}", orig=exc
-            ) from exc
+            message = driver_message(exc)
+            if _UNAVAILABLE.search(message):
+                raise ConnectorUnavailableError(
+                    f"cannot use search store {str(self.path)!r}: {message}", orig=exc
+                ) from exc
+            raise QueryExecutionError(f"search store {str(self.path)!r} failed: {message}", orig=exc) from exc
 
     def _ensure_schema(self) -> None:
         with self._lock:
@@ -179,8 +176,11 @@ class EmbeddedSearchStore(SearchStore):
             if self._writer is None:
                 self._writer = self._connect()
             with self._write_lock:
-                self._writer.executescript(_SCHEMA)
-                row = self._writer.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+                try:  # an existing file: no write lock needed (an index run may hold it for a while)
+                    row = self._writer.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+                except sqlite3.OperationalError:  # no such table: a new file
+                    self._writer.executescript(_SCHEMA)
+                    row = self._writer.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
             if row[0] != SCHEMA_VERSION:
                 raise ConnectorUnavailableError(
                     f"search store {str(self.path)!r} has schema version {row[0]}, this version reads {SCHEMA_VERSION}"
@@ -344,6 +344,7 @@ class EmbeddedSearchStore(SearchStore):
     def _knn_sync(self, query: npt.NDArray[np.float32], k: int, products: Sequence[str] | None) -> list[SearchHit]:
         with self._read() as conn:
             known = conn.execute("SELECT product, dimensions, generation FROM products ORDER BY product").fetchall()
+            self._forget_dropped({p for p, _, _ in known})
             wanted = set(products) if products is not None else None
             best_ids: list[npt.NDArray[np.int64]] = []
             best_scores: list[npt.NDArray[np.float32]] = []
@@ -389,6 +390,11 @@ class EmbeddedSearchStore(SearchStore):
             if current is None or current.generation < generation:
                 self._cache[product] = loaded
         return loaded
+
+    def _forget_dropped(self, products: set[str]) -> None:
+        with self._cache_lock:
+            for product in self._cache.keys() - products:
+                del self._cache[product]
 
     async def aclose(self) -> None:
         with self._lock:

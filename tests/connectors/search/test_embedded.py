@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from catalog.errors import ConnectorUnavailableError
 from connectors.search_base import Chunk
 from connectors.search_embedded import EmbeddedSearchStore, fts5_query
 from embeddings.base import content_hash
@@ -59,9 +60,17 @@ def test_fts5_accepts_the_query_made_of_any_text(text: str) -> None:
 
 @pytest.mark.anyio
 async def test_a_closed_store_says_so(tmp_path: Path) -> None:
-    from catalog.errors import ConnectorUnavailableError
-
     store = EmbeddedSearchStore(tmp_path / "s.sqlite")
     await store.aclose()
     with pytest.raises(ConnectorUnavailableError, match="closed"):
         await store.bm25("refund", k=1)
+
+
+@pytest.mark.anyio
+async def test_a_file_that_is_no_database_is_reported_unavailable(tmp_path: Path) -> None:
+    path = tmp_path / "s.sqlite"
+    path.write_bytes(b"not sqlite at all" * 100)
+    store = EmbeddedSearchStore(path)
+    with pytest.raises(ConnectorUnavailableError, match="not a database"):
+        await store.bm25("refund", k=1)
+    await store.aclose()
