@@ -24,7 +24,7 @@ from catalog.errors import DataProductsError
 from catalog.principal import Principal
 from catalog.query import Aggregate, Filter, OrderBy, Query
 from servers.auth import current_principal
-from servers.results import ProductDescription, QueryResult, SearchResult
+from servers.results import DocumentsResult, ProductDescription, QueryResult, SearchResult
 from servers.service import DataProductsService
 from servers.settings import Settings
 
@@ -36,7 +36,8 @@ _READ_ONLY = ToolAnnotations(read_only_hint=True, destructive_hint=False, idempo
 INSTRUCTIONS = (
     "Governed data products. Find products with search_products, read one's columns, metrics and units "
     "with describe_product, then read rows with query_product (filters, group_by/aggregates, order, cursor "
-    "paging) or run_sql (one SELECT over product names such as sales.orders). Masked columns hold masked "
+    "paging) or run_sql (one SELECT over product names such as sales.orders); find passages of text with "
+    "search_documents. Masked columns hold masked "
     "values; rows may be filtered for you."
 )
 
@@ -140,6 +141,18 @@ def create_server(
         ) -> QueryResult:
             """Run one read-only SELECT over products (joins, CTEs, aggregates), governed like query_product."""
             return await guarded(svc(ctx).run_sql(caller(), sql))
+
+    if "search_documents" in allowed:
+
+        @server.tool(annotations=_READ_ONLY)
+        async def search_documents(
+            query: Annotated[str, Field(description="what to find, in plain words", min_length=1)],
+            ctx: Context,
+            product: Annotated[str | None, Field(description="only this product, e.g. docs.handbook")] = None,
+            k: Annotated[int, Field(ge=1, le=50)] = 10,
+        ) -> DocumentsResult:
+            """Find passages in products' indexed text (keyword + semantic); each hit cites its product and row."""
+            return await guarded(svc(ctx).search_documents(caller(), query, product=product, k=k))
 
     @server.resource("product://{name}", mime_type="application/json", description="A product as you may see it")
     async def product_resource(name: str, ctx: Context) -> str:

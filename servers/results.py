@@ -15,6 +15,8 @@ from catalog.policy import GovernedView
 
 __all__ = [
     "ColumnInfo",
+    "DocumentHit",
+    "DocumentsResult",
     "MetricInfo",
     "ProductDescription",
     "ProductSummary",
@@ -80,6 +82,20 @@ class QueryResult(BaseModel):
     next_cursor: str | None = None
     masked_columns: list[str] = Field(default_factory=list)
     warnings: list[str] = Field(default_factory=list)
+
+
+class DocumentHit(BaseModel):
+    product: str
+    key: dict[str, Any] = Field(description="primary key of the row the text comes from")
+    field: str
+    chunk: int
+    text: str
+    score: float
+    citation: str = Field(description="product[key].field#chunk")
+
+
+class DocumentsResult(BaseModel):
+    hits: list[DocumentHit]
 
 
 def summarize(contract: ProductContract, *, max_description: int = 240) -> ProductSummary:

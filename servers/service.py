@@ -18,7 +18,7 @@ import anyio.to_thread
 from catalog.audit import AuditLog, AuditRecord, Outcome, digest_args
 from catalog.compile import next_cursor
 from catalog.contract import ProductContract
-from catalog.errors import AccessDeniedError, DataProductsError
+from catalog.errors import AccessDeniedError, DataProductsError, NotFoundError
 from catalog.policy import GovernedView, can_read, govern
 from catalog.principal import Principal
 from catalog.query import Query, RowSet
@@ -26,8 +26,12 @@ from catalog.registry import Registry
 from catalog.sqlguard import connection_of, parse_product_sql, rewrite_sql
 from connectors import connector_for
 from connectors.base import Connector
+from embeddings.answer import Passage
+from embeddings.retrieval import RetrievedChunk
 from servers._statements import StatementCache
 from servers.results import (
+    DocumentHit,
+    DocumentsResult,
     ProductDescription,
     QueryResult,
     SearchResult,
@@ -35,6 +39,7 @@ from servers.results import (
     json_value,
     summarize,
 )
+from servers.retrieval import Retrieval, rank_fusion
 from servers.settings import Settings
 
 __all__ = ["DataProductsService"]
@@ -57,7 +62,15 @@ class DataProductsService:
     Build with :meth:`open`; close with :meth:`aclose` (or ``async with``).
     """
 
-    def __init__(self, settings: Settings, registry: Registry, audit: AuditLog, *, contract_ttl_s: float = 2.0):
+    def __init__(
+        self,
+        settings: Settings,
+        registry: Registry,
+        audit: AuditLog,
+        *,
+        contract_ttl_s: float = 2.0,
+        semantic_catalog: bool = True,
+    ):
         self.settings = settings
         self.registry = registry
         self.audit = audit
@@ -66,7 +79,9 @@ class DataProductsService:
         self._connector_lock = anyio.Lock()
         self._contracts: dict[str, tuple[float, ProductContract]] = {}
         self._contract_ttl_s = contract_ttl_s
+        self.semantic_catalog = semantic_catalog
         self._statements = StatementCache()
+        self.retrieval = Retrieval(settings)
 
     @classmethod
     def open(cls, settings: Settings) -> DataProductsService:
@@ -82,6 +97,7 @@ class DataProductsService:
         for connector in self._connectors.values():
             await connector.aclose()
         self._connectors.clear()
+        await self.retrieval.aclose()
         self.registry.close()
 
     async def __aenter__(self) -> DataProductsService:
@@ -93,15 +109,82 @@ class DataProductsService:
     # -- use cases -------------------------------------------------------------------------------
 
     async def search_products(self, principal: Principal, text: str, *, limit: int = 10) -> SearchResult:
-        """Products the principal may read, best keyword match first."""
+        """Products the principal may read, best match first: keyword hits fused with semantic hits over
+        the indexed catalog (reciprocal rank fusion); keyword only when the catalog is not indexed."""
 
         async def run(stats: _CallStats) -> SearchResult:
             found = await anyio.to_thread.run_sync(lambda: self.registry.search(text, limit=limit * 4))
-            readable = [summarize(c) for c in found if can_read(c, principal)][:limit]
-            stats.rows = len(readable)
-            return SearchResult(products=readable)
+            keyword = [c.name for c in found]
+            semantic = await self.retrieval.rank_products(text, limit * 4) if self.semantic_catalog else []
+            ranked = rank_fusion([keyword, semantic])
+            contracts = {c.name: c for c in found}
+            for name in ranked:
+                if name not in contracts:
+                    try:
+                        contracts[name] = await self.contract(name)
+                    except NotFoundError:  # indexed, since removed
+                        continue
+            readable = [summarize(contracts[n]) for n in ranked if n in contracts and can_read(contracts[n], principal)]
+            stats.rows = min(len(readable), limit)
+            return SearchResult(products=readable[:limit])
 
         return await self._audited(principal, "search_products", {"text": text, "limit": limit}, run)
+
+    async def search_documents(
+        self, principal: Principal, text: str, *, product: str | None = None, k: int = 10
+    ) -> DocumentsResult:
+        """Hybrid search over the indexed text of products the principal may read; hits cite their row.
+
+        Raises:
+            NotFoundError, AccessDeniedError (``product`` given), EmbeddingError, ConnectorError.
+        """
+
+        async def run(stats: _CallStats) -> DocumentsResult:
+            stats.product = product
+            hits = await self._governed_hits(principal, text, product=product, k=k)
+            stats.rows = len(hits)
+            return DocumentsResult(
+                hits=[
+                    DocumentHit(
+                        product=h.product,
+                        key=h.key,
+                        field=h.field,
+                        chunk=h.chunk,
+                        text=h.text,
+                        score=h.score,
+                        citation=h.citation,
+                    )
+                    for h in hits
+                ]
+            )
+
+        return await self._audited(principal, "search_documents", {"text": text, "product": product, "k": k}, run)
+
+    async def ask_context(
+        self, principal: Principal, question: str, *, product: str | None = None, k: int = 6
+    ) -> list[Passage]:
+        """The governed passages a local answer to ``question`` may use (audited as ``ask``)."""
+
+        async def run(stats: _CallStats) -> list[Passage]:
+            stats.product = product
+            hits = await self._governed_hits(principal, question, product=product, k=k)
+            stats.rows = len(hits)
+            return [Passage(h.product, h.key, h.field, h.chunk, h.text) for h in hits]
+
+        return await self._audited(principal, "ask", {"question": question, "product": product, "k": k}, run)
+
+    async def _governed_hits(
+        self, principal: Principal, text: str, *, product: str | None, k: int
+    ) -> list[RetrievedChunk]:
+        if product is not None:
+            contract = await self.contract(product)
+            govern(contract, principal)  # raises AccessDeniedError with the reason
+            readable = [contract]
+        else:
+            readable = await self.readable_products(principal)
+        return await self.retrieval.search(
+            principal, text, readable=readable, connector_for=self.connector, hash_salt=self._salt, k=k
+        )
 
     async def describe_product(self, principal: Principal, name: str) -> ProductDescription:
         """The product's contract as this principal sees it.

@@ -35,6 +35,7 @@ from catalog.errors import ConfigError
 from catalog.principal import Principal
 from catalog.query import Limits
 from connectors.base import ConnectionConfig
+from connectors.search_stores import SearchStoreConfig
 
 __all__ = [
     "CONFIG_FILE",
@@ -48,7 +49,7 @@ __all__ = [
 ]
 
 CONFIG_FILE = "dataproducts.yaml"
-ToolName = Literal["search_products", "describe_product", "query_product", "run_sql"]
+ToolName = Literal["search_products", "describe_product", "query_product", "run_sql", "search_documents"]
 TOOL_NAMES: tuple[str, ...] = get_args(ToolName)
 
 
@@ -132,6 +133,7 @@ class Settings(BaseSettings):
     limits: Limits = Field(default_factory=Limits)
     server: ServerConfig = Field(default_factory=ServerConfig)
     models: ModelsConfig = Field(default_factory=ModelsConfig)
+    search: SearchStoreConfig = Field(default_factory=SearchStoreConfig, description="where chunks are indexed")
 
     @field_validator("connections", mode="before")
     @classmethod

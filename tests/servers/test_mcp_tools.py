@@ -37,7 +37,7 @@ def shop_rows(demo: DemoWorkspace, sql: str) -> list[tuple[Any, ...]]:
 
 async def test_the_tool_list_is_small_read_only_and_typed(ana: Client) -> None:
     tools = {t.name: t for t in (await ana.list_tools()).tools}
-    assert set(tools) == {"search_products", "describe_product", "query_product", "run_sql"}
+    assert set(tools) == {"search_products", "describe_product", "query_product", "run_sql", "search_documents"}
     for tool in tools.values():
         assert tool.annotations is not None and tool.annotations.read_only_hint is True
         assert tool.output_schema is not None and tool.description
