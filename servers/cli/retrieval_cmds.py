@@ -1,0 +1,130 @@
+"""Retrieval commands: index (products' text and the catalog) and ask (a local, cited answer)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from catalog.contract import ProductContract
+from catalog.errors import ConfigError
+from catalog.principal import Principal
+from embeddings.answer import NO_ANSWER, LocalChatModel, Passage, build_messages, cited_numbers
+from embeddings.index import IndexReport, rich_progress
+from embeddings.models import resolve_model
+from servers.cli._common import console, err_console, reporting_errors, run_async, state
+from servers.service import DataProductsService
+from servers.settings import Settings
+
+__all__ = ["register_commands"]
+
+
+def register_commands(app: typer.Typer) -> None:
+    for command in (index, ask):
+        app.command(command.__name__)(reporting_errors(command))
+
+
+def index(
+    ctx: typer.Context,
+    product: Annotated[str | None, typer.Argument(help="one product; default: every product with retrieval:")] = None,
+    rebuild: Annotated[bool, typer.Option(help="re-embed everything instead of only new and changed rows")] = False,
+) -> None:
+    """Index products' text fields for search_documents and ask (incremental), and the catalog itself."""
+    settings = state(ctx).settings
+
+    async def run() -> list[IndexReport]:
+        async with DataProductsService.open(settings) as service:
+            contracts = await _indexable(service, product)
+            reports = []
+            with rich_progress(err_console) as progress:
+                for contract in contracts:
+                    connector = await service.connector(contract.source.connection)
+                    reports.append(
+                        await service.retrieval.index(
+                            contract, connector, hash_salt=settings.require_salt(), rebuild=rebuild, progress=progress
+                        )
+                    )
+            everything = await _indexable(service, None, only_retrieval=False)
+            reports.append(await service.retrieval.index_catalog(everything))
+            return reports
+
+    reports = run_async(run)
+    table = Table("product", "rows", "new", "changed", "deleted", "unchanged", "chunks embedded", "seconds", "notes")
+    for r in reports:
+        notes = "; ".join(f"{f}: {why}" for f, why in r.skipped_fields.items())
+        if r.truncated_inputs:
+            notes = "; ".join(filter(None, [notes, f"{r.truncated_inputs} inputs truncated to the model's limit"]))
+        table.add_row(
+            r.product,
+            str(r.rows_seen),
+            str(r.rows_new),
+            str(r.rows_changed),
+            str(r.rows_deleted),
+            str(r.rows_unchanged),
+            str(r.chunks_embedded),
+            f"{r.seconds:.1f}",
+            notes,
+        )
+    console.print(table)
+
+
+async def _indexable(
+    service: DataProductsService, product: str | None, *, only_retrieval: bool = True
+) -> list[ProductContract]:
+    if product is not None:
+        return [await service.contract(product)]
+    contracts = service.registry.list_contracts(include_deprecated=False)
+    return [c for c in contracts if c.retrieval is not None or not only_retrieval]
+
+
+def _principal(settings: Settings, name: str | None) -> Principal:
+    chosen = name or settings.stdio_principal
+    if not chosen:
+        raise ConfigError("say who is asking: --as PRINCIPAL, or set stdio_principal in dataproducts.yaml")
+    return settings.principal(chosen)
+
+
+def ask(
+    ctx: typer.Context,
+    question: Annotated[str, typer.Argument(help="a question about the products' text")],
+    product: Annotated[str | None, typer.Option(help="only this product")] = None,
+    principal: Annotated[
+        str | None, typer.Option("--as", help="principal to ask as (default: stdio_principal)")
+    ] = None,
+    k: Annotated[int, typer.Option(help="passages to retrieve")] = 6,
+    context_only: Annotated[bool, typer.Option("--context-only", help="print what would be sent; no model")] = False,
+    max_tokens: Annotated[int, typer.Option(help="longest answer")] = 256,
+) -> None:
+    """Answer from governed passages with a local GGUF chat model, streaming, with numbered citations."""
+    settings = state(ctx).settings
+    who = _principal(settings, principal)
+
+    async def passages() -> list[Passage]:
+        async with DataProductsService.open(settings) as service:
+            return await service.ask_context(who, question, product=product, k=k)
+
+    found = run_async(passages)
+    messages = build_messages(question, found)
+    if context_only:
+        for message in messages:
+            console.rule(message["role"])
+            typer.echo(message["content"])
+        return
+    if not found:
+        typer.echo(NO_ANSWER + " (no passage you may read matched)")
+        return
+    model = LocalChatModel(resolve_model(settings.models.chat, settings.models.dir), n_threads=settings.models.threads)
+    answer: list[str] = []
+    try:
+        for piece in model.stream(messages, max_tokens=max_tokens):
+            answer.append(piece)
+            typer.echo(piece, nl=False)
+    finally:
+        model.close()
+    typer.echo("")
+    cited = cited_numbers("".join(answer), len(found))
+    console.rule("sources")
+    for number, passage in enumerate(found, start=1):
+        mark = "cited" if number in cited else "retrieved"
+        typer.echo(f"[{number}] {passage.source} ({mark})")
