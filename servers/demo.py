@@ -42,7 +42,16 @@ __all__ = ["DEMO_PRINCIPALS", "DemoWorkspace", "build_demo_workspace"]
 
 MARKER = ".dataproducts/demo.json"
 _CONTRACTS_DIR = Path(__file__).with_name("demo_contracts")
-CONTRACT_NAMES = ("shop.customers", "shop.orders", "shop.order_lines", "analytics.order_facts", "analytics.daily_sales")
+_DOCS_DIR = Path(__file__).with_name("demo_docs")
+CONTRACT_NAMES = (
+    "shop.customers",
+    "shop.orders",
+    "shop.order_lines",
+    "shop.reviews",
+    "analytics.order_facts",
+    "analytics.daily_sales",
+    "docs.handbook",
+)
 TOKENS_FILE = ".dataproducts/demo-tokens.txt"
 _GENERATED = ("data", "contracts", ".dataproducts", CONFIG_FILE)
 
@@ -123,6 +132,7 @@ def build_demo_workspace(target: Path, *, seed: int = 7, as_of: datetime | None 
     (target / "data" / "analytics").mkdir(parents=True)
     _write_sqlite(target / "data" / "shop.db", shop)
     _write_analytics(target / "data" / "analytics", shop)
+    shutil.copytree(_DOCS_DIR, target / "data" / "handbook")
     contract_paths = _write_contracts(target / "contracts")
     tokens = {name: f"dp_{name}_{secrets.token_urlsafe(24)}" for name in DEMO_PRINCIPALS}
     config_path = target / CONFIG_FILE
@@ -160,6 +170,7 @@ class _Shop:
     products: list[tuple[str, str, str, Decimal]] = field(default_factory=list)
     orders: list[tuple[int, int, datetime, str, str, str]] = field(default_factory=list)
     lines: list[tuple[int, int, str, int, Decimal, Decimal]] = field(default_factory=list)
+    reviews: list[tuple[int, int, str, int, str, str, str, str]] = field(default_factory=list)
 
 
 def _generate_shop(rng: random.Random, end: datetime) -> _Shop:
@@ -203,7 +214,55 @@ def _generate_shop(rng: random.Random, end: datetime) -> _Shop:
                 prices[sku] if rng.random() > 0.15 else (prices[sku] * Decimal("0.9")).quantize(Decimal("0.01"))
             )
             shop.lines.append((order_id, line_no, sku, quantity, unit_price, unit_price * quantity))
+    _generate_reviews(rng, shop, end)
     return shop
+
+
+_PRAISE = [
+    "{name} tastes wonderful and arrived well packed.",
+    "Great value: the {name} is better than what I bought in stores.",
+    "Delivery was fast and the {name} was exactly as described.",
+    "I reorder the {name} every month, the quality is consistent.",
+]
+_COMPLAINTS = [
+    "The {name} arrived damaged, the box was crushed during shipping.",
+    "Delivery took almost two weeks and nobody answered my e-mails about the {name}.",
+    "The {name} was stale, the roast date was months old.",
+    "Wrong item: I ordered the {name} and received something else, the return took ages.",
+    "The {name} stopped working after a week; support promised a replacement.",
+]
+_NEUTRAL = [
+    "The {name} is fine, nothing special for the price.",
+    "Decent {name}, but the packaging could use less plastic.",
+]
+
+
+def _generate_reviews(rng: random.Random, shop: _Shop, end: datetime) -> None:
+    """Free-text product reviews of delivered orders (the text the demo indexes for search and ask)."""
+    names = {p[0]: p[1] for p in shop.products}
+    emails = {c[0]: c[2] for c in shop.customers}
+    delivered = [o for o in shop.orders if o[3] == "delivered"]
+    lines_by_order: dict[int, list[str]] = defaultdict(list)
+    for line in shop.lines:
+        lines_by_order[line[0]].append(line[2])
+    for review_id, order in enumerate(rng.sample(delivered, min(1500, len(delivered))), start=1):
+        sku = rng.choice(lines_by_order[order[0]])
+        rating = rng.choices([5, 4, 3, 2, 1], [40, 25, 12, 10, 13])[0]
+        pool = _PRAISE if rating >= 4 else _NEUTRAL if rating == 3 else _COMPLAINTS
+        body = " ".join(t.format(name=names[sku].lower()) for t in rng.sample(pool, 2 if len(pool) > 2 else 1))
+        reviewed_at = min(order[2] + timedelta(days=rng.randint(3, 20)), end)
+        shop.reviews.append(
+            (
+                review_id,
+                order[0],
+                sku,
+                rating,
+                order[4],
+                reviewed_at.strftime("%Y-%m-%d %H:%M:%S"),
+                emails[order[1]],
+                body,
+            )
+        )
 
 
 def _status(rng: random.Random, age: timedelta) -> str:
@@ -250,6 +309,16 @@ CREATE TABLE order_lines (
     amount     NUMERIC(10, 2) NOT NULL,      -- EUR, quantity * unit_price
     PRIMARY KEY (order_id, line_no)
 );
+CREATE TABLE reviews (
+    review_id      INTEGER PRIMARY KEY,
+    order_id       INTEGER NOT NULL REFERENCES orders (order_id),
+    sku            TEXT NOT NULL REFERENCES products (sku),
+    rating         INTEGER NOT NULL CHECK (rating BETWEEN 1 AND 5),
+    region         TEXT NOT NULL,               -- sales region of the order
+    reviewed_at    TEXT NOT NULL,               -- UTC, 'YYYY-MM-DD HH:MM:SS'
+    reviewer_email TEXT NOT NULL,
+    body           TEXT NOT NULL
+);
 """
 
 
@@ -269,6 +338,7 @@ def _write_sqlite(path: Path, shop: _Shop) -> None:
                 "INSERT INTO order_lines VALUES (?, ?, ?, ?, ?, ?)",
                 [(*line[:4], float(line[4]), float(line[5])) for line in shop.lines],
             )
+            conn.executemany("INSERT INTO reviews VALUES (?, ?, ?, ?, ?, ?, ?, ?)", shop.reviews)
     finally:
         conn.close()
 
@@ -373,6 +443,10 @@ connections:
     files:
       order_facts: data/analytics/order_facts.parquet
       daily_sales: data/analytics/daily_sales.csv
+  docs:          # the customer-service handbook: one row per Markdown file
+    kind: duckdb
+    files:
+      handbook: data/handbook/*.md
 
 # Callers. Only the sha256 of each bearer token is stored; the tokens are in {TOKENS_FILE}.
 #   ana: analyst in the EU sales team: sees masked PII and EU orders only.
