@@ -17,7 +17,7 @@ from servers.cli._common import console, err_console, reporting_errors, run_asyn
 from servers.service import DataProductsService
 from servers.settings import Settings
 
-__all__ = ["register_commands"]
+__all__ = ["index_workspace", "print_reports", "register_commands"]
 
 
 def register_commands(app: typer.Typer) -> None:
@@ -31,7 +31,16 @@ def index(
     rebuild: Annotated[bool, typer.Option(help="re-embed everything instead of only new and changed rows")] = False,
 ) -> None:
     """Index products' text fields for search_documents and ask (incremental), and the catalog itself."""
-    settings = state(ctx).settings
+    print_reports(index_workspace(state(ctx).settings, product=product, rebuild=rebuild))
+
+
+def index_workspace(settings: Settings, *, product: str | None = None, rebuild: bool = False) -> list[IndexReport]:
+    """Index one or every retrieval product, then the catalog (for semantic search_products).
+
+    Raises:
+        EmbeddingError: the embedding model is missing (run `dataproducts models build`).
+        NotFoundError, InvalidRequestError, ConnectorError.
+    """
 
     async def run() -> list[IndexReport]:
         async with DataProductsService.open(settings) as service:
@@ -49,7 +58,10 @@ def index(
             reports.append(await service.retrieval.index_catalog(everything))
             return reports
 
-    reports = run_async(run)
+    return run_async(run)
+
+
+def print_reports(reports: list[IndexReport]) -> None:
     table = Table("product", "rows", "new", "changed", "deleted", "unchanged", "chunks embedded", "seconds", "notes")
     for r in reports:
         notes = "; ".join(f"{f}: {why}" for f, why in r.skipped_fields.items())

@@ -13,9 +13,12 @@ from rich.table import Table
 
 from catalog.audit import AuditLog, Outcome
 from catalog.contract import parse_duration
+from catalog.errors import EmbeddingError
 from catalog.loader import load_contract_file
 from catalog.registry import Registry
+from embeddings.models import resolve_model
 from servers.cli._common import console, err_console, reporting_errors, state
+from servers.cli.retrieval_cmds import index_workspace, print_reports
 from servers.demo import build_demo_workspace
 from servers.http import serve_http
 from servers.mcp import create_server
@@ -74,6 +77,12 @@ def demo(
                 console.print(f"{result.status:>12}  {contract.name} {result.version}", highlight=False)
     finally:
         registry.close()
+    try:
+        resolve_model(settings.models.embedding, settings.models.dir)
+    except EmbeddingError as exc:
+        console.print(f"\n[yellow]not indexed for search_documents/ask:[/] {exc.message}", highlight=False)
+    else:
+        print_reports(index_workspace(settings))
     url = f"http://{settings.server.host}:{port}{settings.server.path}"
     console.print(f"\n[bold]Demo workspace ready in {workspace.path}[/]\n")
     for name, tok in workspace.tokens.items():
