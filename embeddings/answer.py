@@ -24,7 +24,7 @@ SYSTEM_PROMPT = (
     "You answer questions using only the numbered passages from governed data products. "
     "Every sentence of your answer must cite the passage it comes from, like [1] or [2]. "
     f'If the passages do not contain the answer, reply exactly: "{NO_ANSWER}" '
-    "Never use outside knowledge. Be brief."
+    "Never use outside knowledge. Answer in one to three sentences."
 )
 _CITATION = re.compile(r"\[(\d+)\]")
 
@@ -120,7 +120,12 @@ class LocalChatModel:
         """
         llm = self._load()
         for part in llm.create_chat_completion(
-            messages=messages, max_tokens=max_tokens, temperature=temperature, top_p=0.9, stream=True
+            messages=messages,
+            max_tokens=max_tokens,
+            temperature=temperature,
+            top_p=0.9,
+            repeat_penalty=1.3,  # small models loop without it
+            stream=True,
         ):
             delta = part["choices"][0].get("delta", {})
             if text := delta.get("content"):

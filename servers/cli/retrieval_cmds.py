@@ -104,9 +104,9 @@ def ask(
     principal: Annotated[
         str | None, typer.Option("--as", help="principal to ask as (default: stdio_principal)")
     ] = None,
-    k: Annotated[int, typer.Option(help="passages to retrieve")] = 6,
+    k: Annotated[int, typer.Option(help="passages to retrieve")] = 4,
     context_only: Annotated[bool, typer.Option("--context-only", help="print what would be sent; no model")] = False,
-    max_tokens: Annotated[int, typer.Option(help="longest answer")] = 256,
+    max_tokens: Annotated[int, typer.Option(help="longest answer, in tokens")] = 200,
 ) -> None:
     """Answer from governed passages with a local GGUF chat model, streaming, with numbered citations."""
     settings = state(ctx).settings
@@ -136,6 +136,8 @@ def ask(
         model.close()
     typer.echo("")
     cited = cited_numbers("".join(answer), len(found))
+    if not cited:
+        err_console.print("[yellow]the model cited no passage: check the answer against the sources[/]")
     console.rule("sources")
     for number, passage in enumerate(found, start=1):
         mark = "cited" if number in cited else "retrieved"
