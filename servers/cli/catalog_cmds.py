@@ -52,6 +52,16 @@ async def _live_problems(ctx: typer.Context, loaded: list[tuple[Path, LoadedCont
     return problems
 
 
+def _checked(
+    ctx: typer.Context, files: list[Path], live: bool
+) -> tuple[list[tuple[Path, LoadedContract]], list[ContractProblem]]:
+    """The contracts of ``files`` and every problem found in them (and, when ``live``, against their sources)."""
+    loaded, problems = _load_all(files)
+    if live and loaded:
+        problems += run_async(_live_problems, ctx, loaded)
+    return loaded, problems
+
+
 def _report(problems: list[ContractProblem]) -> None:
     for problem in problems:
         typer.echo(str(problem), err=True)
@@ -64,9 +74,7 @@ def validate(
     live: Annotated[bool, typer.Option(help="also check the contract against its live source")] = True,
 ) -> None:
     """Check contracts; report every problem with file, line, field and what would be valid."""
-    loaded, problems = _load_all(files)
-    if live and loaded:
-        problems += run_async(_live_problems, ctx, loaded)
+    loaded, problems = _checked(ctx, files, live)
     if problems:
         _report(problems)
         raise typer.Exit(1)
@@ -80,9 +88,7 @@ def register(
     live: Annotated[bool, typer.Option(help="validate against the live source first")] = True,
 ) -> None:
     """Register contracts (a new version only when the content changed; breaking changes need a major bump)."""
-    loaded, problems = _load_all(files)
-    if live and loaded:
-        problems += run_async(_live_problems, ctx, loaded)
+    loaded, problems = _checked(ctx, files, live)
     if problems:
         _report(problems)
         err_console.print("nothing was registered")
