@@ -82,6 +82,15 @@ def _vocab(model_dir: Path) -> tuple[list[str], list[int]]:
     return tokens, types
 
 
+def _special_ids(model_dir: Path) -> dict[str, int]:
+    tokenizer = json.loads((model_dir / "tokenizer.json").read_text(encoding="utf-8"))
+    ids = {t["content"]: int(t["id"]) for t in tokenizer.get("added_tokens", [])}
+    missing = {"[CLS]", "[SEP]", "[UNK]", "[PAD]", "[MASK]"} - set(ids)
+    if missing:
+        raise EmbeddingError(f"{model_dir / 'tokenizer.json'}: special tokens {sorted(missing)} are missing")
+    return ids
+
+
 def convert_bert_to_gguf(
     model_dir: Path,
     out_path: Path,
@@ -125,7 +134,15 @@ def convert_bert_to_gguf(
     writer.add_tokenizer_pre("default")
     writer.add_token_list(tokens)
     writer.add_token_types(types)
-    gguf.SpecialVocab(model_dir, n_vocab=len(tokens)).add_to_gguf(writer)
+    special = _special_ids(model_dir)
+    writer.add_bos_token_id(special["[CLS]"])  # llama.cpp's WordPiece tokenizer opens with BOS and closes with SEP
+    writer.add_sep_token_id(special["[SEP]"])
+    writer.add_unk_token_id(special["[UNK]"])
+    writer.add_pad_token_id(special["[PAD]"])
+    writer.add_mask_token_id(special["[MASK]"])
+    writer.add_add_bos_token(True)
+    writer.add_add_sep_token(True)
+    writer.add_add_eos_token(False)
 
     for hf_name, tensor in bert.tensors.items():
         if hf_name in _SKIPPED or hf_name.startswith("cls."):
@@ -162,7 +179,8 @@ def _gelu(x: npt.NDArray[np.float64]) -> Any:
 
 def reference_embeddings(bert: BertWeights, token_ids: Sequence[Sequence[int]]) -> npt.NDArray[np.float32]:
     """Mean-pooled, L2-normalised sentence embeddings of tokenised inputs (``[CLS] ... [SEP]``), in float64 numpy."""
-    cfg, w = bert.config, bert.tensors
+    cfg = bert.config
+    w = {k: v if k == "embeddings.word_embeddings.weight" else v.astype(np.float64) for k, v in bert.tensors.items()}
     heads, eps = int(cfg["num_attention_heads"]), float(cfg.get("layer_norm_eps", 1e-12))
     out = []
     for ids in token_ids:
@@ -177,7 +195,7 @@ def reference_embeddings(bert: BertWeights, token_ids: Sequence[Sequence[int]]) 
             p = f"encoder.layer.{i}."
 
             def dense(h: Any, name: str, p: str = p) -> Any:
-                return h @ w[p + name + ".weight"].T.astype(np.float64) + w[p + name + ".bias"]
+                return h @ w[p + name + ".weight"].T + w[p + name + ".bias"]
 
             q, k, v = (
                 dense(x, f"attention.self.{m}").reshape(n, heads, -1).transpose(1, 0, 2)

@@ -8,6 +8,7 @@ multiple of 256 (all-MiniLM's 384-wide matrices), so they shrink less than their
 from __future__ import annotations
 
 import ctypes
+import logging
 import os
 from pathlib import Path
 from typing import Any, Literal, get_args
@@ -26,16 +27,31 @@ _FTYPE_NAMES = {
 }
 
 
+_GGML_LOG_ERROR = 4  # enum ggml_log_level: NONE, DEBUG, INFO, WARN, ERROR, CONT
+_log = logging.getLogger("embeddings.llama_cpp")
+_log_callback: Any = None
+
+
 def import_llama_cpp() -> Any:
-    """The ``llama_cpp`` module.
+    """The ``llama_cpp`` module, with llama.cpp's own log reduced to its errors (sent to Python logging).
 
     Raises:
         EmbeddingError: llama-cpp-python is not installed.
     """
+    global _log_callback
     try:
         import llama_cpp
     except ImportError as exc:
         raise EmbeddingError("llama-cpp-python is not installed: pip install 'dataproducts[models]'") from exc
+    if _log_callback is None:
+
+        @llama_cpp.llama_log_callback
+        def forward(level: int, text: bytes, _user_data: ctypes.c_void_p) -> None:
+            if level == _GGML_LOG_ERROR:
+                _log.error("%s", text.decode("utf-8", errors="replace").rstrip())
+
+        llama_cpp.llama_log_set(forward, ctypes.c_void_p(0))
+        _log_callback = forward  # the C side keeps only a pointer: keep the callback alive
     return llama_cpp
 
 
