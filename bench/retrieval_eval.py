@@ -187,8 +187,8 @@ async def evaluate(
     ]
 
 
-def report(results: list[Result]) -> None:
-    table = Table(title="SciFact train (809 judged claims): retrieval quality")
+def report(results: list[Result], queries: int) -> None:
+    table = Table(title=f"SciFact train ({queries} judged claims): retrieval quality")
     for name in (
         "store",
         "model",
@@ -261,8 +261,13 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="dp-retrieval-eval-") as tmp:
         for store in stores:
             for model in [m.strip() for m in args.models.split(",") if m.strip()]:
-                results += anyio.run(evaluate, store, model, data, args, Path(tmp))
-    report(results)
+                done = anyio.run(evaluate, store, model, data, args, Path(tmp))
+                figures = ", ".join(f"{r.mode} {r.ndcg10:.4f}/{r.recall100:.4f}" for r in done)
+                console.print(
+                    f"{store} {model} (nDCG@10/recall@100): {figures}; embedding took {done[0].index_s:.0f} s"
+                )
+                results += done
+    report(results, len(data.queries))
     if args.json:
         args.json.write_text(json.dumps([r.__dict__ for r in results], indent=2) + "\n", encoding="utf-8")
     return 0
