@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from catalog.errors import DataProductsError
-from servers.cli import catalog_cmds, retrieval_cmds, serve_cmds
+from servers.cli import catalog_cmds, models_cmds, retrieval_cmds, serve_cmds
 from servers.cli._common import CLIState, print_error
 
 __all__ = ["app", "main"]
@@ -36,6 +36,7 @@ def _root(
 catalog_cmds.register_commands(app)
 serve_cmds.register_commands(app)
 retrieval_cmds.register_commands(app)
+models_cmds.register_commands(app)
 
 
 def main() -> None:
