@@ -13,29 +13,36 @@ BM25 is FTS5's own ``bm25()``. User text never reaches FTS5 syntax: the query is
 each word is quoted as an FTS5 string and the words are OR-ed (like Elasticsearch's ``match``), so
 ``NEAR(``, ``*``, ``AND``, quotes or column filters in the text are plain words.
 
-Vectors are searched exactly: ``matrix @ query`` per product over float32 rows loaded from the file
-and cached in memory per product, reloaded when the product's ``generation`` changes (so a server
-sees every new index run, whichever process wrote it). Measured on this box (2 cores, shared with a
-C++ build; 384-d random unit vectors, k=100, median of 50 queries; ``bench`` script in the commit
-message of this module)::
+Vectors are searched exactly: ``einsum(matrix, query)`` per product over float32 rows loaded from the
+file and cached in memory per product, reloaded when the product's ``generation`` changes (so a
+server sees every new index run, whichever process wrote it). ``einsum`` rather than ``@``: a
+matrix-vector product is memory-bound, and OpenBLAS's threads only add wake-up contention on a busy
+box (5k rows: 16 ms with ``@`` against 1.1 ms with ``einsum`` at load 6 on 2 cores; equal at 100k).
 
-    engine                      n      build    k=100 query   recall@100   size on disk
-    numpy exact (this store)    5k     0.14 s    0.4-0.6 ms     1.000        9.8 MiB (SQLite blobs)
-    usearch exact (SIMD)        5k       -       2.4 ms         1.000          -
-    usearch HNSW (ef=200)       5k     6.9 s     1.9 ms         0.852        8.0 MiB
-    DuckDB vss HNSW (ef=200)    5k    13.8 s   127 ms           0.852       15.0 MiB
-    numpy exact (this store)  100k     2.9 s    11-23 ms        1.000        197 MiB
-    usearch exact (SIMD)      100k       -      46 ms           1.000          -
-    usearch HNSW (ef=200)     100k   217 s      3.2 ms          0.417        157 MiB
-    DuckDB vss HNSW (ef=200)  100k   360 s     50 ms            0.432        202 MiB
+Chosen by measurement on this box (2 cores shared with a C++ build, load 3.5-6; 384-d random unit
+vectors, k=100, median of 50 queries; HNSW engines tuned to ef=200 for k=100)::
 
-Exact numpy wins for a single machine's catalog: perfect recall, an index "build" that is just the
-rows (an index run stays one small SQLite transaction, atomic with the text), product filters for
-free (one matrix per product) and one file to back up. HNSW only pays off in latency well beyond
-100k chunks, at the price of minutes of build time, poor recall at k=100 on hard data and a second
-file (usearch) or a single-writer file that locks out readers (DuckDB); sqlite-vec needs SQLite
-extension loading, which this Python's ``sqlite3`` lacks, and is brute force as well. Past a few
-hundred thousand chunks use Elasticsearch.
+    engine                       n     build      k=100 query   recall@100   on disk
+    numpy exact                  5k      0.14 s      0.4 ms        1.000        9.8 MiB (SQLite blobs)
+    usearch exact (SIMD)         5k        -         2.4 ms        1.000          -
+    usearch HNSW                 5k      6.9 s       1.9 ms        0.852        8.0 MiB (own file)
+    DuckDB vss HNSW              5k     13.8 s     127 ms          0.852       15.0 MiB
+    numpy exact                100k      1.7 s      24 ms          1.000        196 MiB (SQLite blobs)
+    usearch exact (SIMD)       100k        -        47 ms          1.000          -
+    usearch HNSW               100k    609 s        10 ms          0.180        161 MiB (own file)
+    DuckDB vss HNSW            100k    976 s       125 ms          0.168        390 MiB
+
+    this store end to end      5k: index run 1.0 s, kNN 8 ms warm / 70 ms after a write, BM25 7 ms, 11 MiB
+    (load 6, two products)   100k: index run 28 s, kNN 57 ms (33 ms one 50k product) / 1.2 s after a
+                                   write, BM25 33 ms, 215 MiB
+
+Exact search wins for a single machine: perfect recall, no index build (an index run stays one
+SQLite transaction, atomic with the text), product filters for free (one matrix per product), one
+file. Uniform random vectors are HNSW's worst case, but even so its query-time gain at 100k does not
+pay for 10-16 minutes of build per change on this box, a second file (usearch) or a single-writer
+file that shuts out readers (DuckDB). sqlite-vec needs SQLite extension loading, which this Python's
+``sqlite3`` lacks (no ``enable_load_extension``), and is brute force too. Past a few hundred thousand
+chunks, use the Elasticsearch store.
 """
 
 from __future__ import annotations
@@ -359,7 +366,7 @@ class EmbeddedSearchStore(SearchStore):
                         f"the query vector has {len(query)}; embed the query with the product's model"
                     )
                 cached = self._vectors(conn, product, generation)
-                scores = cached.matrix @ query
+                scores = np.einsum("ij,j->i", cached.matrix, query)  # no BLAS threads: see the docstring
                 top = np.argpartition(-scores, k - 1)[:k] if len(scores) > k else np.arange(len(scores))
                 best_ids.append(cached.rowids[top])
                 best_scores.append(scores[top])
