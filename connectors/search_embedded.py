@@ -254,7 +254,16 @@ class EmbeddedSearchStore(SearchStore):
         """
         matrix = checked_vectors(product, upserts, vectors)
         rows = [
-            (c.id, product, json.dumps(c.key), c.field, c.chunk, c.text, c.content_hash, matrix[i].tobytes())
+            (
+                c.id,
+                product,
+                json.dumps(c.key, default=str),
+                c.field,
+                c.chunk,
+                c.text,
+                c.content_hash,
+                matrix[i].tobytes(),
+            )
             for i, c in enumerate(upserts)
         ]
         await anyio.to_thread.run_sync(self._apply_sync, product, rows, list(deletes), model_id, matrix.shape[1])
