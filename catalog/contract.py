@@ -187,8 +187,14 @@ class Policy(_Model):
 
 
 class Chunking(_Model):
-    size: int = Field(default=512, ge=32, le=8192)
-    overlap: int = Field(default=64, ge=0)
+    size: int = Field(default=512, ge=32, le=8192, description="characters per chunk")
+    overlap: int = Field(default=64, ge=0, description="characters shared by neighbouring chunks")
+
+    @model_validator(mode="after")
+    def _overlap_below_size(self) -> Chunking:
+        if self.overlap >= self.size:
+            raise ValueError(f"chunk overlap ({self.overlap}) must be smaller than the chunk size ({self.size})")
+        return self
 
 
 class Retrieval(_Model):

@@ -19,11 +19,7 @@ New chunks and their vectors stay in memory until the final write (about 1.6 kB 
 
 from __future__ import annotations
 
-import base64
-import datetime as dt
-import decimal
 import time
-import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -36,7 +32,7 @@ from connectors.search_base import Chunk, SearchStore, chunk_id
 from embeddings.base import Embedder, Vectors, content_hash
 from embeddings.chunking import chunk_text
 
-__all__ = ["IndexProgress", "IndexReport", "IndexRun", "ProgressCallback", "field_hash", "json_key_value"]
+__all__ = ["IndexProgress", "IndexReport", "IndexRun", "ProgressCallback", "field_hash"]
 
 EMBED_BATCH = 64
 
@@ -80,21 +76,6 @@ class IndexProgress:
 
 
 ProgressCallback = Callable[[IndexProgress], None]
-
-
-def json_key_value(value: Any) -> Any:
-    """A primary-key value as JSON (as the service layer renders rows): decimals as numbers, times as ISO 8601."""
-    if value is None or isinstance(value, bool | int | float | str):
-        return value
-    if isinstance(value, decimal.Decimal):
-        return int(value) if value == value.to_integral_value() and abs(value) < 2**53 else float(value)
-    if isinstance(value, dt.datetime | dt.date | dt.time):
-        return value.isoformat()
-    if isinstance(value, bytes | bytearray | memoryview):
-        return base64.b64encode(bytes(value)).decode("ascii")
-    if isinstance(value, uuid.UUID):
-        return str(value)
-    return str(value)
 
 
 def field_hash(text: str, chunking: Chunking) -> str:

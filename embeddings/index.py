@@ -49,9 +49,10 @@ from catalog.errors import InvalidRequestError, QueryExecutionError
 from catalog.policy import GovernedView
 from catalog.principal import Principal
 from catalog.query import Aggregate, Limits, Query
+from catalog.values import json_value
 from connectors.base import Connector
 from connectors.search_base import SearchStore
-from embeddings._sync import IndexProgress, IndexReport, IndexRun, ProgressCallback, json_key_value
+from embeddings._sync import IndexProgress, IndexReport, IndexRun, ProgressCallback
 from embeddings.base import Embedder
 
 __all__ = ["IndexProgress", "IndexReport", "ProgressCallback", "index_product", "indexable_fields", "rich_progress"]
@@ -153,7 +154,7 @@ async def index_product(
             )
         positions = {c: rowset.columns.index(c) for c in columns}
         for row in rowset.rows[: compiled.row_limit]:
-            key = {c: json_key_value(row[positions[c]]) for c in key_columns}
+            key = {c: json_value(row[positions[c]]) for c in key_columns}
             texts = {f: _text(row[positions[f]]) for f in fields}
             run.add(key, texts)
         run.emit("reading")

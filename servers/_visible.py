@@ -15,8 +15,8 @@ from typing import Any
 from catalog.compile import compile_query
 from catalog.policy import GovernedView
 from catalog.query import AllOf, AnyOf, Condition, Filter, Limits, Query
+from catalog.values import json_value
 from connectors.base import Connector
-from servers.results import json_value
 
 __all__ = ["key_token", "visible_keys"]
 

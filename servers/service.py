@@ -24,6 +24,7 @@ from catalog.principal import Principal
 from catalog.query import Query, RowSet
 from catalog.registry import Registry
 from catalog.sqlguard import connection_of, parse_product_sql, rewrite_sql
+from catalog.values import json_value
 from connectors import connector_for
 from connectors.base import Connector
 from embeddings.answer import Passage
@@ -36,7 +37,6 @@ from servers.results import (
     QueryResult,
     SearchResult,
     describe,
-    json_value,
     summarize,
 )
 from servers.retrieval import Retrieval, rank_fusion

@@ -290,7 +290,6 @@ async def test_rebuild_re_embeds_every_row(connector: Connector, store: SearchSt
     [
         ({"retrieval": None}, "no retrieval section"),
         ({"primary_key": []}, "needs a primary_key"),
-        ({"retrieval": {"text_fields": ["body"], "chunk": {"size": 64, "overlap": 64}}}, "overlap"),
     ],
 )
 async def test_unindexable_contracts_are_refused(
@@ -298,6 +297,11 @@ async def test_unindexable_contracts_are_refused(
 ) -> None:
     with pytest.raises(InvalidRequestError, match=message):
         await _index(connector, store, FakeEmbedder(), _contract(**changes))
+
+
+def test_a_chunk_overlap_not_below_the_chunk_size_is_refused_by_the_contract() -> None:
+    with pytest.raises(ValueError, match="overlap"):
+        _contract(retrieval={"text_fields": ["body"], "chunk": {"size": 64, "overlap": 64}})
 
 
 async def test_rich_progress_draws_rows_rate_and_chunks(connector: Connector, store: SearchStore) -> None:
