@@ -72,6 +72,11 @@ SCHEMA_VERSION = "1"
 BUSY_TIMEOUT_MS = 30_000
 MAX_QUERY_TERMS = 64
 _WORD = re.compile(r"\w+")
+# Lucene's English stop words, which Elasticsearch's ``english`` analyzer drops too: the two stores rank alike.
+STOP_WORDS = frozenset(
+    "a an and are as at be but by for if in into is it no not of on or such that the their then there these they"
+    " this to was will with".split()
+)
 _UNAVAILABLE = re.compile(r"locked|busy|unable to open|disk|readonly|not a database|malformed|full")
 _SCHEMA = """
 BEGIN IMMEDIATE;
@@ -109,11 +114,13 @@ _HIT_COLUMNS = "c.rowid, c.product, c.key, c.field, c.chunk, c.text"
 
 
 def fts5_query(text: str) -> str:
-    """``text`` as an FTS5 query matching any of its words, each quoted: no operator can get through.
+    """``text`` as an FTS5 query matching any of its words but English stop words (as Elasticsearch's
+    ``english`` analyzer does), each quoted: no operator can get through.
 
     Returns an empty string when the text holds no word.
     """
-    words = list(dict.fromkeys(w.lower() for w in _WORD.findall(text)))[:MAX_QUERY_TERMS]
+    words = [w for w in dict.fromkeys(w.lower() for w in _WORD.findall(text)) if w not in STOP_WORDS]
+    words = words[:MAX_QUERY_TERMS]
     return " OR ".join('"' + w.replace('"', '""') + '"' for w in words)
 
 

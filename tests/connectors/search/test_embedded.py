@@ -43,7 +43,8 @@ async def test_readers_keep_reading_the_last_index_while_a_write_transaction_is_
 
 
 def test_every_word_of_the_query_is_quoted_and_operators_are_words() -> None:
-    assert fts5_query('refund NEAR(a "b") AND c*') == '"refund" OR "near" OR "a" OR "b" OR "and" OR "c"'
+    assert fts5_query('refund NEAR(x "y") AND z*') == '"refund" OR "near" OR "x" OR "y" OR "z"'
+    assert fts5_query("the kettle of the tea") == '"kettle" OR "tea"'  # English stop words, as in Elasticsearch
     assert fts5_query("  * ( ) : ^ \" '") == ""
     assert fts5_query("Refund refund REFUND") == '"refund"'
 
