@@ -268,11 +268,6 @@ async def test_the_real_model_finds_the_row_of_a_paraphrased_question(
         assert hits[0].key == {"note_id": note}, (mode, [h.key for h in hits])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BM25 matches stop words ('the', 'of'): in a five-row product the dense list holds every row, so RRF "
-    "puts any row found by both lists above the dense-only best row; the fix is stop words in the store's BM25 query",
-)
 async def test_stop_words_do_not_outweigh_meaning_in_a_tiny_product(kb_store: tuple[SearchStore, Embedder]) -> None:
     store, embedder = kb_store
     question = "what temperature should the kettle be for a cup of sencha"
