@@ -83,7 +83,10 @@ class LlamaCppEmbedder(Embedder):
     """A GGUF embedding model (BERT family, mean pooling) run by llama.cpp on the CPU.
 
     ``batch_tokens`` bounds the tokens of one llama.cpp batch (and its attention, which spans the whole
-    batch); ``contexts`` parallel contexts share ``n_threads`` threads between them.
+    batch); ``contexts`` parallel contexts share ``n_threads`` threads between them. The defaults are what
+    measured fastest on 2 cores (bench/embed_throughput.py --sweep): 512-token batches, flash attention, one
+    single-threaded context per thread (llama.cpp's OpenMP threads spin at each op's barrier, which costs
+    2-3x as soon as another process wants the cores).
     """
 
     def __init__(
@@ -92,9 +95,9 @@ class LlamaCppEmbedder(Embedder):
         *,
         n_threads: int | None = None,
         max_tokens: int = 256,
-        batch_tokens: int = 1024,
+        batch_tokens: int = 512,
         max_sequences: int = 64,
-        contexts: int = 1,
+        contexts: int | None = None,
         flash_attn: bool = True,
         model_id: str | None = None,
         cache_size: int = 50_000,
@@ -108,7 +111,7 @@ class LlamaCppEmbedder(Embedder):
         self.batch_tokens = max(batch_tokens, max_tokens)
         self.max_sequences = max_sequences
         self.n_threads = n_threads or os.cpu_count() or 1
-        self.n_contexts = max(1, contexts)
+        self.n_contexts = max(1, contexts or self.n_threads)
         self.flash_attn = flash_attn
         self.tokens_embedded = 0
         self._lib: Any = None
