@@ -69,7 +69,6 @@ class DataProductsService:
         audit: AuditLog,
         *,
         contract_ttl_s: float = 2.0,
-        semantic_catalog: bool = True,
     ):
         self.settings = settings
         self.registry = registry
@@ -79,7 +78,6 @@ class DataProductsService:
         self._connector_lock = anyio.Lock()
         self._contracts: dict[str, tuple[float, ProductContract]] = {}
         self._contract_ttl_s = contract_ttl_s
-        self.semantic_catalog = semantic_catalog
         self._statements = StatementCache()
         self.retrieval = Retrieval(settings)
 
@@ -115,7 +113,7 @@ class DataProductsService:
         async def run(stats: _CallStats) -> SearchResult:
             found = await anyio.to_thread.run_sync(lambda: self.registry.search(text, limit=limit * 4))
             keyword = [c.name for c in found]
-            semantic = await self.retrieval.rank_products(text, limit * 4) if self.semantic_catalog else []
+            semantic = await self.retrieval.rank_products(text, limit * 4)
             ranked = rank_fusion([keyword, semantic])
             contracts = {c.name: c for c in found}
             for name in ranked:
