@@ -45,7 +45,7 @@ class Chunk(BaseModel):
     field: str
     chunk: int = Field(ge=0)
     text: str
-    content_hash: str = Field(description="sha256 of the row's field text (all chunks of a field share it)")
+    content_hash: str = Field(description="hash of the field text and the chunk settings (shared by its chunks)")
 
     @property
     def id(self) -> str:
