@@ -10,9 +10,10 @@ from __future__ import annotations
 import builtins
 import difflib
 import json
+from collections.abc import Sequence
 from datetime import datetime
 from types import TracebackType
-from typing import Literal, Self
+from typing import Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy import Connection, Engine, Row, func, select
@@ -323,8 +324,13 @@ class Registry:
     def _latest_contracts(
         self, *, include_deprecated: bool, domain: str | None = None
     ) -> builtins.list[ProductContract]:
-        query = select(product_versions.c.contract, products.c.deprecated, products.c.deprecation_note).join(
-            products,
+        rows = self._latest_rows(include_deprecated=include_deprecated, domain=domain)
+        return [_with_deprecation(r.contract, r.deprecated, r.deprecation_note) for r in rows]
+
+    def _latest_rows(self, *, include_deprecated: bool, domain: str | None) -> Sequence[Row[Any]]:
+        """Each product's row joined with its latest version's contract text, by name."""
+        query = select(products, product_versions.c.contract).join(
+            product_versions,
             (products.c.name == product_versions.c.name) & (products.c.latest_version == product_versions.c.version),
         )
         if domain is not None:
@@ -332,8 +338,7 @@ class Registry:
         if not include_deprecated:
             query = query.where(products.c.deprecated.is_(False))
         with self.engine.connect() as conn:
-            rows = conn.execute(query.order_by(products.c.name)).all()
-        return [_with_deprecation(r.contract, r.deprecated, r.deprecation_note) for r in rows]
+            return conn.execute(query.order_by(products.c.name)).all()
 
     def _product(self, conn: Connection, name: str) -> Row[tuple[object, ...]]:
         row = conn.execute(select(products).where(products.c.name == name)).first()
@@ -367,18 +372,8 @@ class Registry:
 
     def list(self, domain: str | None = None, include_deprecated: bool = True) -> builtins.list[ProductSummary]:
         """The latest version of every product (optionally of one domain), by name."""
-        query = select(products, product_versions.c.contract).join(
-            product_versions,
-            (products.c.name == product_versions.c.name) & (products.c.latest_version == product_versions.c.version),
-        )
-        if domain is not None:
-            query = query.where(products.c.domain == domain)
-        if not include_deprecated:
-            query = query.where(products.c.deprecated.is_(False))
-        with self.engine.connect() as conn:
-            rows = conn.execute(query.order_by(products.c.name)).all()
         summaries = []
-        for row in rows:
+        for row in self._latest_rows(include_deprecated=include_deprecated, domain=domain):
             contract = ProductContract.model_validate(json.loads(row.contract))
             summaries.append(
                 ProductSummary(
