@@ -47,7 +47,16 @@ from catalog.errors import InvalidRequestError
 from catalog.policy import GovernedView
 from catalog.query import Aggregate, AllOf, AnyOf, Condition, Filter, Limits, Query, RowSet
 
-__all__ = ["CompiledQuery", "OrderKey", "compile_query", "governed_source", "next_cursor", "source_alias"]
+__all__ = [
+    "GOVERNED",
+    "CompiledQuery",
+    "GovernedMark",
+    "OrderKey",
+    "compile_query",
+    "governed_source",
+    "next_cursor",
+    "source_alias",
+]
 
 _NUMERIC = frozenset({"integer", "float", "decimal"})
 _UNORDERABLE = frozenset({"json", "bytes"})
@@ -68,6 +77,21 @@ _COMPARISONS: dict[str, type[exp.Binary]] = {
 
 #: Alias of the physical table or source query inside every governed source.
 SOURCE_ALIAS = "_source"
+#: ``Subquery.meta`` key that marks a governed source; its value is a :class:`GovernedMark`.
+GOVERNED = "dataproducts.governed"
+
+
+@dataclass(frozen=True)
+class GovernedMark:
+    """What a governed source is: the product it serves and the physical objects it reads.
+
+    Connectors find governed sources by this mark to bind them to what the store enforces itself
+    (views, roles, an authorizer) and to qualify the physical names inside them; the audit row lists
+    ``objects``. ``objects`` are the names as the contract writes them (``orders``, ``sales.orders``).
+    """
+
+    product: str
+    objects: tuple[str, ...]
 
 
 def source_alias(view: GovernedView) -> str:
@@ -122,7 +146,20 @@ def governed_source(
         table_alias = alias
     else:
         table_alias = exp.TableAlias(this=exp.to_identifier(alias or source_alias(view), quoted=alias is None))
-    return exp.Subquery(this=select, alias=table_alias)
+    governed = exp.Subquery(this=select, alias=table_alias)
+    governed.meta[GOVERNED] = GovernedMark(view.name, _physical_objects(source))
+    return governed
+
+
+def _physical_objects(source: exp.Expr) -> tuple[str, ...]:
+    """The tables a governed source reads: its table, or the tables of its source query that are no CTE."""
+    if isinstance(source, exp.Table):
+        return (".".join(p.name for p in source.parts),)
+    ctes = {cte.alias_or_name.lower() for cte in source.find_all(exp.CTE)}
+    names = (
+        ".".join(p.name for p in t.parts) for t in source.find_all(exp.Table) if t.db or t.name.lower() not in ctes
+    )
+    return tuple(sorted(set(names)))
 
 
 @dataclass(frozen=True)
