@@ -134,6 +134,8 @@ class Limits(_Model):
     max_rows: int = Field(default=1000, ge=1)
     max_bytes: int = Field(default=4_000_000, ge=1024)
     timeout_s: float = Field(default=30.0, gt=0)
+    max_sql_chars: int = Field(default=10_000, ge=100, description="longest run_sql text accepted")
+    max_sql_depth: int = Field(default=32, ge=4, description="deepest nesting of run_sql text accepted")
 
 
 class RowSet(BaseModel):

@@ -25,8 +25,9 @@ import sqlglot
 from sqlglot import exp
 from sqlglot.errors import ParseError, SqlglotError
 
+from catalog._sqlallow import ALLOWED, check_node, function_name
 from catalog._sqlbuild import unknown_column_message
-from catalog.compile import governed_source, source_alias
+from catalog.compile import GOVERNED, SOURCE_ALIAS, GovernedMark, governed_source, source_alias
 from catalog.contract import PRODUCT_NAME
 from catalog.errors import InvalidRequestError, SQLRefusedError
 from catalog.policy import GovernedView
@@ -34,56 +35,13 @@ from catalog.query import Limits
 
 __all__ = ["ALLOWED", "ParsedSQL", "connection_of", "parse_product_sql", "rewrite_sql"]
 
-ALLOWED = (
-    "run_sql accepts exactly one SELECT (joins, subqueries, CTEs, UNION/INTERSECT/EXCEPT, GROUP BY, window "
-    "functions) that reads products by name, e.g. SELECT region, count(*) FROM sales.orders GROUP BY region"
-)
-
-_NODES = """Select Union Except Intersect Subquery With CTE TableAlias Table Identifier Column Star Alias Literal
-Boolean Null From Join Where Group Having Order Ordered Limit Offset Distinct Paren Not Neg In Between Is Like ILike
-Escape Add Sub Mul Div IntDiv Mod EQ NEQ GT GTE LT LTE And Or DPipe NullSafeEQ NullSafeNEQ Case Window WindowSpec
-Interval Var DataType DataTypeParam Tuple Exists Any All Filter Qualify Rollup Cube GroupingSets JSONPath JSONPathRoot
-JSONPathKey JSONPathSubscript IgnoreNulls RespectNulls"""
-
-_FUNCTIONS = """Count Sum Avg Min Max Stddev StddevPop StddevSamp Variance VariancePop ApproxDistinct Median
-PercentileCont PercentileDisc Quantile GroupConcat CountIf LogicalAnd LogicalOr Corr CovarPop CovarSamp AnyValue
-RowNumber Rank DenseRank PercentRank CumeDist Ntile Lag Lead FirstValue LastValue NthValue
-If Coalesce Nullif Greatest Least Cast TryCast Abs Ceil Floor Round Sqrt Exp Ln Log Pow Sign
-Upper Lower Length Substring Trim Replace Concat ConcatWs StrPosition Left Right Pad Reverse Initcap RegexpLike
-RegexpExtract RegexpReplace SplitPart CurrentDate CurrentTimestamp DateTrunc TimestampTrunc Extract DateAdd DateSub
-DateDiff TsOrDsToDate TsOrDsAdd StrToDate StrToTime TimeToStr TimeStrToTime UnixToTime TimeToUnix DateFromParts Day
-Month Year Quarter Week DayOfWeek DayOfMonth DayOfYear WeekOfYear LastDay DateStrToDate JSONExtract
-JSONExtractScalar"""
-
-_TYPES = """TEXT VARCHAR CHAR NCHAR NVARCHAR INT BIGINT SMALLINT TINYINT DECIMAL DOUBLE FLOAT BOOLEAN DATE TIMESTAMP
-TIMESTAMPTZ TIME INTERVAL"""
-
-
-def _classes(names: str) -> frozenset[type[exp.Expr]]:
-    return frozenset(c for n in names.split() if isinstance(c := getattr(exp, n, None), type))
-
-
-def _function_name(kind: type[exp.Func]) -> str:
-    return (kind.sql_names() or [kind.__name__])[0].lower()
-
-
-_ALLOWED_NODES = _classes(_NODES)
-_ALLOWED_FUNCTIONS = frozenset(c for c in _classes(_FUNCTIONS) if issubclass(c, exp.Func))
-_ALLOWED_TYPES = frozenset(getattr(exp.DataType.Type, n) for n in _TYPES.split())
-_FUNCTION_NAMES = ", ".join(sorted({_function_name(c) for c in _ALLOWED_FUNCTIONS}))
 _SYSTEM_SCHEMAS = frozenset({"pg_catalog", "information_schema", "pg_toast", "main", "temp", "system", "sqlite_master"})
-_REFUSED_NODES: dict[type[exp.Expr], str] = {
-    exp.Into: "SELECT ... INTO writes a table",
-    exp.Lock: "locking clauses (FOR UPDATE / FOR SHARE) are not allowed on a read-only connection",
-    exp.Fetch: "FETCH FIRST is not supported; use LIMIT n",
-    exp.Placeholder: "parameters are not supported; write the values into the query",
-    exp.Parameter: "parameters and session variables are not allowed",
-    exp.Values: "VALUES lists are not allowed; read products only",
-    exp.Unnest: "UNNEST is not allowed; read products only",
-    exp.Lateral: "LATERAL is not allowed",
-    exp.Dot: "nested field access (a.b.c.d) is not allowed; write alias.column",
-}
 _TABLE_ARGS = frozenset({"this", "db", "catalog", "alias"})
+_BARE_WORD = re.compile(r"^[A-Z_]{1,32}$")
+#: Expression-tree levels one level of SQL nesting may take (``(a + b) * c`` is a few nodes deep).
+_NODES_PER_LEVEL = 4
+#: Parentheses, and what hides them: string literals, quoted names, comments.
+_LEXEMES = re.compile(r"'(?:[^']|'')*'?|\"(?:[^\"]|\"\")*\"?|`[^`]*`?|--[^\n]*|/\*.*?(?:\*/|$)|[()]", re.DOTALL)
 
 
 @dataclass(frozen=True)
@@ -95,27 +53,43 @@ class ParsedSQL:
     products: list[str]
 
 
-def parse_product_sql(sql: str, *, read: str | None = None) -> ParsedSQL:
+def parse_product_sql(sql: str, *, read: str | None = None, limits: Limits | None = None) -> ParsedSQL:
     """Parse ``sql`` (generic SQL unless ``read`` names a sqlglot dialect) and check it against the guard.
 
+    Text longer than ``limits.max_sql_chars`` or nested deeper than ``limits.max_sql_depth`` is refused
+    before (or, for nesting without parentheses, while) it is parsed, so no input can stall the parser.
+
     Raises:
-        SQLRefusedError: not exactly one SELECT; a statement that writes or configures; syntax,
-            a function or a cast type outside the allow-list; a table that is not ``domain.product``
-            or a CTE in scope (system catalogs included). The message says why and what is allowed.
+        SQLRefusedError: too long or too deeply nested; not exactly one SELECT; a statement that writes
+            or configures; syntax, a function, a cast type or a word outside the allow-lists; a table
+            that is not ``domain.product`` or a CTE in scope (system catalogs included). The message
+            says why and what is allowed.
     """
+    limits = limits or Limits()
+    _check_size(sql, limits)
     try:
         statements = [s for s in sqlglot.parse(sql, read=read) if s is not None]
     except (ParseError, SqlglotError) as exc:
         raise SQLRefusedError(f"could not parse the SQL ({_first_error(exc)}). {ALLOWED}") from exc
+    except RecursionError as exc:
+        raise SQLRefusedError(_too_deep(limits)) from exc
     if len(statements) != 1:
         raise SQLRefusedError(f"expected exactly one statement, got {len(statements)}. {ALLOWED}")
     (statement,) = statements
     if not isinstance(statement, exp.Select | exp.SetOperation):
         kind = statement.name.upper() if isinstance(statement, exp.Command) else type(statement).__name__.upper()
+        if not _BARE_WORD.match(kind):
+            kind = type(statement).__name__.upper()
         raise SQLRefusedError(f"{kind or 'this'} statements are not allowed; {ALLOWED}")
     products: set[str] = set()
-    for node in statement.walk():
-        _check_node(node)
+    depth: dict[int, int] = {id(statement): 0}
+    for node in statement.walk(bfs=True):
+        level = depth[id(node)]
+        if level > limits.max_sql_depth * _NODES_PER_LEVEL:
+            raise SQLRefusedError(_too_deep(limits))
+        for child in node.iter_expressions():
+            depth[id(child)] = level + 1
+        check_node(node)
         if isinstance(node, exp.Table):
             name = _table_product(node)
             if name is not None:
@@ -125,32 +99,44 @@ def parse_product_sql(sql: str, *, read: str | None = None) -> ParsedSQL:
     return ParsedSQL(sql=sql, statement=statement, products=sorted(products))
 
 
+def _check_size(sql: str, limits: Limits) -> None:
+    """Refuse text too long, holding NUL, or nested deeper than the limit — in one linear scan."""
+    if len(sql) > limits.max_sql_chars:
+        raise SQLRefusedError(
+            f"the SQL is {len(sql):,} characters long; at most {limits.max_sql_chars:,} are accepted — "
+            "aggregate in SQL instead of listing values, or page with LIMIT/OFFSET"
+        )
+    if "\x00" in sql:
+        raise SQLRefusedError("the SQL contains a NUL character")
+    if _paren_depth(sql) > limits.max_sql_depth:
+        raise SQLRefusedError(_too_deep(limits))
+
+
+def _paren_depth(sql: str) -> int:
+    """The deepest parenthesis nesting outside string literals, quoted names and comments."""
+    deepest = level = 0
+    for token in _LEXEMES.finditer(sql):
+        char = token.group()
+        if char == "(":
+            level += 1
+            deepest = max(deepest, level)
+        elif char == ")":
+            level -= 1
+    return deepest
+
+
+def _too_deep(limits: Limits) -> str:
+    return (
+        f"the SQL is nested too deeply (at most {limits.max_sql_depth} levels of parentheses, subqueries "
+        "or expressions); flatten it with CTEs (WITH name AS (...))"
+    )
+
+
 def _first_error(exc: SqlglotError) -> str:
     errors = getattr(exc, "errors", None)
     if errors:
         return str(errors[0].get("description", exc))
     return str(exc).splitlines()[0]
-
-
-def _check_node(node: exp.Expr) -> None:
-    kind = type(node)
-    if kind in _ALLOWED_NODES or kind in _ALLOWED_FUNCTIONS:
-        if isinstance(node, exp.DataType) and node.this not in _ALLOWED_TYPES:
-            raise SQLRefusedError(f"cast to type {node.sql()!r} is not allowed; cast to {_type_names()}")
-        return
-    for refused, reason in _REFUSED_NODES.items():
-        if isinstance(node, refused):
-            raise SQLRefusedError(f"{reason}. {ALLOWED}")
-    if isinstance(node, exp.Func):
-        name = node.name.lower() if isinstance(node, exp.Anonymous) else _function_name(type(node))
-        raise SQLRefusedError(f"function {name}() is not allowed. Allowed functions: {_FUNCTION_NAMES}")
-    if isinstance(node, exp.DML | exp.DDL | exp.Command):
-        raise SQLRefusedError(f"{kind.__name__.upper()} is not allowed anywhere in the query. {ALLOWED}")
-    raise SQLRefusedError(f"{node.sql()!r} ({kind.__name__}) is not allowed. {ALLOWED}")
-
-
-def _type_names() -> str:
-    return ", ".join(t.value.lower() for t in sorted(_ALLOWED_TYPES, key=lambda t: t.value))
 
 
 def _table_product(table: exp.Table) -> str | None:
@@ -160,12 +146,12 @@ def _table_product(table: exp.Table) -> str | None:
         SQLRefusedError: a table function, a modifier, a system catalog or a name that is not a product.
     """
     if not isinstance(table.this, exp.Identifier):
-        raise SQLRefusedError(f"table functions such as {table.this.sql()} are not allowed; read products by name")
+        raise SQLRefusedError("table functions are not allowed; read products by name, e.g. FROM sales.orders")
     extra = sorted(k for k, v in table.args.items() if v and k not in _TABLE_ARGS)
     if extra:
-        raise SQLRefusedError(f"table modifiers ({', '.join(extra)}) are not allowed on {table.sql()}")
+        raise SQLRefusedError(f"table modifiers ({', '.join(extra)}) are not allowed on {table.name!r}")
     if table.catalog:
-        raise SQLRefusedError(f"{table.sql()!r}: name products as domain.product, e.g. sales.orders")
+        raise SQLRefusedError(f"{_dotted(table)!r}: name products as domain.product, e.g. sales.orders")
     if not table.db:
         if table.name.lower() in _visible_ctes(table):
             return None
@@ -180,6 +166,10 @@ def _table_product(table: exp.Table) -> str | None:
     if not re.match(PRODUCT_NAME, name):
         raise SQLRefusedError(f"{name!r} is not a product name; products are named domain.product")
     return name
+
+
+def _dotted(node: exp.Table | exp.Column) -> str:
+    return ".".join(part.name for part in node.parts)
 
 
 def _visible_ctes(node: exp.Expr) -> set[str]:
@@ -235,6 +225,7 @@ def rewrite_sql(
     if missing:
         raise InvalidRequestError(f"no governed view for {missing}")
     statement = parsed.statement.copy()
+    _name_outputs(statement)
     references: list[tuple[exp.Table, GovernedView, str]] = []
     for table in list(statement.find_all(exp.Table)):
         name = _table_product(table)
@@ -243,6 +234,7 @@ def rewrite_sql(
             alias = table.alias or source_alias(view)
             references.append((table, view, alias))
     _check_columns(statement, references)
+    sources: list[exp.Subquery] = []
     for table, view, _ in references:
         given = table.args.get("alias")
         source = governed_source(
@@ -252,8 +244,49 @@ def rewrite_sql(
             alias=given.copy() if isinstance(given, exp.TableAlias) else None,
             fence=bool(view.row_filters),
         )
+        sources.append(source)
         table.replace(source)
+    _refuse_shadowing(statement, sources)
     return _cap_limit(statement, limits.max_rows + 1)
+
+
+def _name_outputs(statement: exp.Query) -> None:
+    """Name every unnamed output of every SELECT of the caller's, so no store names a column after
+    the expression it computed — which, once rewritten, holds governed sources (masks, salt, filters).
+
+    A column keeps its name, an allowed function is named after itself (``count``, ``sum``), anything
+    else by position (``col_3``).
+    """
+    for select in list(statement.find_all(exp.Select)):
+        for position, projection in enumerate(list(select.expressions), start=1):
+            if isinstance(projection, exp.Alias | exp.Column | exp.Star):
+                continue
+            if isinstance(projection, exp.Func) and not isinstance(projection, exp.Cast):
+                name = function_name(type(projection))
+            else:
+                name = f"col_{position}"
+            projection.replace(exp.alias_(projection.copy(), name, quoted=True))
+
+
+def _refuse_shadowing(statement: exp.Query, sources: list[exp.Subquery]) -> None:
+    """Refuse a CTE of the caller's named like anything a governed source reads (a table it names, its
+    inner alias): CTEs are visible inside nested subqueries, so the name would resolve to the caller's
+    rows instead of the store's."""
+    taken = {SOURCE_ALIAS.lower()}
+    for source in sources:
+        mark = source.meta.get(GOVERNED)
+        if isinstance(mark, GovernedMark):
+            for name in mark.objects:
+                taken |= {name.lower(), name.rsplit(".", 1)[-1].lower()}
+    own = {id(node) for source in sources for node in source.walk()}
+    for cte in statement.find_all(exp.CTE):
+        if id(cte) in own:
+            continue
+        if cte.alias_or_name.lower() in taken:
+            raise SQLRefusedError(
+                f"the CTE name {cte.alias_or_name!r} is taken: the products this query reads use that name "
+                f"themselves; rename the CTE (e.g. {cte.alias_or_name.lower()}_cte)"
+            )
 
 
 def _check_columns(statement: exp.Query, references: list[tuple[exp.Table, GovernedView, str]]) -> None:
@@ -275,7 +308,7 @@ def _check_columns(statement: exp.Query, references: list[tuple[exp.Table, Gover
             aliases: set[str] = by_product.get(product, set())
             if len(aliases) != 1:
                 raise InvalidRequestError(
-                    f"{column.sql()!r}: {product} is not read exactly once here; qualify columns with its alias"
+                    f"{_dotted(column)!r}: {product} is not read exactly once here; qualify columns with its alias"
                 )
             column.set("db", None)
             column.set("table", exp.to_identifier(next(iter(aliases))))

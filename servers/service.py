@@ -232,12 +232,15 @@ class DataProductsService:
         """
 
         async def run(stats: _CallStats) -> QueryResult:
-            parsed = parse_product_sql(sql)
+            limits = self.settings.limits
+            # parsing and rewriting run in a worker thread: a large statement never holds up the event loop
+            parsed = await anyio.to_thread.run_sync(lambda: parse_product_sql(sql, limits=limits))
             stats.product = ",".join(parsed.products)
             views = {name: govern(await self.contract(name), principal) for name in parsed.products}
             connector = await self.connector(connection_of(views))
-            limits = self.settings.limits
-            statement = rewrite_sql(parsed, views, dialect=connector.dialect, hash_salt=self._salt, limits=limits)
+            statement = await anyio.to_thread.run_sync(
+                lambda: rewrite_sql(parsed, views, dialect=connector.dialect, hash_salt=self._salt, limits=limits)
+            )
             rowset = await connector.execute(statement, limits)
             result = _to_result(rowset, list(views.values()))
             for view in views.values():
