@@ -123,6 +123,10 @@ def check_node(node: exp.Expr) -> None:
         _refuse_type(node)
     if isinstance(node, exp.DataType):
         _check_data_type(node)
+    for key in ("unit", "this") if isinstance(node, exp.Extract) else ("unit",):
+        part = node.args.get(key)
+        if part is not None and (key == "unit" or isinstance(node, exp.Extract)):
+            node.set(key, _date_part_node(part))
     for key, value in node.args.items():
         if value is None or isinstance(value, bool | exp.Expr):
             continue
@@ -186,6 +190,20 @@ def _check_payload(node: exp.Expr, key: str, value: object) -> None:
         node.set(key, value.upper())
         return
     raise SQLRefusedError(f"unsupported syntax in {type(node).__name__.lower()}. {ALLOWED}")
+
+
+def _date_part_node(part: exp.Expr) -> exp.Expr:
+    """A date part (``unit`` of DATE_TRUNC/DATE_ADD/INTERVAL…, the part of EXTRACT) in our spelling.
+
+    Dialects print some of these as bare words (a string literal unit can become a ``Var``), so only
+    a word from the fixed list may stand here, whatever node carried it.
+    """
+    if isinstance(part, exp.Var | exp.Column) or (isinstance(part, exp.Literal) and part.is_string):
+        canonical = _DATE_PARTS.get(part.name.upper()) if part.name else None
+        if canonical is not None:
+            return exp.Literal.string(canonical) if isinstance(part, exp.Literal) else exp.var(canonical)
+        raise SQLRefusedError(f"unknown date part; use one of {', '.join(sorted(set(_DATE_PARTS.values())))}")
+    raise SQLRefusedError("a date part must be a word such as day, month or year")
 
 
 def _check_date_part(node: exp.Var, value: str) -> None:

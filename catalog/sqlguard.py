@@ -87,9 +87,9 @@ def parse_product_sql(sql: str, *, read: str | None = None, limits: Limits | Non
         level = depth[id(node)]
         if level > limits.max_sql_depth * _NODES_PER_LEVEL:
             raise SQLRefusedError(_too_deep(limits))
+        check_node(node)  # may replace children (date parts): their depth is set after
         for child in node.iter_expressions():
             depth[id(child)] = level + 1
-        check_node(node)
         if isinstance(node, exp.Table):
             name = _table_product(node)
             if name is not None:
