@@ -18,6 +18,7 @@ AST in its own dialect, which transpiles the agent's generic SQL.
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -247,7 +248,30 @@ def rewrite_sql(
         sources.append(source)
         table.replace(source)
     _refuse_shadowing(statement, sources)
-    return _cap_limit(statement, limits.max_rows + 1)
+    statement = _cap_limit(statement, limits.max_rows + 1)
+    _check_rendering(statement, dialect)
+    return statement
+
+
+def _check_rendering(statement: exp.Query, dialect: str) -> None:
+    """Render the statement as the store will receive it, parse that text back, and refuse it unless it
+    reads the same tables the same number of times in the same number of SELECTs.
+
+    A last check behind the allow-lists: text smuggled through anything printed verbatim would parse
+    back as more SELECTs or more tables than the statement we built.
+    """
+    rendered = statement.sql(dialect=dialect)
+    try:
+        (echo,) = [s for s in sqlglot.parse(rendered, read=dialect) if s is not None]
+    except (ParseError, SqlglotError, ValueError) as exc:
+        raise SQLRefusedError(f"this statement cannot be rendered safely for the store. {ALLOWED}") from exc
+    if _shape(echo) != _shape(statement):
+        raise SQLRefusedError(f"this statement cannot be rendered safely for the store. {ALLOWED}")
+
+
+def _shape(statement: exp.Expr) -> tuple[int, Counter[str]]:
+    tables = Counter(".".join(p.name.lower() for p in t.parts) for t in statement.find_all(exp.Table))
+    return sum(1 for _ in statement.find_all(exp.Select)), tables
 
 
 def _name_outputs(statement: exp.Query) -> None:

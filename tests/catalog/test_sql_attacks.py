@@ -14,12 +14,13 @@ from collections.abc import Iterator
 import anyio
 import pytest
 import yaml
+from sqlglot import exp
 
 from catalog.contract import ProductContract
 from catalog.errors import DataProductsError, SQLRefusedError
 from catalog.policy import GovernedView, govern
 from catalog.query import Limits, RowSet
-from catalog.sqlguard import parse_product_sql, rewrite_sql
+from catalog.sqlguard import _check_rendering, parse_product_sql, rewrite_sql
 from connectors import ConnectionConfig, Connector, connector_for
 from tests.catalog.governance_fixtures import (
     CONTRACT_YAML,
@@ -202,3 +203,14 @@ def test_huge_or_deep_input_is_refused_with_a_clear_reason(sql: str) -> None:
 def test_nesting_within_the_limit_is_accepted(store: Connector) -> None:
     sql = "SELECT " + "(" * 20 + "person_id" + ")" * 20 + " AS p FROM crm.people ORDER BY p"
     assert len(run(store, sql).rows) == len(EU_ROWS)
+
+
+@pytest.mark.parametrize("dialect", ["sqlite", "duckdb", "postgres"])
+def test_text_smuggled_past_the_allow_lists_is_caught_when_the_rendering_is_read_back(dialect: str) -> None:
+    """The last check: as if a payload had slipped through a node printed verbatim."""
+    view = govern(contract(), EU_ANALYST)
+    parsed = parse_product_sql("SELECT person_id FROM crm.people")
+    statement = rewrite_sql(parsed, {"crm.people": view}, dialect=dialect, hash_salt=SALT, limits=Limits())
+    statement.find(exp.Column).replace(exp.var("email FROM people --"))  # type: ignore[union-attr]
+    with pytest.raises(SQLRefusedError, match="cannot be rendered safely"):
+        _check_rendering(statement, dialect)
