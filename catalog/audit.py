@@ -1,5 +1,9 @@
 """The audit log: one row per tool call, in the registry's database.
 
+A row says who asked (``principal``), what (``tool``, ``product``, a digest of the arguments), what it
+read (``objects``: the physical tables or views the statement touched, when one ran), how it ended
+(``outcome``, ``error_code``) and how much it returned (``rows``, ``bytes``).
+
 Writes fail closed: when a row cannot be written :meth:`AuditLog.record` raises
 :class:`~catalog.errors.AuditError` and the caller must not return the result it was about to give.
 Arguments are kept as a digest only (sha256 of their canonical JSON), never in clear.
@@ -18,7 +22,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from sqlalchemy import Engine, select
 from sqlalchemy.exc import SQLAlchemyError
 
-from catalog._registry_tables import audit, engine_for, utcnow, write_transaction
+from catalog._registry_tables import audit, engine_for, metadata, utcnow, write_transaction
 from catalog.errors import AuditError
 from catalog.registry import Registry
 
@@ -48,6 +52,7 @@ class AuditRecord(BaseModel):
     latency_ms: float = Field(ge=0)
     outcome: Outcome
     error_code: str | None = None
+    objects: list[str] | None = None  # physical objects the statement touched; None when none ran
     id: int | None = None  # set when read back
 
 
@@ -61,10 +66,10 @@ class AuditLog:
 
     @classmethod
     def from_url(cls, url: str) -> AuditLog:
-        """An audit log on a SQLAlchemy URL (or SQLite file path), table created if missing."""
+        """An audit log on a SQLAlchemy URL (or SQLite file path), table created or upgraded if needed."""
         log = cls(engine_for(url), owns_engine=True)
         with write_transaction(log.engine) as conn:
-            audit.create(conn, checkfirst=True)
+            metadata.create_all(conn, tables=[audit], checkfirst=True)  # upgrades an older table too
         return log
 
     @classmethod

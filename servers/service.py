@@ -48,12 +48,17 @@ T = TypeVar("T")
 
 
 class _CallStats:
-    """What a use case reports back to its audit row."""
+    """What a use case reports back to its audit row.
+
+    ``objects`` lists the physical objects (tables, views) the statements of the call touched, as the
+    plan or the store's authorizer reports them; it stays empty when no statement ran.
+    """
 
     def __init__(self) -> None:
         self.product: str | None = None
         self.rows = 0
         self.bytes = 0
+        self.objects: list[str] = []
 
 
 class DataProductsService:
@@ -313,6 +318,7 @@ class DataProductsService:
             latency_ms=(time.perf_counter() - started) * 1000,
             outcome=outcome,
             error_code=code,
+            objects=sorted(set(stats.objects)) or None,
         )
         await anyio.to_thread.run_sync(self.audit.record, record)  # raises AuditError: fail closed
         if failure is not None:

@@ -105,3 +105,28 @@ def test_an_audit_log_opened_by_url_shares_the_registry_database(tmp_path: Path)
         log.record(record())
     with Registry.from_url(url) as registry:
         assert [r.principal for r in AuditLog.from_registry(registry).query()] == ["alice"]
+
+
+def test_the_objects_a_statement_touched_read_back_as_written(log: AuditLog) -> None:
+    log.record(record(objects=["main.orders", "main.customers"]))
+    log.record(record(time=T0 + timedelta(minutes=1), objects=None))
+    assert [r.objects for r in log.query()] == [None, ["main.orders", "main.customers"]]
+
+
+@pytest.mark.parametrize("reopen", ["registry", "audit_log"])
+def test_opening_a_registry_from_before_objects_adds_the_column_and_keeps_its_rows(
+    registry: Registry, reopen: str
+) -> None:
+    url = registry.engine.url.render_as_string(hide_password=False)
+    AuditLog(registry).record(record())
+    with registry.engine.begin() as conn:
+        conn.execute(text("ALTER TABLE dp_audit DROP COLUMN objects"))
+    opened = Registry.from_url(url) if reopen == "registry" else AuditLog.from_url(url)
+    try:
+        log = AuditLog(opened.engine)
+        log.record(record(time=T0 + timedelta(minutes=1), objects=["orders"]))
+        assert [r.objects for r in log.query()] == [["orders"], None]
+    finally:
+        opened.close()
+    with Registry.from_url(url) as again:  # upgrading twice changes nothing
+        assert len(AuditLog(again).query()) == 2
