@@ -18,7 +18,7 @@ from datetime import datetime
 from types import TracebackType
 from typing import Any, Literal, Self
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy import Engine, select
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -32,9 +32,23 @@ Outcome = Literal["ok", "error", "denied"]
 
 
 def digest_args(args: Mapping[str, Any]) -> str:
-    """sha256 (hex) of the canonical JSON of a call's arguments (sorted keys, no whitespace)."""
-    text = json.dumps(args, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    """sha256 (hex) of the canonical JSON of a call's arguments (sorted keys, no whitespace).
+
+    Arguments too deeply nested to serialise get the digest of a fixed marker instead, so that a
+    hostile argument can never keep its call from being audited.
+    """
+    try:
+        text = json.dumps(args, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    except (RecursionError, ValueError):
+        text = '{"undigestable":true}'
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _clip(value: str | None, size: int) -> str | None:
+    """Keep caller-chosen text (a tool or product name as asked) within its column."""
+    if value is None or len(value) <= size:
+        return value
+    return value[: size - 1] + "…"
 
 
 class AuditRecord(BaseModel):
@@ -54,6 +68,16 @@ class AuditRecord(BaseModel):
     error_code: str | None = None
     objects: list[str] | None = None  # physical objects the statement touched; None when none ran
     id: int | None = None  # set when read back
+
+    @field_validator("tool", mode="before")
+    @classmethod
+    def _clip_tool(cls, value: object) -> object:
+        return _clip(value, 100) if isinstance(value, str) else value
+
+    @field_validator("product", mode="before")
+    @classmethod
+    def _clip_product(cls, value: object) -> object:
+        return _clip(value, 200) if isinstance(value, str) else value
 
 
 class AuditLog:
@@ -102,7 +126,10 @@ class AuditLog:
             with write_transaction(self.engine) as conn:
                 conn.execute(audit.insert().values(**values))
         except SQLAlchemyError as exc:
-            raise AuditError(f"could not write the audit record of {rec.tool} by {rec.principal}: {exc}") from exc
+            raise AuditError(
+                f"could not write the audit record of {rec.tool} by {rec.principal} ({_driver_reason(exc)}); "
+                "nothing was served"
+            ) from exc
 
     def query(
         self,
@@ -141,3 +168,10 @@ class AuditLog:
         except SQLAlchemyError as exc:
             raise AuditError(f"could not read the audit log: {exc}") from exc
         return [AuditRecord.model_validate(dict(row)) for row in rows]
+
+
+def _driver_reason(exc: SQLAlchemyError) -> str:
+    """The first line of the driver's message: SQLAlchemy's full text echoes the statement and its values."""
+    orig = getattr(exc, "orig", None) or exc
+    lines = str(orig).strip().splitlines()
+    return lines[0][:200] if lines and not isinstance(orig, SQLAlchemyError) else type(orig).__name__
