@@ -4,12 +4,16 @@ Each use case resolves the product from the registry, asks :mod:`catalog.policy`
 may see, compiles one governed statement (:mod:`catalog.compile` / :mod:`catalog.sqlguard`), runs
 it on the product's connector under the configured limits, and records exactly one audit row. If
 the audit row cannot be written the call fails (fail closed): nothing unaudited is served.
+
+What a principal is told names only products it may read: an unknown name suggests readable products
+only, and lineage lists readable products only. A product that exists but is not readable answers
+``access_denied`` with the policy's reason, so that the principal can ask its owner for access.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, TypeVar
 
 import anyio
@@ -22,7 +26,7 @@ from catalog.errors import AccessDeniedError, DataProductsError, NotFoundError
 from catalog.policy import GovernedView, can_read, govern
 from catalog.principal import Principal
 from catalog.query import Query, RowSet
-from catalog.registry import Registry
+from catalog.registry import Registry, unknown_product
 from catalog.sqlguard import connection_of, parse_product_sql, rewrite_sql
 from catalog.values import json_value
 from connectors import connector_for
@@ -180,9 +184,7 @@ class DataProductsService:
         self, principal: Principal, text: str, *, product: str | None, k: int
     ) -> list[RetrievedChunk]:
         if product is not None:
-            contract = await self.contract(product)
-            govern(contract, principal)  # raises AccessDeniedError with the reason
-            readable = [contract]
+            readable = [(await self._view(product, principal)).contract]  # AccessDeniedError with the reason
         else:
             readable = await self.readable_products(principal)
         return await self.retrieval.search(
@@ -198,8 +200,7 @@ class DataProductsService:
 
         async def run(stats: _CallStats) -> ProductDescription:
             stats.product = name
-            view = govern(await self.contract(name), principal)
-            return describe(view)
+            return await self._description(name, principal)
 
         return await self._audited(principal, "describe_product", {"product": name}, run)
 
@@ -212,7 +213,7 @@ class DataProductsService:
 
         async def run(stats: _CallStats) -> QueryResult:
             stats.product = name
-            view = govern(await self.contract(name), principal)
+            view = await self._view(name, principal)
             connector = await self.connector(view.contract.source.connection)
             compiled, sql = self._statements.compiled(
                 view, query, limits=self.settings.limits, dialect=connector.dialect, hash_salt=self._salt
@@ -239,7 +240,7 @@ class DataProductsService:
         async def run(stats: _CallStats) -> QueryResult:
             parsed = parse_product_sql(sql)
             stats.product = ",".join(parsed.products)
-            views = {name: govern(await self.contract(name), principal) for name in parsed.products}
+            views = {name: await self._view(name, principal) for name in parsed.products}
             connector = await self.connector(connection_of(views))
             limits = self.settings.limits
             statement = rewrite_sql(parsed, views, dialect=connector.dialect, hash_salt=self._salt, limits=limits)
@@ -257,22 +258,23 @@ class DataProductsService:
 
         async def run(stats: _CallStats) -> str:
             stats.product = name
-            return describe(govern(await self.contract(name), principal)).model_dump_json(indent=2)
+            return (await self._description(name, principal)).model_dump_json(indent=2)
 
         return await self._audited(principal, "read_resource", {"uri": f"product://{name}"}, run)
 
     async def readable_products(self, principal: Principal) -> list[ProductContract]:
-        """Every registered product the principal may read (for resource listings)."""
+        """Every registered product the principal may read (for listings and suggestions)."""
         contracts = await anyio.to_thread.run_sync(self.registry.list_contracts)
         return [c for c in contracts if can_read(c, principal)]
 
     # -- shared plumbing ---------------------------------------------------------------------------
 
     async def contract(self, name: str) -> ProductContract:
-        """The latest registered contract, cached for a couple of seconds.
+        """The latest registered contract, cached for a couple of seconds (operator use: no policy).
 
         Raises:
-            NotFoundError: no such product; the message lists close names.
+            NotFoundError: no such product; the message lists close names among *all* products, so
+                use cases answering a principal go through :meth:`_view` instead.
         """
         now = time.monotonic()
         cached = self._contracts.get(name)
@@ -281,6 +283,42 @@ class DataProductsService:
         contract = await anyio.to_thread.run_sync(self.registry.get, name)
         self._contracts[name] = (now, contract)
         return contract
+
+    async def _view(self, name: str, principal: Principal) -> GovernedView:
+        """``name`` as ``principal`` may see it.
+
+        Raises:
+            NotFoundError: no such product; the message suggests only products the principal may read.
+            AccessDeniedError: the product exists and the policy does not grant the principal access.
+        """
+        try:
+            contract = await self.contract(name)
+        except NotFoundError:
+            readable = [c.name for c in await self.readable_products(principal)]
+            raise unknown_product(
+                name,
+                readable,
+                listing="products you may read",
+                empty="you may read no products; ask a product's owner for access",
+            ) from None
+        return govern(contract, principal)
+
+    async def _description(self, name: str, principal: Principal) -> ProductDescription:
+        """The described product; its lineage names only products the principal may read."""
+        description = describe(await self._view(name, principal))
+        description.upstream = await self._readable_names(description.upstream, principal)
+        return description
+
+    async def _readable_names(self, names: Iterable[str], principal: Principal) -> list[str]:
+        readable = []
+        for name in names:
+            try:
+                contract = await self.contract(name)
+            except NotFoundError:
+                continue
+            if can_read(contract, principal):
+                readable.append(name)
+        return readable
 
     async def connector(self, name: str) -> Connector:
         """The open connector of a configured connection (opened once, shared)."""
