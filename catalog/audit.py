@@ -1,8 +1,9 @@
-"""The audit log: one row per tool call, in the registry's database.
+"""The audit log: one row per served request, in the registry's database.
 
 A row says who asked (``principal``), what (``tool``, ``product``, a digest of the arguments), what it
 read (``objects``: the physical tables or views the statement touched, when one ran), how it ended
-(``outcome``, ``error_code``) and how much it returned (``rows``, ``bytes``).
+(``outcome``, ``error_code``) and how much it returned (``rows``, ``bytes``). Refusals before any
+statement ran have rows too: unknown tools, invalid arguments, HTTP 401s.
 
 Writes fail closed: when a row cannot be written :meth:`AuditLog.record` raises
 :class:`~catalog.errors.AuditError` and the caller must not return the result it was about to give.

@@ -33,6 +33,7 @@ from connectors import connector_for
 from connectors.base import Connector
 from embeddings.answer import Passage
 from embeddings.retrieval import RetrievedChunk
+from servers._audit_trail import write_audit
 from servers._statements import StatementCache
 from servers.results import (
     DocumentHit,
@@ -358,7 +359,7 @@ class DataProductsService:
             error_code=code,
             objects=sorted(set(stats.objects)) or None,
         )
-        await anyio.to_thread.run_sync(self.audit.record, record)  # raises AuditError: fail closed
+        await write_audit(self.audit, record)  # raises AuditError: fail closed
         if failure is not None:
             raise failure
         return result
