@@ -2,10 +2,16 @@
 
 Portable between SQLite and PostgreSQL: contracts are canonical JSON text, timestamps are stored in
 UTC and always come back timezone-aware.
+
+Upgrades: ``metadata.create_all`` also adds the columns listed in ``_ADDED_COLUMNS`` to tables created
+by an older version (``ALTER TABLE ... ADD COLUMN``, nullable), so opening an existing registry
+migrates it. Replicas opening one PostgreSQL registry together may race; ``IF NOT EXISTS`` makes the
+loser a no-op, and SQLite serialises the check and the change in one ``BEGIN IMMEDIATE`` transaction.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -30,6 +36,7 @@ from sqlalchemy import (
     Text,
     create_engine,
     event,
+    inspect,
 )
 from sqlalchemy.engine import make_url
 from sqlalchemy.types import TypeDecorator
@@ -41,6 +48,7 @@ __all__ = [
     "product_events",
     "product_versions",
     "products",
+    "upgrade_schema",
     "utcnow",
     "write_transaction",
 ]
@@ -68,6 +76,19 @@ class UTCDateTime(TypeDecorator[datetime]):
         if value is None:
             return None
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class JSONList(TypeDecorator[list[str]]):
+    """A list of strings kept as JSON text (``["a","b"]``); NULL stays None."""
+
+    impl = Text
+    cache_ok = True
+
+    def process_bind_param(self, value: list[str] | None, dialect: Dialect) -> str | None:
+        return None if value is None else json.dumps(list(value), ensure_ascii=False, separators=(",", ":"))
+
+    def process_result_value(self, value: str | None, dialect: Dialect) -> list[str] | None:
+        return None if value is None else [str(v) for v in json.loads(value)]
 
 
 metadata = MetaData()
@@ -123,9 +144,45 @@ audit = Table(
     Column("latency_ms", Float, nullable=False),
     Column("outcome", String(10), nullable=False),
     Column("error_code", String(50)),
+    Column("objects", JSONList),  # physical objects the statement touched; NULL when none ran
     Index("ix_dp_audit_time", "time"),
     Index("ix_dp_audit_principal_time", "principal", "time"),
 )
+
+
+#: Columns added after their table's first release: (table, column name). Always nullable.
+_ADDED_COLUMNS: tuple[tuple[Table, str], ...] = ((audit, "objects"),)
+
+
+def upgrade_schema(conn: Connection) -> list[str]:
+    """Add the columns of ``_ADDED_COLUMNS`` that existing tables lack; the ``table.column`` names added.
+
+    Runs after every ``metadata.create_all`` (see the ``after_create`` listener below) and is idempotent.
+
+    Raises:
+        sqlalchemy.exc.DBAPIError: the database refuses the DDL.
+    """
+    inspector = inspect(conn)
+    added = []
+    for table, name in _ADDED_COLUMNS:
+        if not inspector.has_table(table.name):
+            continue
+        if name in {c["name"] for c in inspector.get_columns(table.name)}:
+            continue
+        column = table.c[name]
+        kind = column.type.compile(dialect=conn.dialect)
+        guard = " IF NOT EXISTS" if conn.dialect.name == "postgresql" else ""
+        preparer = conn.dialect.identifier_preparer
+        conn.exec_driver_sql(
+            f"ALTER TABLE {preparer.quote(table.name)} ADD COLUMN{guard} {preparer.quote(name)} {kind}"
+        )
+        added.append(f"{table.name}.{name}")
+    return added
+
+
+@event.listens_for(metadata, "after_create")
+def _upgrade_after_create(target: MetaData, connection: Connection, **_: Any) -> None:
+    upgrade_schema(connection)
 
 
 def engine_for(url: str) -> Engine:

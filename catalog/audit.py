@@ -1,4 +1,9 @@
-"""The audit log: one row per tool call, in the registry's database.
+"""The audit log: one row per served request, in the registry's database.
+
+A row says who asked (``principal``), what (``tool``, ``product``, a digest of the arguments), what it
+read (``objects``: the physical tables or views the statement touched, when one ran), how it ended
+(``outcome``, ``error_code``) and how much it returned (``rows``, ``bytes``). Refusals before any
+statement ran have rows too: unknown tools, invalid arguments, HTTP 401s.
 
 Writes fail closed: when a row cannot be written :meth:`AuditLog.record` raises
 :class:`~catalog.errors.AuditError` and the caller must not return the result it was about to give.
@@ -14,11 +19,11 @@ from datetime import datetime
 from types import TracebackType
 from typing import Any, Literal, Self
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy import Engine, select
 from sqlalchemy.exc import SQLAlchemyError
 
-from catalog._registry_tables import audit, engine_for, utcnow, write_transaction
+from catalog._registry_tables import audit, engine_for, metadata, utcnow, write_transaction
 from catalog.errors import AuditError
 from catalog.registry import Registry
 
@@ -28,9 +33,23 @@ Outcome = Literal["ok", "error", "denied"]
 
 
 def digest_args(args: Mapping[str, Any]) -> str:
-    """sha256 (hex) of the canonical JSON of a call's arguments (sorted keys, no whitespace)."""
-    text = json.dumps(args, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    """sha256 (hex) of the canonical JSON of a call's arguments (sorted keys, no whitespace).
+
+    Arguments too deeply nested to serialise get the digest of a fixed marker instead, so that a
+    hostile argument can never keep its call from being audited.
+    """
+    try:
+        text = json.dumps(args, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    except (RecursionError, ValueError):
+        text = '{"undigestable":true}'
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _clip(value: str | None, size: int) -> str | None:
+    """Keep caller-chosen text (a tool or product name as asked) within its column."""
+    if value is None or len(value) <= size:
+        return value
+    return value[: size - 1] + "…"
 
 
 class AuditRecord(BaseModel):
@@ -48,7 +67,18 @@ class AuditRecord(BaseModel):
     latency_ms: float = Field(ge=0)
     outcome: Outcome
     error_code: str | None = None
+    objects: list[str] | None = None  # physical objects the statement touched; None when none ran
     id: int | None = None  # set when read back
+
+    @field_validator("tool", mode="before")
+    @classmethod
+    def _clip_tool(cls, value: object) -> object:
+        return _clip(value, 100) if isinstance(value, str) else value
+
+    @field_validator("product", mode="before")
+    @classmethod
+    def _clip_product(cls, value: object) -> object:
+        return _clip(value, 200) if isinstance(value, str) else value
 
 
 class AuditLog:
@@ -61,10 +91,10 @@ class AuditLog:
 
     @classmethod
     def from_url(cls, url: str) -> AuditLog:
-        """An audit log on a SQLAlchemy URL (or SQLite file path), table created if missing."""
+        """An audit log on a SQLAlchemy URL (or SQLite file path), table created or upgraded if needed."""
         log = cls(engine_for(url), owns_engine=True)
         with write_transaction(log.engine) as conn:
-            audit.create(conn, checkfirst=True)
+            metadata.create_all(conn, tables=[audit], checkfirst=True)  # upgrades an older table too
         return log
 
     @classmethod
@@ -97,7 +127,10 @@ class AuditLog:
             with write_transaction(self.engine) as conn:
                 conn.execute(audit.insert().values(**values))
         except SQLAlchemyError as exc:
-            raise AuditError(f"could not write the audit record of {rec.tool} by {rec.principal}: {exc}") from exc
+            raise AuditError(
+                f"could not write the audit record of {rec.tool} by {rec.principal} ({_driver_reason(exc)}); "
+                "nothing was served"
+            ) from exc
 
     def query(
         self,
@@ -136,3 +169,10 @@ class AuditLog:
         except SQLAlchemyError as exc:
             raise AuditError(f"could not read the audit log: {exc}") from exc
         return [AuditRecord.model_validate(dict(row)) for row in rows]
+
+
+def _driver_reason(exc: SQLAlchemyError) -> str:
+    """The first line of the driver's message: SQLAlchemy's full text echoes the statement and its values."""
+    orig = getattr(exc, "orig", None) or exc
+    lines = str(orig).strip().splitlines()
+    return lines[0][:200] if lines and not isinstance(orig, SQLAlchemyError) else type(orig).__name__

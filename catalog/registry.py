@@ -33,7 +33,7 @@ from catalog.contract import ProductContract
 from catalog.errors import ContractError, ContractProblem, NotFoundError, RegistrationError
 from catalog.versioning import ContractDiff, canonical_json, content_hash, diff_contracts, version_refusal
 
-__all__ = ["HistoryEntry", "ProductSummary", "RegistrationResult", "Registry", "SearchHit"]
+__all__ = ["HistoryEntry", "ProductSummary", "RegistrationResult", "Registry", "SearchHit", "unknown_product"]
 
 
 _INSERT_RACE_RETRIES = 3
@@ -345,14 +345,7 @@ class Registry:
         if row is not None:
             return row
         names = builtins.list(conn.execute(select(products.c.name).order_by(products.c.name)).scalars())
-        close = difflib.get_close_matches(name, names, n=3, cutoff=0.5)
-        if close:
-            hint = f"did you mean {', '.join(repr(c) for c in close)}?"
-        elif names:
-            hint = f"registered products: {', '.join(names[:20])}{' …' if len(names) > 20 else ''}"
-        else:
-            hint = "the registry is empty; register a contract first"
-        raise NotFoundError(f"no product {name!r}; {hint}")
+        raise unknown_product(name, names)
 
     def _versions(self, conn: Connection, name: str) -> builtins.list[str]:
         query = select(product_versions.c.version).where(product_versions.c.name == name)
@@ -390,6 +383,30 @@ class Registry:
                 )
             )
         return summaries
+
+
+def unknown_product(
+    name: str,
+    candidates: Sequence[str],
+    *,
+    listing: str = "registered products",
+    empty: str = "the registry is empty; register a contract first",
+) -> NotFoundError:
+    """The not-found error for product ``name``: close names among ``candidates``, else a listing of them.
+
+    The message names ``candidates`` only, so a caller answering a principal passes just the products
+    that principal may read (never every registered name). ``listing`` introduces the list of
+    candidates; ``empty`` is the hint when there are none.
+    """
+    names = sorted(candidates)
+    close = difflib.get_close_matches(name, names, n=3, cutoff=0.5)
+    if close:
+        hint = f"did you mean {', '.join(repr(c) for c in close)}?"
+    elif names:
+        hint = f"{listing}: {', '.join(names[:20])}{' …' if len(names) > 20 else ''}"
+    else:
+        hint = empty
+    return NotFoundError(f"no product {name!r}; {hint}")
 
 
 def _with_deprecation(text: str, deprecated: bool, note: str | None) -> ProductContract:

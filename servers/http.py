@@ -1,4 +1,9 @@
-"""The streamable-HTTP deployment: one shared service, bearer-token principals, loopback by default."""
+"""The streamable-HTTP deployment: one shared service, bearer-token principals, loopback by default.
+
+Middleware, outermost first: :class:`~servers.auth.BearerAuthMiddleware` (401 without a valid token),
+:class:`~servers.sessions.SessionGuardMiddleware` (sessions keep to their principal; refused requests
+are audited), then the SDK's streamable-HTTP app.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +17,7 @@ from catalog.errors import ConfigError
 from servers.auth import BearerAuthMiddleware
 from servers.mcp import create_server
 from servers.service import DataProductsService
+from servers.sessions import SessionGuardMiddleware
 from servers.settings import Settings
 
 __all__ = ["create_http_app", "serve_http"]
@@ -45,7 +51,8 @@ def create_http_app(settings: Settings) -> Starlette:
             await service.aclose()
 
     app.router.lifespan_context = lifespan
-    app.add_middleware(BearerAuthMiddleware, settings=settings)
+    app.add_middleware(SessionGuardMiddleware, audit=service.audit)  # added first: runs inside auth
+    app.add_middleware(BearerAuthMiddleware, settings=settings, audit=service.audit)
     return app
 
 

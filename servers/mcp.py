@@ -5,32 +5,32 @@ Tools (each a few lines over :class:`~servers.service.DataProductsService`): ``s
 tool list is filtered by the configured allow-list. Errors come back as tool errors whose message
 says what would work.
 
+Every tool call and resource read leaves one audit row, refusals before the service included, and a
+crash reads as one ``internal_error`` line: see :mod:`servers._audited_server`, the one boundary.
+
 Who is calling: over HTTP, :mod:`servers.auth` maps the bearer token to a principal per request;
 over stdio (and in-process) the principal is fixed when the server is built.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Annotated, TypeVar, cast
+from typing import Annotated, cast
 
 from mcp.server.mcpserver import Context, MCPServer
-from mcp.server.mcpserver.exceptions import ResourceError, ToolError
 from mcp_types import ToolAnnotations
-from pydantic import Field
+from pydantic import Field, ValidationError
 
-from catalog.errors import DataProductsError
 from catalog.principal import Principal
 from catalog.query import Aggregate, Filter, OrderBy, Query
-from servers.auth import current_principal
+from servers._audited_server import AuditedMCPServer, Refused, argument_problems
 from servers.results import DocumentsResult, ProductDescription, QueryResult, SearchResult
 from servers.service import DataProductsService
 from servers.settings import Settings
 
 __all__ = ["create_server"]
 
-T = TypeVar("T")
 _READ_ONLY = ToolAnnotations(read_only_hint=True, destructive_hint=False, idempotent_hint=True, open_world_hint=False)
 
 INSTRUCTIONS = (
@@ -63,17 +63,16 @@ def create_server(
         async with DataProductsService.open(settings) as owned:
             yield owned
 
-    server: MCPServer[DataProductsService] = MCPServer(
-        "dataproducts", instructions=INSTRUCTIONS, lifespan=lifespan, version="0.1.0", log_level="WARNING"
+    server = AuditedMCPServer(
+        "dataproducts",
+        instructions=INSTRUCTIONS,
+        lifespan=lifespan,
+        version="0.1.0",
+        log_level="WARNING",
+        principal=principal,
     )
-    default_principal = principal
     allowed = set(settings.server.tools)
-
-    def caller() -> Principal:
-        found = current_principal() or default_principal
-        if found is None:
-            raise ToolError("not authenticated: send 'Authorization: Bearer <token>' with a configured token")
-        return found
+    caller = server.caller
 
     def svc(ctx: Context) -> DataProductsService:
         return cast(DataProductsService, ctx.request_context.lifespan_context)
@@ -87,7 +86,7 @@ def create_server(
             limit: Annotated[int, Field(ge=1, le=50)] = 10,
         ) -> SearchResult:
             """Find data products you may read, best match first."""
-            return await guarded(svc(ctx).search_products(caller(), query, limit=limit))
+            return await svc(ctx).search_products(caller(), query, limit=limit)
 
     if "describe_product" in allowed:
 
@@ -96,7 +95,7 @@ def create_server(
             product: Annotated[str, Field(description="product name, e.g. shop.orders")], ctx: Context
         ) -> ProductDescription:
             """A product's meaning: columns (type, unit, PII, masking), metrics, owner, freshness SLA."""
-            return await guarded(svc(ctx).describe_product(caller(), product))
+            return await svc(ctx).describe_product(caller(), product)
 
     if "query_product" in allowed:
 
@@ -128,9 +127,9 @@ def create_server(
                     limit=limit,
                     cursor=cursor,
                 )
-            except ValueError as exc:
-                raise ToolError(f"invalid_request: {exc}") from exc
-            return await guarded(svc(ctx).query_product(caller(), product, query))
+            except ValidationError as exc:
+                raise Refused("invalid_arguments", argument_problems(exc)) from exc
+            return await svc(ctx).query_product(caller(), product, query)
 
     if "run_sql" in allowed:
 
@@ -140,7 +139,7 @@ def create_server(
             ctx: Context,
         ) -> QueryResult:
             """Run one read-only SELECT over products (joins, CTEs, aggregates), governed like query_product."""
-            return await guarded(svc(ctx).run_sql(caller(), sql))
+            return await svc(ctx).run_sql(caller(), sql)
 
     if "search_documents" in allowed:
 
@@ -152,21 +151,10 @@ def create_server(
             k: Annotated[int, Field(ge=1, le=50)] = 10,
         ) -> DocumentsResult:
             """Find passages in products' indexed text (keyword + semantic); each hit cites its product and row."""
-            return await guarded(svc(ctx).search_documents(caller(), query, product=product, k=k))
+            return await svc(ctx).search_documents(caller(), query, product=product, k=k)
 
     @server.resource("product://{name}", mime_type="application/json", description="A product as you may see it")
     async def product_resource(name: str, ctx: Context) -> str:
-        try:
-            return await svc(ctx).product_document(caller(), name)
-        except DataProductsError as exc:
-            raise ResourceError(f"{exc.code}: {exc.message}") from exc
+        return await svc(ctx).product_document(caller(), name)
 
     return server
-
-
-async def guarded(work: Awaitable[T]) -> T:
-    """Await a use case; its errors become tool errors the agent reads and corrects."""
-    try:
-        return await work
-    except DataProductsError as exc:
-        raise ToolError(f"{exc.code}: {exc.message}") from exc

@@ -4,12 +4,16 @@ Each use case resolves the product from the registry, asks :mod:`catalog.policy`
 may see, compiles one governed statement (:mod:`catalog.compile` / :mod:`catalog.sqlguard`), runs
 it on the product's connector under the configured limits, and records exactly one audit row. If
 the audit row cannot be written the call fails (fail closed): nothing unaudited is served.
+
+What a principal is told names only products it may read: an unknown name suggests readable products
+only, and lineage lists readable products only. A product that exists but is not readable answers
+``access_denied`` with the policy's reason, so that the principal can ask its owner for access.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, TypeVar
 
 import anyio
@@ -22,13 +26,14 @@ from catalog.errors import AccessDeniedError, DataProductsError, NotFoundError
 from catalog.policy import GovernedView, can_read, govern
 from catalog.principal import Principal
 from catalog.query import Query, RowSet
-from catalog.registry import Registry
+from catalog.registry import Registry, unknown_product
 from catalog.sqlguard import connection_of, parse_product_sql, rewrite_sql
 from catalog.values import json_value
 from connectors import connector_for
 from connectors.base import Connector
 from embeddings.answer import Passage
 from embeddings.retrieval import RetrievedChunk
+from servers._audit_trail import write_audit
 from servers._statements import StatementCache
 from servers.results import (
     DocumentHit,
@@ -48,12 +53,17 @@ T = TypeVar("T")
 
 
 class _CallStats:
-    """What a use case reports back to its audit row."""
+    """What a use case reports back to its audit row.
+
+    ``objects`` lists the physical objects (tables, views) the statements of the call touched, as the
+    plan or the store's authorizer reports them; it stays empty when no statement ran.
+    """
 
     def __init__(self) -> None:
         self.product: str | None = None
         self.rows = 0
         self.bytes = 0
+        self.objects: list[str] = []
 
 
 class DataProductsService:
@@ -175,9 +185,7 @@ class DataProductsService:
         self, principal: Principal, text: str, *, product: str | None, k: int
     ) -> list[RetrievedChunk]:
         if product is not None:
-            contract = await self.contract(product)
-            govern(contract, principal)  # raises AccessDeniedError with the reason
-            readable = [contract]
+            readable = [(await self._view(product, principal)).contract]  # AccessDeniedError with the reason
         else:
             readable = await self.readable_products(principal)
         return await self.retrieval.search(
@@ -193,8 +201,7 @@ class DataProductsService:
 
         async def run(stats: _CallStats) -> ProductDescription:
             stats.product = name
-            view = govern(await self.contract(name), principal)
-            return describe(view)
+            return await self._description(name, principal)
 
         return await self._audited(principal, "describe_product", {"product": name}, run)
 
@@ -207,7 +214,7 @@ class DataProductsService:
 
         async def run(stats: _CallStats) -> QueryResult:
             stats.product = name
-            view = govern(await self.contract(name), principal)
+            view = await self._view(name, principal)
             connector = await self.connector(view.contract.source.connection)
             compiled, sql = self._statements.compiled(
                 view, query, limits=self.settings.limits, dialect=connector.dialect, hash_salt=self._salt
@@ -236,7 +243,7 @@ class DataProductsService:
             # parsing and rewriting run in a worker thread: a large statement never holds up the event loop
             parsed = await anyio.to_thread.run_sync(lambda: parse_product_sql(sql, limits=limits))
             stats.product = ",".join(parsed.products)
-            views = {name: govern(await self.contract(name), principal) for name in parsed.products}
+            views = {name: await self._view(name, principal) for name in parsed.products}
             connector = await self.connector(connection_of(views))
             statement = await anyio.to_thread.run_sync(
                 lambda: rewrite_sql(parsed, views, dialect=connector.dialect, hash_salt=self._salt, limits=limits)
@@ -255,22 +262,23 @@ class DataProductsService:
 
         async def run(stats: _CallStats) -> str:
             stats.product = name
-            return describe(govern(await self.contract(name), principal)).model_dump_json(indent=2)
+            return (await self._description(name, principal)).model_dump_json(indent=2)
 
         return await self._audited(principal, "read_resource", {"uri": f"product://{name}"}, run)
 
     async def readable_products(self, principal: Principal) -> list[ProductContract]:
-        """Every registered product the principal may read (for resource listings)."""
+        """Every registered product the principal may read (for listings and suggestions)."""
         contracts = await anyio.to_thread.run_sync(self.registry.list_contracts)
         return [c for c in contracts if can_read(c, principal)]
 
     # -- shared plumbing ---------------------------------------------------------------------------
 
     async def contract(self, name: str) -> ProductContract:
-        """The latest registered contract, cached for a couple of seconds.
+        """The latest registered contract, cached for a couple of seconds (operator use: no policy).
 
         Raises:
-            NotFoundError: no such product; the message lists close names.
+            NotFoundError: no such product; the message lists close names among *all* products, so
+                use cases answering a principal go through :meth:`_view` instead.
         """
         now = time.monotonic()
         cached = self._contracts.get(name)
@@ -279,6 +287,42 @@ class DataProductsService:
         contract = await anyio.to_thread.run_sync(self.registry.get, name)
         self._contracts[name] = (now, contract)
         return contract
+
+    async def _view(self, name: str, principal: Principal) -> GovernedView:
+        """``name`` as ``principal`` may see it.
+
+        Raises:
+            NotFoundError: no such product; the message suggests only products the principal may read.
+            AccessDeniedError: the product exists and the policy does not grant the principal access.
+        """
+        try:
+            contract = await self.contract(name)
+        except NotFoundError:
+            readable = [c.name for c in await self.readable_products(principal)]
+            raise unknown_product(
+                name,
+                readable,
+                listing="products you may read",
+                empty="you may read no products; ask a product's owner for access",
+            ) from None
+        return govern(contract, principal)
+
+    async def _description(self, name: str, principal: Principal) -> ProductDescription:
+        """The described product; its lineage names only products the principal may read."""
+        description = describe(await self._view(name, principal))
+        description.upstream = await self._readable_names(description.upstream, principal)
+        return description
+
+    async def _readable_names(self, names: Iterable[str], principal: Principal) -> list[str]:
+        readable = []
+        for name in names:
+            try:
+                contract = await self.contract(name)
+            except NotFoundError:
+                continue
+            if can_read(contract, principal):
+                readable.append(name)
+        return readable
 
     async def connector(self, name: str) -> Connector:
         """The open connector of a configured connection (opened once, shared)."""
@@ -316,8 +360,9 @@ class DataProductsService:
             latency_ms=(time.perf_counter() - started) * 1000,
             outcome=outcome,
             error_code=code,
+            objects=sorted(set(stats.objects)) or None,
         )
-        await anyio.to_thread.run_sync(self.audit.record, record)  # raises AuditError: fail closed
+        await write_audit(self.audit, record)  # raises AuditError: fail closed
         if failure is not None:
             raise failure
         return result

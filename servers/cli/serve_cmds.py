@@ -115,7 +115,7 @@ def audit(
     limit: Annotated[int, typer.Option(help="at most this many rows, newest first")] = 50,
     as_json: Annotated[bool, typer.Option("--json", help="JSON lines instead of a table")] = False,
 ) -> None:
-    """List audit records of served calls."""
+    """List audit records of served and refused requests, with the physical objects each statement read."""
     registry = state(ctx).registry()
     start = datetime.now(UTC) - parse_duration(since) if since else None
     try:
@@ -128,7 +128,7 @@ def audit(
         for record in records:
             typer.echo(record.model_dump_json())
         return
-    table = Table("time (UTC)", "principal", "tool", "product", "outcome", "rows", "bytes", "ms", "error")
+    table = Table("time (UTC)", "principal", "tool", "product", "outcome", "rows", "bytes", "ms", "error", "objects")
     for r in records:
         table.add_row(
             f"{r.time:%Y-%m-%d %H:%M:%S}",
@@ -136,10 +136,11 @@ def audit(
             r.tool,
             r.product or "",
             r.outcome,
-            str(r.rows),
-            str(r.bytes),
+            "" if r.rows is None else str(r.rows),
+            "" if r.bytes is None else str(r.bytes),
             f"{r.latency_ms:.1f}",
             r.error_code or "",
+            ", ".join(r.objects or []),
         )
     console.print(table)
 

@@ -105,3 +105,54 @@ def test_an_audit_log_opened_by_url_shares_the_registry_database(tmp_path: Path)
         log.record(record())
     with Registry.from_url(url) as registry:
         assert [r.principal for r in AuditLog.from_registry(registry).query()] == ["alice"]
+
+
+def test_the_objects_a_statement_touched_read_back_as_written(log: AuditLog) -> None:
+    log.record(record(objects=["main.orders", "main.customers"]))
+    log.record(record(time=T0 + timedelta(minutes=1), objects=None))
+    assert [r.objects for r in log.query()] == [None, ["main.orders", "main.customers"]]
+
+
+@pytest.mark.parametrize("reopen", ["registry", "audit_log"])
+def test_opening_a_registry_from_before_objects_adds_the_column_and_keeps_its_rows(
+    registry: Registry, reopen: str
+) -> None:
+    url = registry.engine.url.render_as_string(hide_password=False)
+    AuditLog(registry).record(record())
+    with registry.engine.begin() as conn:
+        conn.execute(text("ALTER TABLE dp_audit DROP COLUMN objects"))
+    opened = Registry.from_url(url) if reopen == "registry" else AuditLog.from_url(url)
+    try:
+        log = AuditLog(opened.engine)
+        log.record(record(time=T0 + timedelta(minutes=1), objects=["orders"]))
+        assert [r.objects for r in log.query()] == [["orders"], None]
+    finally:
+        opened.close()
+    with Registry.from_url(url) as again:  # upgrading twice changes nothing
+        assert len(AuditLog(again).query()) == 2
+
+
+def test_a_failed_write_names_the_driver_reason_but_not_the_statement_or_its_values(
+    registry: Registry, log: AuditLog
+) -> None:
+    with registry.engine.begin() as conn:
+        conn.execute(text("DROP TABLE dp_audit"))
+    with pytest.raises(AuditError) as info:
+        log.record(record(principal="alice-secret-marker"))
+    message = info.value.message
+    assert "INSERT" not in message and "parameters" not in message and "\n" not in message
+    assert message.count("alice-secret-marker") == 1  # the principal, once, not the echoed values
+
+
+def test_arguments_too_deeply_nested_to_serialise_still_have_a_digest() -> None:
+    deep: object = 1
+    for _ in range(100_000):
+        deep = [deep]
+    assert len(digest_args({"where": deep})) == 64
+
+
+def test_names_as_a_caller_asked_them_are_clipped_to_their_columns(log: AuditLog) -> None:
+    log.record(record(tool="t" * 500, product="p" * 500))
+    [back] = log.query()
+    assert len(back.tool) == 100 and back.tool.endswith("…")
+    assert back.product is not None and len(back.product) == 200

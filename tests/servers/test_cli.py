@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -9,8 +10,11 @@ import pytest
 from mcp import Client, StdioServerParameters
 from typer.testing import CliRunner
 
+from catalog.audit import AuditLog, AuditRecord, digest_args
+from catalog.registry import Registry
 from servers.cli import app
 from servers.demo import DemoWorkspace
+from servers.settings import load_settings
 
 runner = CliRunner()
 
@@ -105,3 +109,23 @@ async def test_serve_over_stdio_acts_as_the_configured_stdio_principal(demo: Dem
         assert not result.is_error, result.content
         assert result.structured_content is not None
         assert result.structured_content["masked_columns"] == ["email"]  # stdio_principal is ana
+
+
+def test_audit_shows_the_objects_each_statement_touched(demo: DemoWorkspace) -> None:
+    settings = load_settings(demo.config_path)
+    with Registry.from_url(settings.resolved_registry_url()) as registry:
+        row = AuditRecord(
+            principal="cli-objects-probe",
+            tool="run_sql",
+            args_digest=digest_args({}),
+            latency_ms=1.0,
+            outcome="ok",
+            objects=["main.orders", "main.customers"],
+        )
+        AuditLog.from_registry(registry).record(row)
+    code, output = run(demo, "audit", "--principal", "cli-objects-probe", "--json")
+    assert code == 0 and json.loads(output)["objects"] == ["main.orders", "main.customers"]
+    wide = runner.invoke(
+        app, ["--config", str(demo.config_path), "audit", "--principal", "cli-objects-probe"], env={"COLUMNS": "200"}
+    )
+    assert wide.exit_code == 0 and "main.orders, main.customers" in wide.output

@@ -16,7 +16,9 @@ import uvicorn
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
+from catalog.audit import AuditLog
 from catalog.errors import ConfigError
+from catalog.registry import Registry
 from servers.demo import DemoWorkspace
 from servers.http import create_http_app
 from servers.settings import Settings
@@ -107,3 +109,97 @@ def test_http_refuses_to_start_without_any_token_configured(settings: Settings) 
     )
     with pytest.raises(ConfigError, match="token_sha256"):
         create_http_app(tokenless)
+
+
+@pytest.fixture
+def audit_log(settings: Settings) -> Iterator[AuditLog]:
+    registry = Registry.from_url(settings.resolved_registry_url())
+    try:
+        yield AuditLog.from_registry(registry)
+    finally:
+        registry.close()
+
+
+def test_a_refused_token_leaves_one_anonymous_audit_row(server_url: str, audit_log: AuditLog) -> None:
+    before = len(audit_log.query(principal="anonymous", limit=10_000))
+    httpx.post(server_url, json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"})
+    httpx.post(server_url, json={}, headers={"Authorization": "Bearer not-a-configured-token"})
+    rows = audit_log.query(principal="anonymous", limit=10_000)
+    assert len(rows) == before + 2
+    assert {(r.tool, r.outcome, r.error_code) for r in rows[:2]} == {("http", "denied", "unauthorized")}
+
+
+async def test_a_refused_tool_call_over_http_leaves_one_row_as_the_caller(
+    server_url: str, demo: DemoWorkspace, audit_log: AuditLog
+) -> None:
+    async with http_client(server_url, demo.tokens["sam"]) as sam:
+        before = len(audit_log.query(principal="sam", limit=10_000))
+        result = await sam.call_tool("query_product", {"product": "shop.orders", "limit": 0})
+        assert result.is_error
+        rows = audit_log.query(principal="sam", limit=10_000)
+    assert len(rows) == before + 1
+    assert (rows[0].tool, rows[0].error_code, rows[0].product) == ("query_product", "invalid_arguments", "shop.orders")
+
+
+async def test_a_session_cannot_be_used_or_ended_with_another_principals_token(
+    server_url: str, demo: DemoWorkspace, audit_log: AuditLog
+) -> None:
+    opened: list[str] = []
+
+    async def remember_session(response: httpx2.Response) -> None:
+        if "mcp-session-id" in response.headers:
+            opened.append(response.headers["mcp-session-id"])
+
+    ana_headers = {"Authorization": f"Bearer {demo.tokens['ana']}"}
+    async with (
+        httpx2.AsyncClient(headers=ana_headers, timeout=30, event_hooks={"response": [remember_session]}) as transport,
+        Client(streamable_http_client(server_url, http_client=transport), mode="legacy") as ana,
+    ):
+        await query(ana, product="shop.orders", limit=1)
+        session = opened[0]
+        before = len(audit_log.query(principal="sam", limit=10_000))
+        sam = {"Authorization": f"Bearer {demo.tokens['sam']}", "Mcp-Session-Id": session}
+        call = {"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": {"name": "run_sql", "arguments": {}}}
+        accept = {"Accept": "application/json, text/event-stream"}
+        attempts = [
+            httpx.post(server_url, json=call, headers={**sam, **accept}),
+            httpx.get(server_url, headers={**sam, "Accept": "text/event-stream"}),
+            httpx.delete(server_url, headers=sam),
+        ]
+        # answered exactly as an unknown session is: the id's existence is not confirmed
+        unknown = httpx.delete(server_url, headers={**sam, "Mcp-Session-Id": "0" * 32})
+        assert [(r.status_code, r.json()) for r in attempts] == [(unknown.status_code, unknown.json())] * 3
+        assert unknown.status_code == 404
+        rows = audit_log.query(principal="sam", limit=10_000)
+        assert len(rows) == before + 4
+        assert [(r.tool, r.outcome, r.error_code) for r in rows[:4]] == [
+            ("http", "error", "http_404"),
+            *[("http", "denied", "foreign_session")] * 3,
+        ]
+        still = await query(ana, product="shop.orders", limit=1)  # the session survived the attempts
+        assert still["row_count"] == 1
+
+
+async def test_a_tool_call_the_sdk_refuses_as_malformed_still_leaves_one_row(
+    server_url: str, demo: DemoWorkspace, audit_log: AuditLog
+) -> None:
+    opened: list[str] = []
+
+    async def remember_session(response: httpx2.Response) -> None:
+        if "mcp-session-id" in response.headers:
+            opened.append(response.headers["mcp-session-id"])
+
+    ana_headers = {"Authorization": f"Bearer {demo.tokens['ana']}"}
+    async with (
+        httpx2.AsyncClient(headers=ana_headers, timeout=30, event_hooks={"response": [remember_session]}) as transport,
+        Client(streamable_http_client(server_url, http_client=transport), mode="legacy") as ana,
+    ):
+        await ana.list_tools()
+        before = len(audit_log.query(principal="ana", limit=10_000))
+        nameless = {"jsonrpc": "2.0", "id": 9, "method": "tools/call", "params": {"arguments": {"product": "x"}}}
+        headers = {**ana_headers, "Mcp-Session-Id": opened[0], "Accept": "application/json, text/event-stream"}
+        response = httpx.post(server_url, json=nameless, headers=headers)
+        assert response.status_code == 200 and '"code":-32602' in response.text
+        rows = audit_log.query(principal="ana", limit=10_000)
+    assert len(rows) == before + 1
+    assert (rows[0].tool, rows[0].outcome, rows[0].error_code) == ("tools/call", "error", "invalid_params")

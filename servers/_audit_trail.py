@@ -1,0 +1,84 @@
+"""One audit row per request, whichever layer ends it.
+
+Three layers can end a request: the HTTP middleware (401, a session of another principal, a request
+the transport refuses), the MCP server (unknown tool, invalid arguments, a crash outside the service)
+and the service's use cases (everything that reaches them). The innermost layer that ends a request
+writes its row with :func:`write_audit`; each outer layer opens an :func:`audit_scope` and writes a row
+only when its scope ends with none. Scopes nest: a row written inside an inner scope counts for the
+outer ones too.
+
+The scope lives in a context variable. The MCP SDK runs a message's handler in a copy of the context
+of the HTTP request that carried it (that is how the authenticated principal reaches the tools), so
+the handler's rows land in the HTTP request's scope.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import Any
+
+import anyio.to_thread
+
+from catalog.audit import AuditLog, AuditRecord, Outcome, digest_args
+
+__all__ = ["ANONYMOUS", "audit_scope", "refusal", "write_audit"]
+
+#: The principal of a refused request that carried no valid credential.
+ANONYMOUS = "anonymous"
+
+_written: ContextVar[list[AuditRecord] | None] = ContextVar("dataproducts_audit_written", default=None)
+
+
+@contextmanager
+def audit_scope() -> Iterator[list[AuditRecord]]:
+    """Collect the audit rows written until the block ends (an empty list: nobody audited it yet)."""
+    parent = _written.get()
+    rows: list[AuditRecord] = []
+    token = _written.set(rows)
+    try:
+        yield rows
+    finally:
+        _written.reset(token)
+        if parent is not None:
+            parent.extend(rows)
+
+
+async def write_audit(log: AuditLog, record: AuditRecord) -> None:
+    """Write ``record`` in a worker thread and count it for the open scopes.
+
+    Raises:
+        AuditError: the row could not be written; the caller must refuse the request (fail closed).
+    """
+    await anyio.to_thread.run_sync(log.record, record)
+    rows = _written.get()
+    if rows is not None:
+        rows.append(record)
+
+
+def refusal(
+    principal: str,
+    tool: str,
+    args: Mapping[str, Any],
+    *,
+    code: str,
+    outcome: Outcome,
+    started: float,
+) -> AuditRecord:
+    """The row of a request refused before any use case ran (no statement, no rows).
+
+    ``tool`` and a ``product`` argument are kept as asked (clipped to their columns); ``started`` is a
+    :func:`time.perf_counter` reading taken when the request arrived.
+    """
+    product = args.get("product")
+    return AuditRecord(
+        principal=principal,
+        tool=tool or "?",
+        product=product if isinstance(product, str) and product else None,
+        args_digest=digest_args(args),
+        latency_ms=max(time.perf_counter() - started, 0.0) * 1000,
+        outcome=outcome,
+        error_code=code,
+    )

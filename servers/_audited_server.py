@@ -1,0 +1,247 @@
+"""The MCP server's one audit and error boundary for tool calls and resource reads.
+
+:class:`AuditedMCPServer` overrides ``MCPServer.call_tool`` and ``MCPServer.read_resource``, the two
+places every tool call and resource read passes through after the SDK has parsed the request, and a
+low-level middleware catches the requests the SDK refuses before that (malformed params). Each
+request leaves exactly one audit row (see :mod:`servers._audit_trail`): the use case writes it when the
+call reaches the service; otherwise the boundary writes one for the refusal — an unknown tool
+(``unknown_tool``), arguments that fail the tool's schema (``invalid_arguments``), a caller that is
+not authenticated (``unauthorized``), a crash (``internal_error``), a malformed request
+(``invalid_params``), a protocol error raised inside (``protocol_error``).
+
+Every failure reaches the client as one line starting with its code, e.g. ``not_found: no product
+'shop.ordrs'; did you mean 'shop.orders'?``; a resource that does not exist answers the spec's
+resource-not-found error (-32602). An exception that is not a
+:class:`~catalog.errors.DataProductsError` is a bug: the client reads ``internal_error: <type>``, the
+traceback goes to the log, never to the client.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
+from mcp.server.lowlevel.helper_types import ReadResourceContents
+from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver.exceptions import (
+    ResourceError,
+    ResourceNotFoundError,
+    ToolError,
+    UnexpectedToolError,
+)
+from mcp.shared.exceptions import MCPError
+from mcp_types import CallToolResult, InputRequiredResult
+from pydantic import AnyUrl, ValidationError
+
+from catalog.audit import Outcome
+from catalog.errors import AccessDeniedError, AuditError, DataProductsError
+from catalog.principal import Principal
+from servers._audit_trail import ANONYMOUS, audit_scope, refusal, write_audit
+from servers.auth import current_principal
+from servers.service import DataProductsService
+
+__all__ = ["AuditedMCPServer", "Refused"]
+
+logger = logging.getLogger(__name__)
+
+_AUDITED_METHODS = frozenset({"tools/call", "resources/read"})
+_MAX_PROBLEMS = 4
+_EXAMPLE_URI = "product://shop.orders"
+
+
+class Refused(ToolError):
+    """A request refused before the service layer, with the code its audit row and message carry."""
+
+    def __init__(self, code: str, message: str, *, outcome: Outcome = "error") -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.outcome = outcome
+
+
+class AuditedMCPServer(MCPServer[DataProductsService]):
+    """An MCPServer whose tool calls and resource reads each leave one audit row and fail in one line.
+
+    ``principal`` is the caller of requests that carry no authenticated principal (stdio, in-process);
+    None refuses them.
+    """
+
+    def __init__(self, *args: Any, principal: Principal | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.default_principal = principal
+        self.middleware.append(self._audit_refused_requests)
+
+    def caller(self) -> Principal:
+        """Who is calling: the principal of the HTTP request, else the server's default.
+
+        Raises:
+            Refused: nobody is authenticated (``unauthorized``).
+        """
+        found = current_principal() or self.default_principal
+        if found is None:
+            raise Refused(
+                "unauthorized",
+                "not authenticated: send 'Authorization: Bearer <token>' with a configured token",
+                outcome="denied",
+            )
+        return found
+
+    async def call_tool(
+        self, name: str, arguments: dict[str, Any], context: Context[DataProductsService, Any] | None = None
+    ) -> CallToolResult | InputRequiredResult:
+        started = time.perf_counter()
+        with audit_scope() as written:
+            try:
+                if self._tool_manager.get_tool(name) is None:  # the lookup the SDK makes next, answered here
+                    known = ", ".join(sorted(tool.name for tool in await self.list_tools()))
+                    raise Refused("unknown_tool", f"no tool {name[:100]!r}; the tools are {known}")
+                return await super().call_tool(name, arguments, context)
+            except MCPError:  # a protocol error the SDK answers as such
+                if not written:
+                    await self._audit_refusal(context, name, arguments, "protocol_error", "error", started, ToolError)
+                raise
+            except Exception as exc:
+                code, outcome, message = _failure(exc, f"tool {name[:100]!r}")
+                if not written:
+                    await self._audit_refusal(context, name, arguments, code, outcome, started, ToolError)
+                raise ToolError(message) from exc
+
+    async def read_resource(
+        self, uri: AnyUrl | str, context: Context[DataProductsService, Any] | None = None
+    ) -> Iterable[ReadResourceContents] | InputRequiredResult:
+        started = time.perf_counter()
+        with audit_scope() as written:
+            try:
+                return await super().read_resource(uri, context)
+            except MCPError:
+                if not written:
+                    args = {"uri": str(uri)}
+                    await self._audit_refusal(
+                        context, "read_resource", args, "protocol_error", "error", started, ResourceError
+                    )
+                raise
+            except Exception as exc:
+                code, outcome, message = _resource_failure(exc, str(uri))
+                if not written:
+                    args = {"uri": str(uri)}
+                    await self._audit_refusal(context, "read_resource", args, code, outcome, started, ResourceError)
+                raise (ResourceNotFoundError if code == "not_found" else ResourceError)(message) from exc
+
+    async def _audit_refusal(
+        self,
+        context: Context[DataProductsService, Any] | None,
+        tool: str,
+        args: Mapping[str, Any],
+        code: str,
+        outcome: Outcome,
+        started: float,
+        error: type[Exception],
+    ) -> None:
+        """Write the row of a request no use case audited; raise ``error`` (fail closed) if it cannot be written."""
+        try:
+            service = context.request_context.lifespan_context if context is not None else None
+        except ValueError:  # called outside a request (direct use of call_tool): nothing is served
+            service = None
+        if not isinstance(service, DataProductsService):
+            return
+        found = current_principal() or self.default_principal
+        record = refusal(found.name if found else ANONYMOUS, tool, args, code=code, outcome=outcome, started=started)
+        try:
+            await write_audit(service.audit, record)
+        except AuditError as exc:
+            raise error(f"{exc.code}: {exc.message}") from exc
+
+    async def _audit_refused_requests(
+        self, ctx: ServerRequestContext[DataProductsService, Any], call_next: CallNext
+    ) -> HandlerResult:
+        """Low-level middleware: a tool call or resource read the SDK refuses as malformed gets its row."""
+        if ctx.method not in _AUDITED_METHODS:
+            return await call_next(ctx)
+        started = time.perf_counter()
+        with audit_scope() as written:
+            try:
+                return await call_next(ctx)
+            except Exception:
+                params = ctx.params if isinstance(ctx.params, Mapping) else {}
+                if not written and isinstance(ctx.lifespan_context, DataProductsService):
+                    name = params.get("name") if ctx.method == "tools/call" else "read_resource"
+                    found = current_principal() or self.default_principal
+                    record = refusal(
+                        found.name if found else ANONYMOUS,
+                        name if isinstance(name, str) else ctx.method,
+                        params,
+                        code="invalid_params",
+                        outcome="error",
+                        started=started,
+                    )
+                    await write_audit(ctx.lifespan_context.audit, record)  # AuditError: the request fails
+                raise
+
+
+def _failure(exc: Exception, subject: str) -> tuple[str, Outcome, str]:
+    """The audit code, outcome and one-line message of a failed tool call or resource read.
+
+    ``exc`` is what the SDK raised: its wrappers (``ToolError``, ``ResourceError`` and their
+    ``Unexpected*`` forms) keep the original as ``__cause__``.
+    """
+    origin: BaseException = exc
+    while isinstance(origin, ToolError | ResourceError) and not isinstance(origin, Refused):
+        if origin.__cause__ is None:
+            break
+        origin = origin.__cause__
+    if isinstance(origin, Refused):
+        return origin.code, origin.outcome, str(origin)
+    if isinstance(origin, DataProductsError):
+        outcome: Outcome = "denied" if isinstance(origin, AccessDeniedError) else "error"
+        return origin.code, outcome, f"{origin.code}: {_one_line(origin.message)}"
+    if isinstance(origin, ValidationError) and not _is_crash(exc):
+        return "invalid_arguments", "error", f"invalid_arguments: {argument_problems(origin)}"
+    if origin is exc and isinstance(exc, ToolError | ResourceError):  # raised by the SDK with no cause
+        return "invalid_request", "error", f"invalid_request: {_one_line(str(exc))}"
+    logger.error("%s failed unexpectedly", subject, exc_info=origin)
+    return "internal_error", "error", f"internal_error: {type(origin).__name__} in {subject}; the server logged it"
+
+
+def _resource_failure(exc: Exception, uri: str) -> tuple[str, Outcome, str]:
+    if isinstance(exc, ResourceNotFoundError) and exc.__cause__ is None:  # no resource or template matches
+        return "not_found", "error", f"not_found: no resource {uri[:200]!r}; read product://<name>, e.g. {_EXAMPLE_URI}"
+    return _failure(exc, f"resource {uri[:200]!r}")
+
+
+def _is_crash(exc: BaseException) -> bool:
+    """True when the SDK marked the failure unexpected (e.g. a result that fails its output schema)."""
+    link: BaseException | None = exc
+    while link is not None:
+        if isinstance(link, UnexpectedToolError):
+            return True
+        link = link.__cause__
+    return False
+
+
+def argument_problems(error: ValidationError) -> str:
+    """The argument errors in one line: where and what, never the values sent.
+
+    When a validator said what was wrong (``value_error``), only those errors are given: a union
+    argument (a filter is a condition or an and/or group) otherwise lists a mismatch per alternative.
+    """
+    errors = error.errors(include_url=False, include_input=False, include_context=False)
+    errors = [e for e in errors if e["type"] == "value_error"] or errors
+    problems = []
+    for err in errors:
+        where = ".".join(str(p) for p in err["loc"] if isinstance(p, int) or _is_field(p)) or "arguments"
+        problem = f"{where}: {err['msg'].removeprefix('Value error, ')}"
+        if problem not in problems:
+            problems.append(problem)
+    more = len(problems) - _MAX_PROBLEMS
+    return "; ".join(problems[:_MAX_PROBLEMS]) + (f" (and {more} more)" if more > 0 else "")
+
+
+def _is_field(part: str) -> bool:
+    """A field name, not a union member's tag such as ``Condition`` or ``function-after[...]``."""
+    return part.isidentifier() and part == part.lower()
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
