@@ -1,20 +1,25 @@
 """The streamable-HTTP deployment: one shared service, bearer-token principals, loopback by default.
 
 Middleware, outermost first: :class:`~servers.auth.BearerAuthMiddleware` (401 without a valid token),
-:class:`~servers.sessions.SessionGuardMiddleware` (sessions keep to their principal; refused requests
-are audited), then the SDK's streamable-HTTP app.
+:class:`~servers._body_limit.BodyLimitMiddleware` (413 for a body over ``server.max_request_bytes``,
+before any JSON is parsed), :class:`~servers.sessions.SessionGuardMiddleware` (sessions keep to their
+principal; refused requests are audited), then the SDK's streamable-HTTP app.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import uvicorn
 from starlette.applications import Starlette
+from starlette.types import Scope
 
 from catalog.errors import ConfigError
-from servers.auth import BearerAuthMiddleware
+from servers._audit_trail import ANONYMOUS, refusal, write_audit
+from servers._body_limit import BodyLimitMiddleware
+from servers.auth import BearerAuthMiddleware, current_principal, http_args
 from servers.mcp import create_server
 from servers.service import DataProductsService
 from servers.sessions import SessionGuardMiddleware
@@ -51,7 +56,21 @@ def create_http_app(settings: Settings) -> Starlette:
             await service.aclose()
 
     app.router.lifespan_context = lifespan
-    app.add_middleware(SessionGuardMiddleware, audit=service.audit)  # added first: runs inside auth
+    app.add_middleware(SessionGuardMiddleware, audit=service.audit)  # added first: runs innermost
+
+    async def audit_too_large(scope: Scope, size: int) -> None:
+        principal = current_principal()
+        record = refusal(
+            principal.name if principal else ANONYMOUS,
+            "http",
+            {**http_args(scope), "bytes": str(size)},
+            code="request_too_large",
+            outcome="error",
+            started=time.perf_counter(),
+        )
+        await write_audit(service.audit, record)
+
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.server.max_request_bytes, on_refused=audit_too_large)
     app.add_middleware(BearerAuthMiddleware, settings=settings, audit=service.audit)
     return app
 

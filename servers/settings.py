@@ -78,6 +78,9 @@ class ServerConfig(BaseModel):
     port: int = Field(default=8765, ge=1, le=65535)
     path: str = "/mcp"
     tools: list[ToolName] = Field(default_factory=lambda: list(get_args(ToolName)), description="tool allow-list")
+    max_request_bytes: int = Field(
+        default=1_048_576, ge=16_384, description="HTTP request bodies over this size get 413 before they are parsed"
+    )
 
 
 class ModelsConfig(BaseModel):

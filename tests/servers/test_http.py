@@ -203,3 +203,36 @@ async def test_a_tool_call_the_sdk_refuses_as_malformed_still_leaves_one_row(
         rows = audit_log.query(principal="ana", limit=10_000)
     assert len(rows) == before + 1
     assert (rows[0].tool, rows[0].outcome, rows[0].error_code) == ("tools/call", "error", "invalid_params")
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "streamed"])
+def test_a_body_over_the_limit_is_refused_before_it_is_parsed_and_audited(
+    server_url: str, demo: DemoWorkspace, settings: Settings, chunked: bool
+) -> None:
+    sql = "SELECT count(*) FROM shop.orders WHERE order_id IN (" + ",".join(["1"] * 1_000_000) + ")"
+    body = httpx.Request(
+        "POST",
+        server_url,
+        json={
+            "jsonrpc": "2.0",
+            "id": 1,
+            "method": "tools/call",
+            "params": {"name": "run_sql", "arguments": {"sql": sql}},
+        },
+    ).read()
+    assert len(body) > settings.server.max_request_bytes
+    headers = {
+        "Authorization": f"Bearer {demo.tokens['ana']}",
+        "Content-Type": "application/json",
+        "Accept": "application/json, text/event-stream",
+    }
+    content: Any = iter([body[i : i + 65536] for i in range(0, len(body), 65536)]) if chunked else body
+    response = httpx.post(server_url, content=content, headers=headers, timeout=30)
+    assert response.status_code == 413
+    assert response.json()["error"]["code"] == "request_too_large"
+    registry = Registry.from_url(settings.resolved_registry_url())
+    try:
+        (row,) = AuditLog.from_registry(registry).query(principal="ana", tool="http", limit=1)
+    finally:
+        registry.close()
+    assert row.error_code == "request_too_large" and row.outcome == "error"
