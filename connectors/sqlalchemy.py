@@ -53,7 +53,7 @@ from connectors._common import (
     timeout_message,
     unknown_table,
 )
-from connectors.base import Capabilities, ConnectionConfig, Connector, IntrospectedColumn, TableSchema
+from connectors.base import Capabilities, ConnectionConfig, Connector, IntrospectedColumn, Prepared, TableSchema
 
 __all__ = ["SQLAlchemyConnector"]
 
@@ -193,7 +193,12 @@ class SQLAlchemyConnector(Connector):
 
     # -- the contract --------------------------------------------------------------------------
 
-    async def execute(self, statement: exp.Query | str, limits: Limits) -> RowSet:
+    async def execute(self, statement: exp.Query | str | Prepared, limits: Limits, *, governed: bool = False) -> RowSet:
+        if governed or isinstance(statement, Prepared):
+            prepared = self.prepared(statement)
+            rowset = await anyio.to_thread.run_sync(self._execute_sync, prepared.sql, limits)
+            rowset.objects = prepared.objects
+            return rowset
         sql = self.render(statement)
         return await anyio.to_thread.run_sync(self._execute_sync, sql, limits)
 

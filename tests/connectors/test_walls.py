@@ -1,0 +1,239 @@
+"""Governed execution: statements carry governed sources, run prepared, and return what they returned before.
+
+Real SQLite, PostgreSQL and DuckDB stores filled with ``crm.people`` (tests/catalog/governance_fixtures).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import duckdb
+import pytest
+import yaml
+from hypothesis import given
+from pydantic import SecretStr
+from sqlglot import exp
+
+from catalog.compile import compile_query
+from catalog.contract import ProductContract
+from catalog.errors import DataProductsError, QueryExecutionError
+from catalog.policy import govern
+from catalog.principal import Principal
+from catalog.query import Limits, Query
+from catalog.sqlguard import parse_product_sql, rewrite_sql
+from connectors import ConnectionConfig, Connector, connector_for
+from connectors.base import Prepared
+from tests.catalog.governance_fixtures import (
+    ANALYST,
+    CONTRACT_YAML,
+    EU_ANALYST,
+    EU_ROWS,
+    PII_READER,
+    ROWS,
+    SALT,
+    contract,
+    fill_duckdb,
+    fill_postgres,
+    fill_sqlite,
+    leaked,
+    salted_md5,
+)
+from tests.catalog.test_governance_properties import PROPERTIES, aggregate_queries, principals, row_queries, sql_texts
+
+pytestmark = pytest.mark.anyio
+
+EVERYONE = pytest.mark.parametrize("principal", [EU_ANALYST, ANALYST, PII_READER], ids=lambda p: p.name)
+
+
+def open_store(kind: str, tmp_path: Path, request: pytest.FixtureRequest, **options: Any) -> Connector:
+    if kind == "sqlite":
+        fill_sqlite(tmp_path / "people.sqlite")
+        return connector_for(ConnectionConfig(name="crm", kind="sqlite", path=str(tmp_path / "people.sqlite")))
+    if kind == "duckdb":
+        fill_duckdb(tmp_path / "people.duckdb")
+        return connector_for(ConnectionConfig(name="crm", kind="duckdb", path=str(tmp_path / "people.duckdb")))
+    url = request.getfixturevalue("pg_url")
+    fill_postgres(url)
+    return connector_for(ConnectionConfig(name="crm", kind="postgresql", url=SecretStr(url), options=options))
+
+
+@pytest.fixture(params=["sqlite", "postgresql", "duckdb"])
+async def any_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Connector]:
+    store = open_store(request.param, tmp_path, request)
+    try:
+        yield store
+    finally:
+        await store.aclose()
+
+
+def product(version: str = "1.0.0", email_mask: str = "hash") -> ProductContract:
+    data = yaml.safe_load(CONTRACT_YAML)
+    data["version"] = version
+    data["policy"]["masking"][0]["method"] = email_mask
+    return ProductContract.model_validate(data)
+
+
+def compiled(store: Connector, principal: Principal, query: Query | None = None, **kw: Any) -> exp.Select:
+    view = govern(product(**kw), principal)
+    query = query or Query(columns=["person_id", "email", "region", "code"], order_by=[{"column": "person_id"}])
+    return compile_query(view, query, limits=Limits(), dialect=store.dialect, hash_salt=SALT).statement
+
+
+async def refused(store: Connector, statement: exp.Query | Prepared) -> str:
+    """The store's refusal of ``statement``: a clear message without raw values or the salt."""
+    with pytest.raises(QueryExecutionError) as caught:
+        await store.execute(statement, Limits(), governed=True)
+    message = caught.value.message
+    assert not leaked(message), leaked(message)
+    assert SALT not in message
+    return message
+
+
+# -- (a) governed statements return what they returned before ------------------------------------
+
+
+@EVERYONE
+async def test_a_governed_statement_returns_the_rows_it_returned_before(
+    any_store: Connector, principal: Principal
+) -> None:
+    statement = compiled(any_store, principal)
+    before = await any_store.execute(statement, Limits())
+    after = await any_store.execute(statement, Limits(), governed=True)
+    assert after.columns == before.columns and after.rows == before.rows
+    assert len(after.rows) == len(EU_ROWS if principal is EU_ANALYST else ROWS)
+
+
+@EVERYONE
+async def test_run_sql_statements_return_the_same_rows_behind_the_wall(
+    any_store: Connector, principal: Principal
+) -> None:
+    text = (
+        "SELECT region, count(*) AS n, count(DISTINCT p.email) AS e FROM crm.people p GROUP BY region ORDER BY region"
+    )
+    view = govern(contract(), principal)
+    statement = rewrite_sql(
+        parse_product_sql(text), {"crm.people": view}, dialect=any_store.dialect, hash_salt=SALT, limits=Limits()
+    )
+    before = await any_store.execute(statement, Limits())
+    after = await any_store.execute(statement, Limits(), governed=True)
+    assert after.rows == before.rows
+
+
+async def test_a_prepared_statement_runs_again_and_again(any_store: Connector) -> None:
+    prepared = any_store.prepare(compiled(any_store, EU_ANALYST))
+    first = await any_store.execute(prepared, Limits())
+    again = await any_store.execute(prepared, Limits(), governed=True)
+    assert first.rows == again.rows
+    assert [r[1] for r in first.rows] == [salted_md5(r[1]) for r in EU_ROWS]
+
+
+async def test_count_star_and_the_primary_key_alone_read_through_the_view(any_store: Connector) -> None:
+    counted = await any_store.execute(
+        compiled(any_store, ANALYST, Query(aggregates=[{"fn": "count"}])), Limits(), governed=True
+    )
+    assert counted.rows == [(len(ROWS),)]
+    keys = await any_store.execute(compiled(any_store, ANALYST, Query(columns=["person_id"])), Limits(), governed=True)
+    assert len(keys.rows) == len(ROWS)
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql", "duckdb"])
+def module_store(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Connector]:
+    """One store per kind for the whole module (hypothesis runs many examples against it)."""
+    tmp = tmp_path_factory.mktemp(f"walls-{request.param}")
+    if request.param == "postgresql":
+        url = request.getfixturevalue("pg_cluster").create_database(f"walls_{tmp.name}")
+        fill_postgres(url)
+        store = connector_for(ConnectionConfig(name="crm", kind="postgresql", url=SecretStr(url)))
+    else:
+        store = open_store(request.param, tmp, request)
+    try:
+        yield store
+    finally:
+        anyio.run(store.aclose)
+
+
+def outcome(store: Connector, statement: exp.Query, *, governed: bool) -> Counter[tuple[Any, ...]] | str:
+    try:
+        return Counter(anyio.run(lambda: store.execute(statement, Limits(), governed=governed)).rows)
+    except DataProductsError as exc:
+        return type(exc).__name__
+
+
+@PROPERTIES
+@given(principal=principals, raw=row_queries | aggregate_queries)
+def test_any_structured_query_returns_the_same_rows_behind_the_wall(
+    module_store: Connector, principal: Principal, raw: dict[str, Any]
+) -> None:
+    try:
+        statement = compile_query(
+            govern(contract(), principal),
+            Query.model_validate(raw),
+            limits=Limits(),
+            dialect=module_store.dialect,
+            hash_salt=SALT,
+        ).statement
+    except DataProductsError:
+        return
+    assert outcome(module_store, statement, governed=True) == outcome(module_store, statement, governed=False)
+
+
+@PROPERTIES
+@given(principal=principals, sql=sql_texts())
+def test_any_run_sql_statement_returns_the_same_rows_behind_the_wall(
+    module_store: Connector, principal: Principal, sql: str
+) -> None:
+    view = govern(contract(), principal)
+    statement = rewrite_sql(
+        parse_product_sql(sql), {"crm.people": view}, dialect=module_store.dialect, hash_salt=SALT, limits=Limits()
+    )
+    walled, plain = outcome(module_store, statement, governed=True), outcome(module_store, statement, governed=False)
+    if "LIMIT" in sql and not isinstance(plain, str):  # which rows an unordered LIMIT keeps is the planner's choice
+        assert not isinstance(walled, str) and walled.total() == plain.total()
+    else:
+        assert walled == plain
+
+
+# -- what governed execution refuses before it reaches the store ----------------------------------
+
+
+async def test_governed_execution_refuses_statements_without_a_governed_source(any_store: Connector) -> None:
+    message = await refused(any_store, exp.select("email").from_("people"))
+    assert "reads none" in message
+    with pytest.raises(QueryExecutionError, match="not SQL text"):
+        await any_store.execute("SELECT email FROM people", Limits(), governed=True)
+
+
+async def test_a_statement_prepared_for_another_connection_is_refused(any_store: Connector) -> None:
+    prepared = any_store.prepare(compiled(any_store, EU_ANALYST))
+    other = Prepared("elsewhere", prepared.sql, prepared.relations)
+    assert "prepared for 'elsewhere'" in await refused(any_store, other)
+
+
+async def test_preparing_leaves_the_statement_as_it_was(any_store: Connector) -> None:
+    statement = compiled(any_store, EU_ANALYST)
+    text = statement.sql(dialect=any_store.dialect)
+    any_store.prepare(statement)
+    assert statement.sql(dialect=any_store.dialect) == text
+
+
+# -- DuckDB: no wall, qualified names ------------------------------------------------------------
+
+
+async def test_duckdb_says_it_cannot_enforce_governance_and_qualifies_names(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    async with open_store("duckdb", tmp_path, request) as store:
+        assert store.capabilities.supports_store_governance is False
+        prepared = store.prepare(compiled(store, EU_ANALYST))
+        assert '"source"."main"."people"' in prepared.sql and prepared.relations[0].name == ""
+    with duckdb.connect(str(tmp_path / "people.duckdb")) as conn:
+        conn.execute(f"COPY people TO '{tmp_path / 'people.csv'}' (HEADER)")
+    files = ConnectionConfig(name="crm", kind="duckdb", files={"people": str(tmp_path / "people.csv")})
+    async with connector_for(files) as store:
+        statement = compiled(store, EU_ANALYST)
+        assert '"files"."main"."people"' in store.prepare(statement).sql
+        assert (await store.execute(statement, Limits(), governed=True)).objects == ["files.main.people"]
