@@ -14,6 +14,9 @@ PostgreSQL (psycopg 3; ``postgresql://`` URLs are normalised to ``postgresql+psy
     to it), without a server-side cursor, which would rule out parallel plans. A
     superuser login drops to ``pg_read_all_data`` for the transaction (a read-only transaction does
     not stop a superuser's ``COPY ... TO PROGRAM`` or ``pg_read_file``); prefer a read-only role.
+
+Governed statements (``execute(..., governed=True)``) run behind SQLite's own wall: TEMP views and a
+per-statement authorizer (:mod:`connectors._sqlite_wall`). PostgreSQL runs them inline for now.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from sqlalchemy import event
 from sqlalchemy import exc as sa_exc
 from sqlglot import exp
 
+from catalog.compile import GovernedMark
 from catalog.contract import ColumnType
 from catalog.errors import (
     ConfigError,
@@ -53,7 +57,16 @@ from connectors._common import (
     timeout_message,
     unknown_table,
 )
-from connectors.base import Capabilities, ConnectionConfig, Connector, IntrospectedColumn, Prepared, TableSchema
+from connectors._sqlite_wall import SQLiteWall, read_only_authorizer
+from connectors.base import (
+    Capabilities,
+    ConnectionConfig,
+    Connector,
+    GovernedRelation,
+    IntrospectedColumn,
+    Prepared,
+    TableSchema,
+)
 
 __all__ = ["SQLAlchemyConnector"]
 
@@ -85,12 +98,15 @@ class SQLAlchemyConnector(Connector):
             raise ConfigError(f"SQLAlchemyConnector serves kinds {sorted(_DIALECTS)}, not {config.kind!r}")
         self.kind = config.kind
         self.dialect = _DIALECTS[config.kind]
-        self.capabilities = Capabilities(supports_schemas=self.kind == "postgresql")
+        self.capabilities = Capabilities(
+            supports_schemas=self.kind == "postgresql", supports_store_governance=self.kind == "sqlite"
+        )
         self._sqlite_path: Path | None = None
         self._superuser: bool | None = None  # PostgreSQL: learnt on first use
         self._lock = threading.Lock()
         self._closed = False
         self._engine = self._sqlite_engine() if self.kind == "sqlite" else self._postgres_engine()
+        self._wall = SQLiteWall(self.name) if self.kind == "sqlite" else None
 
     # -- engines -------------------------------------------------------------------------------
 
@@ -196,11 +212,26 @@ class SQLAlchemyConnector(Connector):
     async def execute(self, statement: exp.Query | str | Prepared, limits: Limits, *, governed: bool = False) -> RowSet:
         if governed or isinstance(statement, Prepared):
             prepared = self.prepared(statement)
-            rowset = await anyio.to_thread.run_sync(self._execute_sync, prepared.sql, limits)
-            rowset.objects = prepared.objects
-            return rowset
+            return await anyio.to_thread.run_sync(self._execute_governed_sync, prepared, limits)
         sql = self.render(statement)
         return await anyio.to_thread.run_sync(self._execute_sync, sql, limits)
+
+    def _bind_governed(self, source: exp.Subquery, mark: GovernedMark) -> GovernedRelation:
+        if self._wall is None:
+            return super()._bind_governed(source, mark)
+        return self._wall.bind(source, mark)
+
+    def _check_prepared(self, statement: exp.Query, relations: tuple[GovernedRelation, ...]) -> None:
+        if self._wall is not None:
+            self._wall.check(statement, relations)
+
+    def _execute_governed_sync(self, prepared: Prepared, limits: Limits) -> RowSet:
+        if self._wall is None:
+            rowset = self._execute_sync(prepared.sql, limits)
+            rowset.objects = prepared.objects
+            return rowset
+        with self._session(limits.timeout_s) as (conn, deadline):
+            return self._wall.run(conn, prepared, limits, deadline)
 
     def _execute_sync(self, sql: str, limits: Limits) -> RowSet:
         with self._session(limits.timeout_s) as (conn, deadline):
@@ -250,14 +281,6 @@ class SQLAlchemyConnector(Connector):
 
 # -- SQLite ------------------------------------------------------------------------------------
 
-# Authorizer action codes (sqlite3.SQLITE_*) a read-only session needs; everything else is denied.
-_SQLITE_ALLOWED = {
-    sqlite3.SQLITE_SELECT,
-    sqlite3.SQLITE_READ,
-    sqlite3.SQLITE_FUNCTION,
-    sqlite3.SQLITE_RECURSIVE,  # WITH RECURSIVE
-    sqlite3.SQLITE_TRANSACTION,  # the driver's own BEGIN/ROLLBACK
-}
 _SQLITE_AFFINITY: tuple[tuple[str, ColumnType], ...] = (
     ("INT", "integer"),
     ("CHAR", "string"),
@@ -268,7 +291,6 @@ _SQLITE_AFFINITY: tuple[tuple[str, ColumnType], ...] = (
     ("FLOA", "float"),
     ("DOUB", "float"),
 )
-_SQLITE_READ_PRAGMAS = {"table_info", "table_xinfo", "index_list", "index_info", "index_xinfo", "foreign_key_list"}
 
 
 def _md5(value: object) -> str | None:
@@ -278,18 +300,10 @@ def _md5(value: object) -> str | None:
     return hashlib.md5(data, usedforsecurity=False).hexdigest()
 
 
-def _sqlite_authorizer(action: int, arg1: str | None, arg2: str | None, db: str | None, source: str | None) -> int:
-    if action in _SQLITE_ALLOWED:
-        return sqlite3.SQLITE_OK
-    if action == sqlite3.SQLITE_PRAGMA and arg1 in _SQLITE_READ_PRAGMAS:
-        return sqlite3.SQLITE_OK
-    return sqlite3.SQLITE_DENY
-
-
 def _prepare_sqlite(dbapi_connection: sqlite3.Connection, _record: object) -> None:
     dbapi_connection.create_function("md5", 1, _md5, deterministic=True)
     dbapi_connection.execute("PRAGMA query_only = ON")
-    dbapi_connection.set_authorizer(_sqlite_authorizer)
+    dbapi_connection.set_authorizer(read_only_authorizer)
 
 
 @contextmanager

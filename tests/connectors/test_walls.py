@@ -1,6 +1,10 @@
-"""Governed execution: statements carry governed sources, run prepared, and return what they returned before.
+"""The second wall: the store refuses what a governed statement reads outside its governed sources.
 
-Real SQLite, PostgreSQL and DuckDB stores filled with ``crm.people`` (tests/catalog/governance_fixtures).
+Each escape test hand-builds the statement the first wall (the SQL rewrite) should never produce — a
+governed source next to a raw reference to the physical table, a system catalog, another principal's
+view — and runs it with ``governed=True`` on a real SQLite store filled with ``crm.people``
+(tests/catalog/governance_fixtures). DuckDB has no such wall; its tests check what it does instead
+(qualified names, reported objects).
 """
 
 from __future__ import annotations
@@ -13,12 +17,13 @@ from typing import Any
 import anyio
 import duckdb
 import pytest
+import sqlglot
 import yaml
 from hypothesis import given
 from pydantic import SecretStr
 from sqlglot import exp
 
-from catalog.compile import compile_query
+from catalog.compile import compile_query, governed_source
 from catalog.contract import ProductContract
 from catalog.errors import DataProductsError, QueryExecutionError
 from catalog.policy import govern
@@ -46,6 +51,7 @@ from tests.catalog.test_governance_properties import PROPERTIES, aggregate_queri
 
 pytestmark = pytest.mark.anyio
 
+SCHEMA = {"sqlite": "main"}
 EVERYONE = pytest.mark.parametrize("principal", [EU_ANALYST, ANALYST, PII_READER], ids=lambda p: p.name)
 
 
@@ -59,6 +65,16 @@ def open_store(kind: str, tmp_path: Path, request: pytest.FixtureRequest, **opti
     url = request.getfixturevalue("pg_url")
     fill_postgres(url)
     return connector_for(ConnectionConfig(name="crm", kind="postgresql", url=SecretStr(url), options=options))
+
+
+@pytest.fixture(params=["sqlite"])
+async def walled(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Connector]:
+    """A store that enforces governance itself, holding crm.people."""
+    store = open_store(request.param, tmp_path, request)
+    try:
+        yield store
+    finally:
+        await store.aclose()
 
 
 @pytest.fixture(params=["sqlite", "postgresql", "duckdb"])
@@ -81,6 +97,19 @@ def compiled(store: Connector, principal: Principal, query: Query | None = None,
     view = govern(product(**kw), principal)
     query = query or Query(columns=["person_id", "email", "region", "code"], order_by=[{"column": "person_id"}])
     return compile_query(view, query, limits=Limits(), dialect=store.dialect, hash_salt=SALT).statement
+
+
+def escape(store: Connector, text: str, principal: Principal = EU_ANALYST) -> exp.Query:
+    """``text`` (with ``{schema}`` for the physical schema) where the table ``governed`` is the principal's
+    governed source of crm.people — a statement the first wall would never build."""
+    schema = SCHEMA.get(store.kind, "main")
+    statement = sqlglot.parse_one(text.format(schema=schema), read=store.dialect)
+    assert isinstance(statement, exp.Query)
+    view = govern(contract(), principal)
+    for table in [t for t in statement.find_all(exp.Table) if t.name == "governed"]:
+        alias = table.args.get("alias")
+        table.replace(governed_source(view, dialect=store.dialect, hash_salt=SALT, alias=alias, fence=True))
+    return statement
 
 
 async def refused(store: Connector, statement: exp.Query | Prepared) -> str:
@@ -218,6 +247,102 @@ async def test_preparing_leaves_the_statement_as_it_was(any_store: Connector) ->
     text = statement.sql(dialect=any_store.dialect)
     any_store.prepare(statement)
     assert statement.sql(dialect=any_store.dialect) == text
+
+
+# -- (b) escapes the store refuses ----------------------------------------------------------------
+
+ESCAPES = {
+    "join": "SELECT p.email FROM governed AS g JOIN people AS p ON p.person_id = g.person_id",
+    "qualified join": "SELECT p.email FROM governed AS g JOIN {schema}.people AS p ON p.person_id = g.person_id",
+    "scalar subquery": "SELECT (SELECT email FROM people LIMIT 1) AS leak, g.person_id FROM governed AS g",
+    "exists": "SELECT g.person_id FROM governed AS g WHERE EXISTS (SELECT 1 FROM people p WHERE p.email LIKE 'p1.%')",
+    "union": "SELECT g.email FROM governed AS g UNION ALL SELECT email FROM {schema}.people",
+    "row count": "SELECT (SELECT count(*) FROM {schema}.people) AS n FROM governed AS g",
+    "cte": "WITH raw AS (SELECT email FROM people) SELECT raw.email FROM raw, governed AS g",
+}
+
+
+@pytest.mark.parametrize("text", list(ESCAPES.values()), ids=list(ESCAPES))
+async def test_a_raw_reference_next_to_a_governed_source_is_refused(walled: Connector, text: str) -> None:
+    message = await refused(walled, escape(walled, text))
+    assert "governed sources" in message
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "SELECT sql FROM sqlite_master, governed AS g",
+        "SELECT sql FROM sqlite_temp_master, governed AS g",
+        "SELECT name FROM pragma_table_info('people'), governed AS g",
+    ],
+)
+async def test_sqlite_system_catalogs_are_refused(tmp_path: Path, request: pytest.FixtureRequest, text: str) -> None:
+    async with open_store("sqlite", tmp_path, request) as store:
+        await store.execute(compiled(store, PII_READER), Limits(), governed=True)  # a view holding raw values exists
+        assert "governed sources" in await refused(store, escape(store, text))
+
+
+async def test_sqlite_refuses_a_cte_named_after_a_governed_view(tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    """SQLite reports reads inside a CTE as the CTE's, so a CTE that borrows a view's name would pass."""
+    async with open_store("sqlite", tmp_path, request) as store:
+        statement = escape(
+            store, "WITH borrowed AS (SELECT email FROM people) SELECT borrowed.email FROM borrowed, governed AS g"
+        )
+        name = store.prepare(statement).relations[0].name
+        for node in statement.find_all(exp.Identifier):
+            if node.name == "borrowed":
+                node.set("this", name)
+        assert "reuses the name of a governed source" in await refused(store, statement)
+
+
+async def test_another_principals_view_is_refused(walled: Connector) -> None:
+    pii = walled.prepare(compiled(walled, PII_READER))
+    assert leaked(repr((await walled.execute(pii, Limits())).rows))  # its view holds raw values
+    (relation,) = pii.relations
+    statement = escape(walled, "SELECT o.email FROM governed AS g, other AS o")
+    other = next(t for t in statement.find_all(exp.Table) if t.name == "other")
+    other.replace(exp.table_(relation.name, db="temp", quoted=True, alias="o"))
+    await refused(walled, statement)
+
+
+async def test_a_governed_statement_that_reads_only_its_view_is_served(walled: Connector) -> None:
+    """The wall refuses escapes, not ordinary statements over the governed source."""
+    statement = escape(walled, "WITH eu AS (SELECT g.email FROM governed AS g) SELECT count(*) AS n FROM eu")
+    assert (await walled.execute(statement, Limits(), governed=True)).rows == [(len(EU_ROWS),)]
+
+
+async def test_sqlite_keeps_at_most_max_views_per_connection(
+    tmp_path: Path, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import connectors._sqlite_wall as wall
+
+    monkeypatch.setattr(wall, "MAX_VIEWS", 2)
+    async with open_store("sqlite", tmp_path, request) as store:
+        for principal in (EU_ANALYST, ANALYST, PII_READER, EU_ANALYST):
+            await store.execute(compiled(store, principal), Limits(), governed=True)
+        raw: Any = store._engine.raw_connection()  # type: ignore[attr-defined]
+        try:
+            raw.driver_connection.set_authorizer(None)
+            views = raw.driver_connection.execute("SELECT name FROM sqlite_temp_master WHERE type = 'view'").fetchall()
+            assert len(views) == 2
+            assert raw.driver_connection.execute("PRAGMA query_only").fetchone() == (1,)  # restored after creating
+        finally:
+            raw.driver_connection.set_authorizer(wall.read_only_authorizer)
+            raw.close()
+
+
+# -- (e) a new contract version gets a new view; the old one is not used ---------------------------
+
+
+async def test_a_new_contract_version_gets_a_new_view_and_the_old_one_is_not_bound(walled: Connector) -> None:
+    old = walled.prepare(compiled(walled, EU_ANALYST, version="1.0.0", email_mask="hash"))
+    new = walled.prepare(compiled(walled, EU_ANALYST, version="1.1.0", email_mask="redact"))
+    assert old.relations[0].name != new.relations[0].name
+    assert {r[1] for r in (await walled.execute(old, Limits())).rows} != {"***"}
+    assert {r[1] for r in (await walled.execute(new, Limits())).rows} == {"***"}
+    statement = compiled(walled, EU_ANALYST, version="1.1.0", email_mask="redact")
+    statement.join(exp.table_(old.relations[0].name, db="temp", quoted=True, alias="o"), on="TRUE", copy=False)
+    await refused(walled, statement)
 
 
 # -- DuckDB: no wall, qualified names ------------------------------------------------------------
