@@ -15,8 +15,9 @@ PostgreSQL (psycopg 3; ``postgresql://`` URLs are normalised to ``postgresql+psy
     superuser login drops to ``pg_read_all_data`` for the transaction (a read-only transaction does
     not stop a superuser's ``COPY ... TO PROGRAM`` or ``pg_read_file``); prefer a read-only role.
 
-Governed statements (``execute(..., governed=True)``) run behind SQLite's own wall: TEMP views and a
-per-statement authorizer (:mod:`connectors._sqlite_wall`). PostgreSQL runs them inline for now.
+Governed statements (``execute(..., governed=True)``) run behind each store's own wall: TEMP views and
+a per-statement authorizer on SQLite (:mod:`connectors._sqlite_wall`), security-barrier views read by
+a NOLOGIN reader role on PostgreSQL (:mod:`connectors._pg_wall`).
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ from connectors._common import (
     timeout_message,
     unknown_table,
 )
+from connectors._pg_wall import PostgresWall
 from connectors._sqlite_wall import SQLiteWall, read_only_authorizer
 from connectors.base import (
     Capabilities,
@@ -98,15 +100,13 @@ class SQLAlchemyConnector(Connector):
             raise ConfigError(f"SQLAlchemyConnector serves kinds {sorted(_DIALECTS)}, not {config.kind!r}")
         self.kind = config.kind
         self.dialect = _DIALECTS[config.kind]
-        self.capabilities = Capabilities(
-            supports_schemas=self.kind == "postgresql", supports_store_governance=self.kind == "sqlite"
-        )
+        self.capabilities = Capabilities(supports_schemas=self.kind == "postgresql", supports_store_governance=True)
         self._sqlite_path: Path | None = None
         self._superuser: bool | None = None  # PostgreSQL: learnt on first use
         self._lock = threading.Lock()
         self._closed = False
         self._engine = self._sqlite_engine() if self.kind == "sqlite" else self._postgres_engine()
-        self._wall = SQLiteWall(self.name) if self.kind == "sqlite" else None
+        self._wall = SQLiteWall(self.name) if self.kind == "sqlite" else PostgresWall(self.name, config.options)
 
     # -- engines -------------------------------------------------------------------------------
 
@@ -142,8 +142,11 @@ class SQLAlchemyConnector(Connector):
     # -- the one place driver errors are mapped ------------------------------------------------
 
     @contextmanager
-    def _session(self, timeout_s: float) -> Iterator[tuple[sa.Connection, Deadline]]:
+    def _session(self, timeout_s: float, governed: Prepared | None = None) -> Iterator[tuple[sa.Connection, Deadline]]:
         """A connection inside a read-only transaction with a time budget; always rolled back.
+
+        For a ``governed`` statement on PostgreSQL the transaction runs as the reader role with the
+        statement's view tokens (its missing views are created first).
 
         Raises:
             ConnectorUnavailableError: the store cannot be opened or reached.
@@ -163,7 +166,7 @@ class SQLAlchemyConnector(Connector):
                             yield conn, deadline
                     else:
                         try:
-                            self._begin_postgres(conn, timeout_s)
+                            self._begin_postgres(conn, timeout_s, governed)
                             yield conn, deadline
                         finally:
                             conn.exec_driver_sql("ROLLBACK")
@@ -187,7 +190,7 @@ class SQLAlchemyConnector(Connector):
         except sa_exc.SQLAlchemyError as exc:
             raise QueryExecutionError(f"{self.name!r} failed: {driver_message(exc)}", orig=exc) from exc
 
-    def _begin_postgres(self, conn: sa.Connection, timeout_s: float) -> None:
+    def _begin_postgres(self, conn: sa.Connection, timeout_s: float, governed: Prepared | None = None) -> None:
         """Open the call's READ ONLY transaction with its settings in one round trip (the engine is in
         autocommit mode, so the transaction is ours to begin and to roll back)."""
         if self._superuser is None:
@@ -202,6 +205,11 @@ class SQLAlchemyConnector(Connector):
                 raise ConfigError(
                     f"connection {self.name!r}: a superuser login needs PostgreSQL 14+; use a read-only role"
                 )
+        if governed is not None:
+            assert isinstance(self._wall, PostgresWall)
+            raw: Any = conn.connection.dbapi_connection
+            self._wall.begin(raw, timeout_s, governed, superuser=self._superuser)
+            return
         begin = f"BEGIN READ ONLY; SET LOCAL statement_timeout = {max(1, round(timeout_s * 1000))}"
         if self._superuser:
             begin += "; SET LOCAL ROLE pg_read_all_data"
@@ -217,21 +225,25 @@ class SQLAlchemyConnector(Connector):
         return await anyio.to_thread.run_sync(self._execute_sync, sql, limits)
 
     def _bind_governed(self, source: exp.Subquery, mark: GovernedMark) -> GovernedRelation:
-        if self._wall is None:
-            return super()._bind_governed(source, mark)
         return self._wall.bind(source, mark)
 
     def _check_prepared(self, statement: exp.Query, relations: tuple[GovernedRelation, ...]) -> None:
-        if self._wall is not None:
+        if isinstance(self._wall, SQLiteWall):
             self._wall.check(statement, relations)
 
     def _execute_governed_sync(self, prepared: Prepared, limits: Limits) -> RowSet:
-        if self._wall is None:
-            rowset = self._execute_sync(prepared.sql, limits)
-            rowset.objects = prepared.objects
-            return rowset
-        with self._session(limits.timeout_s) as (conn, deadline):
-            return self._wall.run(conn, prepared, limits, deadline)
+        if isinstance(self._wall, SQLiteWall):
+            with self._session(limits.timeout_s) as (conn, deadline):
+                return self._wall.run(conn, prepared, limits, deadline)
+        for attempt in (1, 2):  # a second time when a view was dropped under the cached binding
+            try:
+                with self._session(limits.timeout_s, prepared) as (conn, deadline):
+                    raw: Any = conn.connection.dbapi_connection
+                    return self._wall.run(raw, prepared, limits, deadline)
+            except QueryExecutionError as exc:
+                if attempt == 2 or not self._wall.forget(exc, prepared):
+                    raise
+        raise AssertionError("unreachable")
 
     def _execute_sync(self, sql: str, limits: Limits) -> RowSet:
         with self._session(limits.timeout_s) as (conn, deadline):

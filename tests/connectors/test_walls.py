@@ -2,9 +2,9 @@
 
 Each escape test hand-builds the statement the first wall (the SQL rewrite) should never produce — a
 governed source next to a raw reference to the physical table, a system catalog, another principal's
-view — and runs it with ``governed=True`` on a real SQLite store filled with ``crm.people``
-(tests/catalog/governance_fixtures). DuckDB has no such wall; its tests check what it does instead
-(qualified names, reported objects).
+view — and runs it with ``governed=True`` on real SQLite and PostgreSQL stores filled with
+``crm.people`` (tests/catalog/governance_fixtures). DuckDB has no such wall; its tests check what it
+does instead (qualified names, reported objects).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from typing import Any
 
 import anyio
 import duckdb
+import psycopg
 import pytest
 import sqlglot
 import yaml
@@ -25,7 +26,7 @@ from sqlglot import exp
 
 from catalog.compile import compile_query, governed_source
 from catalog.contract import ProductContract
-from catalog.errors import DataProductsError, QueryExecutionError
+from catalog.errors import ConfigError, DataProductsError, QueryExecutionError
 from catalog.policy import govern
 from catalog.principal import Principal
 from catalog.query import Limits, Query
@@ -51,8 +52,12 @@ from tests.catalog.test_governance_properties import PROPERTIES, aggregate_queri
 
 pytestmark = pytest.mark.anyio
 
-SCHEMA = {"sqlite": "main"}
+SCHEMA = {"sqlite": "main", "postgresql": "public"}
 EVERYONE = pytest.mark.parametrize("principal", [EU_ANALYST, ANALYST, PII_READER], ids=lambda p: p.name)
+
+
+def plain(url: str) -> str:
+    return url.replace("postgresql+psycopg://", "postgresql://")
 
 
 def open_store(kind: str, tmp_path: Path, request: pytest.FixtureRequest, **options: Any) -> Connector:
@@ -67,7 +72,7 @@ def open_store(kind: str, tmp_path: Path, request: pytest.FixtureRequest, **opti
     return connector_for(ConnectionConfig(name="crm", kind="postgresql", url=SecretStr(url), options=options))
 
 
-@pytest.fixture(params=["sqlite"])
+@pytest.fixture(params=["sqlite", "postgresql"])
 async def walled(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Connector]:
     """A store that enforces governance itself, holding crm.people."""
     store = open_store(request.param, tmp_path, request)
@@ -80,6 +85,15 @@ async def walled(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterato
 @pytest.fixture(params=["sqlite", "postgresql", "duckdb"])
 async def any_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Connector]:
     store = open_store(request.param, tmp_path, request)
+    try:
+        yield store
+    finally:
+        await store.aclose()
+
+
+@pytest.fixture
+async def pg(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Connector]:
+    store = open_store("postgresql", tmp_path, request)
     try:
         yield store
     finally:
@@ -120,6 +134,11 @@ async def refused(store: Connector, statement: exp.Query | Prepared) -> str:
     assert not leaked(message), leaked(message)
     assert SALT not in message
     return message
+
+
+def pg_admin(store: Connector) -> psycopg.Connection[Any]:
+    assert store.config.url is not None
+    return psycopg.connect(plain(store.config.url.get_secret_value()), autocommit=True)
 
 
 # -- (a) governed statements return what they returned before ------------------------------------
@@ -226,6 +245,16 @@ def test_any_run_sql_statement_returns_the_same_rows_behind_the_wall(
         assert walled == plain
 
 
+# -- (c) the objects a statement touched ---------------------------------------------------------
+
+
+async def test_governed_statements_report_the_physical_objects_they_read(any_store: Connector) -> None:
+    result = await any_store.execute(compiled(any_store, EU_ANALYST), Limits(), governed=True)
+    expected = {"sqlite": "main.people", "postgresql": "public.people", "duckdb": "source.main.people"}
+    assert result.objects == [expected[any_store.kind]]
+    assert (await any_store.execute(compiled(any_store, EU_ANALYST), Limits())).objects == []
+
+
 # -- what governed execution refuses before it reaches the store ----------------------------------
 
 
@@ -299,9 +328,10 @@ async def test_another_principals_view_is_refused(walled: Connector) -> None:
     pii = walled.prepare(compiled(walled, PII_READER))
     assert leaked(repr((await walled.execute(pii, Limits())).rows))  # its view holds raw values
     (relation,) = pii.relations
+    schema = "temp" if walled.kind == "sqlite" else "dataproducts_governed"
     statement = escape(walled, "SELECT o.email FROM governed AS g, other AS o")
     other = next(t for t in statement.find_all(exp.Table) if t.name == "other")
-    other.replace(exp.table_(relation.name, db="temp", quoted=True, alias="o"))
+    other.replace(exp.table_(relation.name, db=schema, quoted=True, alias="o"))
     await refused(walled, statement)
 
 
@@ -331,6 +361,130 @@ async def test_sqlite_keeps_at_most_max_views_per_connection(
             raw.close()
 
 
+# -- PostgreSQL: the reader role, pg_views, role games ---------------------------------------------
+
+
+async def test_view_definitions_in_pg_views_hold_no_salt(pg: Connector) -> None:
+    for principal in (EU_ANALYST, ANALYST):
+        await pg.execute(compiled(pg, principal), Limits(), governed=True)
+    result = await pg.execute(
+        escape(
+            pg,
+            "SELECT v.definition FROM pg_catalog.pg_views AS v, governed AS g"
+            " WHERE v.schemaname = 'dataproducts_governed'",
+        ),
+        Limits(),
+        governed=True,
+    )
+    definitions = " ".join(str(row[0]) for row in result.rows)
+    assert "bound(" in definitions and SALT not in definitions and "salt" in definitions  # read from the table
+    with pg_admin(pg) as admin:
+        everything = " ".join(
+            r[0] for r in admin.execute("SELECT pg_get_viewdef(c.oid) FROM pg_class c WHERE relkind = 'v'")
+        )
+    assert SALT not in everything and SALT.replace("'", "''") not in everything
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "SELECT s.salt FROM dataproducts_governed.salts AS s, governed AS g",
+        "SELECT b.token FROM dataproducts_governed.bindings AS b, governed AS g",
+        "SELECT set_config('role', 'none', true) AS r,"
+        " query_to_xml('select email from public.people', true, false, '') AS x FROM governed AS g",
+        "SELECT set_config('session_authorization', 'postgres', true) AS r FROM governed AS g",
+        "SELECT table_to_xml('public.people', true, false, '') AS x FROM governed AS g",
+    ],
+    ids=["salts", "bindings", "reset role then dynamic sql", "session authorization", "table_to_xml"],
+)
+async def test_postgres_role_games_are_refused(pg: Connector, text: str) -> None:
+    await pg.execute(compiled(pg, PII_READER), Limits(), governed=True)
+    await refused(pg, escape(pg, text))
+
+
+async def test_appended_statements_cannot_run_as_the_login(pg: Connector) -> None:
+    """Even a forged Prepared whose text appends RESET ROLE runs as one statement, as the reader."""
+    prepared = pg.prepare(compiled(pg, EU_ANALYST))
+    for text in ("RESET ROLE; SELECT email FROM public.people", f"{prepared.sql}; RESET ROLE", "RESET ROLE"):
+        await refused(pg, Prepared(prepared.connection, text, prepared.relations))
+
+
+async def test_the_reader_role_is_nologin_and_cannot_read_base_tables(pg: Connector) -> None:
+    await pg.execute(compiled(pg, EU_ANALYST), Limits(), governed=True)
+    with pg_admin(pg) as admin:
+        (can_login,) = admin.execute(
+            "SELECT rolcanlogin FROM pg_roles WHERE rolname = 'dataproducts_reader'"
+        ).fetchone() or (True,)
+        assert can_login is False
+        admin.execute("BEGIN READ ONLY")
+        admin.execute("SET LOCAL ROLE dataproducts_reader")
+        for table in ("public.people", "dataproducts_governed.salts", "dataproducts_governed.bindings"):
+            admin.execute("SAVEPOINT probe")
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                admin.execute(f"SELECT * FROM {table}")
+            admin.execute("ROLLBACK TO SAVEPOINT probe")
+        admin.execute("ROLLBACK")
+        url = plain(pg.config.url.get_secret_value())  # type: ignore[union-attr]
+    with pytest.raises(psycopg.OperationalError, match="not permitted to log in"):
+        psycopg.connect(url.replace("postgres@", "dataproducts_reader@")).close()
+
+
+async def test_a_view_dropped_under_a_running_service_is_created_again(pg: Connector) -> None:
+    prepared = pg.prepare(compiled(pg, EU_ANALYST))
+    first = await pg.execute(prepared, Limits())
+    with pg_admin(pg) as admin:
+        admin.execute(f'DROP VIEW dataproducts_governed."{prepared.relations[0].name}"')
+    assert (await pg.execute(prepared, Limits())).rows == first.rows
+
+
+async def test_old_views_are_dropped_when_new_ones_are_created(request: pytest.FixtureRequest, tmp_path: Path) -> None:
+    store = open_store("postgresql", tmp_path, request, governed_view_max_age_days=0)
+    async with store:
+        old = store.prepare(compiled(store, EU_ANALYST))
+        await store.execute(old, Limits())
+        new = store.prepare(compiled(store, ANALYST))
+        await store.execute(new, Limits())
+        with pg_admin(store) as admin:
+            views = {
+                r[0] for r in admin.execute("SELECT viewname FROM pg_views WHERE schemaname = 'dataproducts_governed'")
+            }
+        assert views == {new.relations[0].name}
+        assert len((await store.execute(old, Limits())).rows) == len(EU_ROWS)  # created again on its next use
+
+
+async def test_a_login_that_cannot_create_the_reader_role_gets_the_dba_steps(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    url = request.getfixturevalue("pg_url")
+    fill_postgres(url)
+    login, reader = f"crm_login_{tmp_path.name[-6:]}".lower(), f"crm_reader_{tmp_path.name[-6:]}".lower()
+    with psycopg.connect(plain(url), autocommit=True) as admin:
+        admin.execute(f'CREATE ROLE "{login}" LOGIN')
+        admin.execute(f'GRANT SELECT ON people TO "{login}"')
+        admin.execute(f'GRANT CREATE ON DATABASE "{url.rsplit("/", 1)[1]}" TO "{login}"')
+    config = ConnectionConfig(
+        name="crm",
+        kind="postgresql",
+        url=SecretStr(url.replace("postgres@", f"{login}@")),
+        options={"reader_role": reader},
+    )
+    async with connector_for(config) as store:
+        with pytest.raises(ConfigError, match=f"CREATE ROLE {reader} NOLOGIN; GRANT {reader} TO {login}"):
+            await store.execute(compiled(store, EU_ANALYST), Limits(), governed=True)
+        with psycopg.connect(plain(url), autocommit=True) as admin:  # what the DBA runs
+            admin.execute(f'CREATE ROLE "{reader}" NOLOGIN')
+            admin.execute(f'GRANT "{reader}" TO "{login}"')
+        result = await store.execute(compiled(store, EU_ANALYST), Limits(), governed=True)
+        assert len(result.rows) == len(EU_ROWS) and not leaked(repr(result.rows))
+
+
+async def test_a_reader_that_could_read_the_table_directly_is_a_config_error(pg: Connector) -> None:
+    with pg_admin(pg) as admin:
+        admin.execute("GRANT SELECT ON people TO PUBLIC")
+    with pytest.raises(ConfigError, match="can read public.people directly"):
+        await pg.execute(compiled(pg, EU_ANALYST), Limits(), governed=True)
+
+
 # -- (e) a new contract version gets a new view; the old one is not used ---------------------------
 
 
@@ -340,8 +494,9 @@ async def test_a_new_contract_version_gets_a_new_view_and_the_old_one_is_not_bou
     assert old.relations[0].name != new.relations[0].name
     assert {r[1] for r in (await walled.execute(old, Limits())).rows} != {"***"}
     assert {r[1] for r in (await walled.execute(new, Limits())).rows} == {"***"}
+    schema = "temp" if walled.kind == "sqlite" else "dataproducts_governed"
     statement = compiled(walled, EU_ANALYST, version="1.1.0", email_mask="redact")
-    statement.join(exp.table_(old.relations[0].name, db="temp", quoted=True, alias="o"), on="TRUE", copy=False)
+    statement.join(exp.table_(old.relations[0].name, db=schema, quoted=True, alias="o"), on="TRUE", copy=False)
     await refused(walled, statement)
 
 
@@ -362,3 +517,27 @@ async def test_duckdb_says_it_cannot_enforce_governance_and_qualifies_names(
         statement = compiled(store, EU_ANALYST)
         assert '"files"."main"."people"' in store.prepare(statement).sql
         assert (await store.execute(statement, Limits(), governed=True)).objects == ["files.main.people"]
+
+
+def test_sqlite_and_postgresql_enforce_governance_themselves(tmp_path: Path) -> None:
+    sqlite = connector_for(ConnectionConfig(name="crm", kind="sqlite", path=str(tmp_path / "x.sqlite")))
+    postgres = connector_for(ConnectionConfig(name="crm", kind="postgresql", url=SecretStr("postgresql://u@h/db")))
+    assert sqlite.capabilities.supports_store_governance and postgres.capabilities.supports_store_governance
+
+
+def test_postgresql_wall_options_must_be_identifiers() -> None:
+    with pytest.raises(ConfigError, match="governed_schema must be a lower-case identifier"):
+        connector_for(
+            ConnectionConfig(
+                name="crm", kind="postgresql", url=SecretStr("postgresql://u@h/db"), options={"governed_schema": "x; y"}
+            )
+        )
+
+
+async def test_a_view_over_a_missing_table_says_which_product_it_serves(pg: Connector) -> None:
+    data = yaml.safe_load(CONTRACT_YAML)
+    data["source"]["table"] = "nosuch"
+    view = govern(ProductContract.model_validate(data), EU_ANALYST)
+    statement = compile_query(view, Query(), limits=Limits(), dialect=pg.dialect, hash_salt=SALT).statement
+    with pytest.raises(QueryExecutionError, match='cannot create the governed view of crm.people: .*"public.nosuch"'):
+        await pg.execute(statement, Limits(), governed=True)
