@@ -41,6 +41,10 @@ Running
     the reads inside it, so a statement whose own CTE reuses a scope name is refused before it runs.
     Setting an authorizer expires the connection's prepared statements, so a cached statement is
     authorized again. The physical tables seen read become ``RowSet.objects``.
+
+    A limit that follows: SQLite reports the reads inside a view *of the database* as that view's, so
+    a product whose source is such a view is refused behind the wall ("reads main.t through v"). Give
+    it the view's query as its source query, or its table.
 """
 
 from __future__ import annotations
@@ -234,7 +238,10 @@ class _Gate:
             if inside and db not in (None, "temp") and not table.startswith("sqlite_"):
                 self.read.add(f"{db}.{arg1}")
                 return sqlite3.SQLITE_OK
-            self.refused = self.refused or f"reads {f'{db}.{arg1}' if db else arg1} outside its governed sources"
+            through = f" through {source}" if source else ""  # e.g. a view of the database a product reads
+            self.refused = (
+                self.refused or f"reads {f'{db}.{arg1}' if db else arg1}{through} outside its governed sources"
+            )
             return sqlite3.SQLITE_DENY
         self.refused = self.refused or "does more than read its governed sources"
         return sqlite3.SQLITE_DENY

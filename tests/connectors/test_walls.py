@@ -9,6 +9,7 @@ does instead (qualified names, reported objects).
 
 from __future__ import annotations
 
+import sqlite3
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -541,3 +542,18 @@ async def test_a_view_over_a_missing_table_says_which_product_it_serves(pg: Conn
     statement = compile_query(view, Query(), limits=Limits(), dialect=pg.dialect, hash_salt=SALT).statement
     with pytest.raises(QueryExecutionError, match='cannot create the governed view of crm.people: .*"public.nosuch"'):
         await pg.execute(statement, Limits(), governed=True)
+
+
+async def test_sqlite_says_so_when_a_product_reads_a_view_of_the_database(tmp_path: Path) -> None:
+    """SQLite reports reads inside a database view as that view's: the wall refuses and names it."""
+    fill_sqlite(tmp_path / "people.sqlite")
+    with sqlite3.connect(tmp_path / "people.sqlite") as conn:
+        conn.execute("CREATE VIEW people_v AS SELECT * FROM people")
+    data = yaml.safe_load(CONTRACT_YAML)
+    data["source"]["table"] = "people_v"
+    view = govern(ProductContract.model_validate(data), EU_ANALYST)
+    async with connector_for(
+        ConnectionConfig(name="crm", kind="sqlite", path=str(tmp_path / "people.sqlite"))
+    ) as store:
+        statement = compile_query(view, Query(), limits=Limits(), dialect=store.dialect, hash_salt=SALT).statement
+        assert "reads main.people through people_v" in await refused(store, statement)
