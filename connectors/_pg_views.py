@@ -44,9 +44,11 @@ SELECT current_user, r.rolsuper, r.rolcreaterole, has_database_privilege(current
 FROM pg_roles r LEFT JOIN pg_namespace n ON n.nspname = %(schema)s LEFT JOIN pg_roles d ON d.rolname = %(reader)s
 WHERE r.rolname = current_user
 """
+# PARALLEL SAFE: one parallel-unsafe function anywhere in a query rules out parallel plans (measured:
+# TPC-H Q1 lost its Gather); bound() only reads a table and a setting, which parallel workers share.
 _BOUND = """
 CREATE OR REPLACE FUNCTION {schema}.bound(target name) RETURNS boolean
-LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
+LANGUAGE plpgsql STABLE PARALLEL SAFE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
 BEGIN
   IF EXISTS (SELECT 1 FROM {schema}.bindings b WHERE b.view_name = target
              AND b.token = ANY (string_to_array(current_setting('dataproducts.bindings', true), ','))) THEN
