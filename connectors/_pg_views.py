@@ -236,7 +236,9 @@ class GovernedViews:
         raw.execute(pgsql.SQL("DROP VIEW IF EXISTS {}").format(view))
         try:
             raw.execute(
-                pgsql.SQL("CREATE VIEW {} WITH (security_barrier) AS SELECT * FROM (").format(view)
+                pgsql.SQL("CREATE VIEW {} {}AS SELECT * FROM (").format(
+                    view, pgsql.SQL("WITH (security_barrier) " if relation.filters_rows else "")
+                )
                 + pgsql.SQL(relation.body)
                 + pgsql.SQL(") AS governed WHERE {}.bound({})").format(schema, pgsql.Literal(relation.name))
             )

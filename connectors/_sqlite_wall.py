@@ -5,9 +5,12 @@ Binding
     its body under a key drawn when the connector starts, so a contract version or another
     principal's governance gives another view, and no caller can guess a name. Physical names in
     the body are qualified (``"main"."people"``) and the CTEs of a contract's source query are
-    renamed after the view (``dp_<digest>_0``). The ``LIMIT -1 OFFSET 0`` fence the compiler puts on
-    filtered bodies stays in the view: it keeps SQLite from flattening the view into the statement
-    (and so from evaluating outer predicates first).
+    renamed after the view (``dp_<digest>_0``). A body that drops rows (row filters) keeps, or gets,
+    the ``LIMIT -1 OFFSET 0`` fence: SQLite then cannot flatten the view into the statement, so no
+    condition of the statement runs before the row filters (SQLite has no leakproof notion, and
+    functions such as ``abs()`` raise on some values: evaluated on hidden rows, an error would say
+    something about them). The cost: conditions on such a view are not pushed into it, so a lookup
+    by key scans the filtered rows. Unfiltered bodies stay unfenced and keep index lookups.
 
 Flattened views
     Measured: when SQLite flattens an unfenced view into the statement and the statement uses none
@@ -106,6 +109,9 @@ class SQLiteWall:
     def bind(self, source: exp.Subquery, mark: GovernedMark) -> GovernedRelation:
         """Replace ``source`` by a reference to its TEMP view; the relation to create."""
         body = source.this
+        filters_rows = body.find(exp.Where) is not None
+        if filters_rows and isinstance(body, exp.Select) and not (body.args.get("limit") or body.args.get("offset")):
+            body.limit(-1, copy=False).offset(0, copy=False)  # the fence: row filters run first
         objects = set()
         for table in physical_tables(body):
             if not table.db:
@@ -117,7 +123,7 @@ class SQLiteWall:
         ctes = rename_ctes(body, name)
         if ctes:
             text = body.sql(dialect="sqlite")
-        relation = GovernedRelation(mark.product, name, text, tuple(sorted(objects)), (name, *ctes))
+        relation = GovernedRelation(mark.product, name, text, tuple(sorted(objects)), (name, *ctes), filters_rows)
         reference = exp.table_(name, db="temp", quoted=True)
         alias = source.args.get("alias")
         if isinstance(alias, exp.TableAlias):

@@ -106,6 +106,8 @@ class GovernedRelation:
     both are empty when the store runs the body inline. ``objects`` are the physical objects it
     reads as the store names them (``main.people``, ``public.people``); ``scopes`` are the names
     under which the store may report the body's reads (the view and the CTEs inside it).
+    ``filters_rows`` says the body drops rows (row filters, a filtering source query): the store
+    must then apply its filters before any condition of the statement around it.
     """
 
     product: str
@@ -113,6 +115,7 @@ class GovernedRelation:
     body: str
     objects: tuple[str, ...]
     scopes: tuple[str, ...] = ()
+    filters_rows: bool = False
 
 
 @dataclass(frozen=True)

@@ -557,3 +557,22 @@ async def test_sqlite_says_so_when_a_product_reads_a_view_of_the_database(tmp_pa
     ) as store:
         statement = compile_query(view, Query(), limits=Limits(), dialect=store.dialect, hash_salt=SALT).statement
         assert "reads main.people through people_v" in await refused(store, statement)
+
+
+async def test_views_that_filter_rows_apply_their_filters_first(walled: Connector) -> None:
+    """A body with row filters is fenced (SQLite) or a security barrier (PostgreSQL), so no condition of the
+    statement (an escaped one that fails on hidden rows included) runs before them; an unfiltered body stays
+    flat, so the store keeps pushing conditions into it."""
+    filtered, flat = (walled.prepare(compiled(walled, p)) for p in (EU_ANALYST, ANALYST))
+    assert filtered.relations[0].filters_rows and not flat.relations[0].filters_rows
+    if walled.kind == "sqlite":
+        assert filtered.relations[0].body.endswith("LIMIT -1 OFFSET 0") and "OFFSET" not in flat.relations[0].body
+        return
+    for prepared in (filtered, flat):
+        await walled.execute(prepared, Limits())
+    names = [filtered.relations[0].name, flat.relations[0].name]
+    with pg_admin(walled) as admin:
+        rows = admin.execute(
+            "SELECT relname, coalesce(reloptions, '{}') FROM pg_class WHERE relname = ANY(%s)", [names]
+        ).fetchall()
+    assert dict(rows) == {names[0]: ["security_barrier=true"], names[1]: []}
