@@ -1,4 +1,4 @@
-"""PostgreSQL's wall: governed statements read security-barrier views, as a role that can read nothing else.
+"""PostgreSQL's wall: governed statements read governed views, as a role that can read nothing else.
 
 What lives in the database (names from the connection's ``options``)
     * schema ``dataproducts_governed`` (``governed_schema``), owned by the connection's login:
@@ -76,7 +76,7 @@ class _Described:
 
 
 class PostgresWall:
-    """Binds governed sources to security-barrier views and runs statements as the reader role."""
+    """Binds governed sources to governed views and runs statements as the reader role."""
 
     def __init__(self, connection: str, options: Mapping[str, Any]) -> None:
         """Raises:

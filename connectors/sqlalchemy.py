@@ -16,8 +16,8 @@ PostgreSQL (psycopg 3; ``postgresql://`` URLs are normalised to ``postgresql+psy
     not stop a superuser's ``COPY ... TO PROGRAM`` or ``pg_read_file``); prefer a read-only role.
 
 Governed statements (``execute(..., governed=True)``) run behind each store's own wall: TEMP views and
-a per-statement authorizer on SQLite (:mod:`connectors._sqlite_wall`), security-barrier views read by
-a NOLOGIN reader role on PostgreSQL (:mod:`connectors._pg_wall`).
+a per-statement authorizer on SQLite (:mod:`connectors._sqlite_wall`); views that only a NOLOGIN reader
+role may read, each bound to the statements it serves, on PostgreSQL (:mod:`connectors._pg_wall`).
 """
 
 from __future__ import annotations
