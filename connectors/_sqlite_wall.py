@@ -42,6 +42,9 @@ Running
     functions and recursive CTEs — and denies everything else: other tables, ``sqlite_master`` and
     ``sqlite_temp_master``, other principals' views, pragmas. SQLite names a CTE as the context of
     the reads inside it, so a statement whose own CTE reuses a scope name is refused before it runs.
+    A CTE used without its columns (``count(*)``, a recursive CTE) is reported like a table read with
+    an empty column name; it is admitted when the statement defines a CTE of that name and no stored
+    table or view has it (else a reference outside the CTE's scope could count a table's rows).
     Setting an authorizer expires the connection's prepared statements, so a cached statement is
     authorized again. The physical tables seen read become ``RowSet.objects``.
 
@@ -87,6 +90,7 @@ _READ_ONLY = {
 }
 _READ_PRAGMAS = {"table_info", "table_xinfo", "index_list", "index_info", "index_xinfo", "foreign_key_list"}
 _GOVERNED = {sqlite3.SQLITE_SELECT, sqlite3.SQLITE_FUNCTION, sqlite3.SQLITE_RECURSIVE}
+_STORED_NAMES = "SELECT name FROM main.sqlite_master UNION ALL SELECT name FROM temp.sqlite_master"
 _SCHEMA_ROWS = {sqlite3.SQLITE_INSERT, sqlite3.SQLITE_UPDATE, sqlite3.SQLITE_DELETE, sqlite3.SQLITE_READ}
 
 
@@ -152,7 +156,10 @@ class SQLiteWall:
         raw: Any = conn.connection.dbapi_connection
         views: OrderedDict[str, None] = conn.connection.info.setdefault(_VIEWS, OrderedDict())
         self._ensure(conn, raw, views, prepared.relations)
-        gate = _Gate(prepared.relations)
+        stored: set[str] = set()
+        if prepared.ctes:  # a CTE read without columns is reported like a table: tell the two apart
+            stored = {str(name).lower() for (name,) in conn.exec_driver_sql(_STORED_NAMES)}
+        gate = _Gate(prepared.relations, ctes=set(prepared.ctes) - stored)
         raw.set_authorizer(gate)
         try:
             result = conn.exec_driver_sql(prepared.sql)
@@ -226,10 +233,11 @@ def _keep_in_use(body: exp.Expr) -> None:
 class _Gate:
     """The authorizer of one governed statement; records the physical tables read and what it refused."""
 
-    def __init__(self, relations: Iterable[GovernedRelation]) -> None:
+    def __init__(self, relations: Iterable[GovernedRelation], *, ctes: set[str]) -> None:
         relations = list(relations)
         self.views = {r.name.lower() for r in relations}
         self.scopes = {s.lower() for r in relations for s in r.scopes}
+        self.ctes = ctes  # the statement's own CTEs that share no name with a stored table or view
         self.read: set[str] = set()
         self.refused: str | None = None
 
@@ -244,6 +252,8 @@ class _Gate:
             if inside and db not in (None, "temp") and not table.startswith("sqlite_"):
                 self.read.add(f"{db}.{arg1}")
                 return sqlite3.SQLITE_OK
+            if db is None and not arg2 and (table in self.ctes or (inside and table in self.scopes)):
+                return sqlite3.SQLITE_OK  # a CTE used without its columns (count(*), a recursive CTE)
             through = f" through {source}" if source else ""  # e.g. a view of the database a product reads
             self.refused = (
                 self.refused or f"reads {f'{db}.{arg1}' if db else arg1}{through} outside its governed sources"

@@ -36,7 +36,7 @@ from catalog.compile import GovernedMark
 from catalog.contract import ColumnType
 from catalog.errors import QueryExecutionError
 from catalog.query import Limits, RowSet
-from connectors._governed import governed_sources, physical_tables
+from connectors._governed import cte_names, governed_sources, physical_tables
 
 __all__ = [
     "Capabilities",
@@ -123,12 +123,14 @@ class Prepared:
     """A governed statement bound for one connection: the SQL text to run and the relations it reads.
 
     Build it with :meth:`Connector.prepare`; it can be cached and run again and again. It always
-    runs behind the store's wall, on the connection it was prepared for.
+    runs behind the store's wall, on the connection it was prepared for. ``ctes`` are the names the
+    statement defines for itself (lower-cased), which a store may report read like tables.
     """
 
     connection: str
     sql: str
     relations: tuple[GovernedRelation, ...]
+    ctes: tuple[str, ...] = ()
 
     @property
     def objects(self) -> list[str]:
@@ -221,7 +223,7 @@ class Connector(abc.ABC):
             raise QueryExecutionError(f"{self.name!r}: select from a governed source, it cannot be the statement")
         relations = tuple(self._bind_governed(source, mark) for source, mark in sources)
         self._check_prepared(bound, relations)
-        return Prepared(self.name, self.render(bound), relations)
+        return Prepared(self.name, self.render(bound), relations, tuple(sorted(cte_names(bound))))
 
     def prepared(self, statement: exp.Query | str | Prepared) -> Prepared:
         """``statement`` ready to run behind the store's wall (prepared here unless it already is).

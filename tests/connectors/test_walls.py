@@ -27,7 +27,7 @@ from sqlglot import exp
 
 from catalog.compile import compile_query, governed_source
 from catalog.contract import ProductContract
-from catalog.errors import ConfigError, DataProductsError, QueryExecutionError
+from catalog.errors import ConfigError, DataProductsError, QueryExecutionError, QueryTimeoutError
 from catalog.policy import govern
 from catalog.principal import Principal
 from catalog.query import Limits, Query
@@ -289,6 +289,8 @@ ESCAPES = {
     "union": "SELECT g.email FROM governed AS g UNION ALL SELECT email FROM {schema}.people",
     "row count": "SELECT (SELECT count(*) FROM {schema}.people) AS n FROM governed AS g",
     "cte": "WITH raw AS (SELECT email FROM people) SELECT raw.email FROM raw, governed AS g",
+    "count outside a cte's scope": "SELECT (SELECT count(*) FROM people) AS n, z.x"
+    " FROM (WITH people AS (SELECT 1 AS x) SELECT x FROM people) AS z, governed AS g",
 }
 
 
@@ -340,6 +342,16 @@ async def test_a_governed_statement_that_reads_only_its_view_is_served(walled: C
     """The wall refuses escapes, not ordinary statements over the governed source."""
     statement = escape(walled, "WITH eu AS (SELECT g.email FROM governed AS g) SELECT count(*) AS n FROM eu")
     assert (await walled.execute(statement, Limits(), governed=True)).rows == [(len(EU_ROWS),)]
+
+
+async def test_ctes_used_without_their_columns_are_served(walled: Connector) -> None:
+    statement = escape(
+        walled,
+        "WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r WHERE n < 3),"
+        " eu AS (SELECT 1 AS one FROM governed)"
+        " SELECT (SELECT count(*) FROM r) AS three, (SELECT count(*) FROM eu) AS people",
+    )
+    assert (await walled.execute(statement, Limits(), governed=True)).rows == [(3, len(EU_ROWS))]
 
 
 async def test_sqlite_keeps_at_most_max_views_per_connection(
@@ -576,3 +588,14 @@ async def test_views_that_filter_rows_apply_their_filters_first(walled: Connecto
             "SELECT relname, coalesce(reloptions, '{}') FROM pg_class WHERE relname = ANY(%s)", [names]
         ).fetchall()
     assert dict(rows) == {names[0]: ["security_barrier=true"], names[1]: []}
+
+
+async def test_a_governed_statement_is_cancelled_after_its_time_budget(walled: Connector) -> None:
+    slow = escape(
+        walled,
+        "WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r WHERE n < 100000000)"
+        " SELECT count(*) AS c FROM r, governed AS g",
+    )
+    with pytest.raises(QueryTimeoutError):
+        await walled.execute(slow, Limits(timeout_s=0.3), governed=True)
+    assert len((await walled.execute(compiled(walled, EU_ANALYST), Limits(), governed=True)).rows) == len(EU_ROWS)
