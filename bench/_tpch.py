@@ -98,6 +98,11 @@ def load_lineitem_postgres(dsn: str, parquet: Path, *, reader: str = "bench_read
         if not conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", [reader]).fetchone():
             conn.execute(f'CREATE ROLE "{reader}" LOGIN')
         conn.execute(f'GRANT SELECT ON lineitem TO "{reader}"')
+        # What a DBA grants a read-only login so that the store enforces governance itself (connectors/_pg_wall.py).
+        if not conn.execute("SELECT 1 FROM pg_roles WHERE rolname = 'dataproducts_reader'").fetchone():
+            conn.execute("CREATE ROLE dataproducts_reader NOLOGIN")
+        conn.execute(f'GRANT dataproducts_reader TO "{reader}"')
+        conn.execute(f'CREATE SCHEMA IF NOT EXISTS dataproducts_governed AUTHORIZATION "{reader}"')
         row = conn.execute("SELECT count(*) FROM lineitem").fetchone()
     return int(row[0]) if row else 0
 

@@ -139,10 +139,12 @@ class Limits(_Model):
 
 
 class RowSet(BaseModel):
-    """What a connector returns: rows within the limits, and whether more existed."""
+    """What a connector returns: rows within the limits, whether more existed, and (for governed
+    statements) the physical objects the statement read."""
 
     columns: list[str]
     rows: list[tuple[Any, ...]]
     truncated: bool = False
     truncated_by: Literal["rows", "bytes"] | None = None
     bytes: int = 0
+    objects: list[str] = Field(default_factory=list)

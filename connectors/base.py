@@ -9,6 +9,15 @@ read-only, under :class:`~catalog.query.Limits`, enforced by the driver itself:
 * the statement is cancelled after ``limits.timeout_s`` (:class:`~catalog.errors.QueryTimeoutError`);
 * writes are impossible at the driver/transaction level, not by string checks.
 
+Governed execution (the second wall)
+    The compiler wraps every product read in a *governed source* (a subquery marked with a
+    :class:`~catalog.compile.GovernedMark`). :meth:`Connector.prepare` binds each marked source to
+    what the store enforces itself — a view the statement must read through, named by a digest of
+    its body — and returns a :class:`Prepared` statement. ``execute(..., governed=True)`` refuses a
+    statement that carries no governed source and runs the rest behind the store's own wall, so a
+    statement that escaped the SQL rewrite (a raw table reference, a system catalog) is refused by
+    the store. Stores that have no such wall say so with ``capabilities.supports_store_governance``.
+
 Sync drivers run in a worker thread through ``anyio.to_thread``. Callers plan on
 :class:`Capabilities` flags, never on ``isinstance``.
 """
@@ -16,20 +25,26 @@ Sync drivers run in a worker thread through ``anyio.to_thread``. Callers plan on
 from __future__ import annotations
 
 import abc
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from sqlglot import exp
 
+from catalog.compile import GovernedMark
 from catalog.contract import ColumnType
+from catalog.errors import QueryExecutionError
 from catalog.query import Limits, RowSet
+from connectors._governed import cte_names, governed_sources, physical_tables
 
 __all__ = [
     "Capabilities",
     "ConnectionConfig",
     "Connector",
+    "GovernedRelation",
     "IntrospectedColumn",
+    "Prepared",
     "TableSchema",
     "estimate_row_bytes",
 ]
@@ -60,6 +75,8 @@ class Capabilities(BaseModel):
     supports_files: bool = False
     supports_tuple_comparison: bool = True
     supports_md5: bool = True
+    #: The store itself refuses reads outside a governed statement's governed sources.
+    supports_store_governance: bool = False
 
 
 class IntrospectedColumn(BaseModel):
@@ -78,6 +95,47 @@ class TableSchema(BaseModel):
     @property
     def column_names(self) -> list[str]:
         return [c.name for c in self.columns]
+
+
+@dataclass(frozen=True)
+class GovernedRelation:
+    """One governed source of a :class:`Prepared` statement, bound to what the store enforces.
+
+    ``name`` is the relation the statement reads in its place (a view named by a digest of its
+    body) and ``body`` the source's SELECT in the store's dialect with physical names qualified;
+    both are empty when the store runs the body inline. ``objects`` are the physical objects it
+    reads as the store names them (``main.people``, ``public.people``); ``scopes`` are the names
+    under which the store may report the body's reads (the view and the CTEs inside it).
+    ``filters_rows`` says the body drops rows (row filters, a filtering source query): the store
+    must then apply its filters before any condition of the statement around it.
+    """
+
+    product: str
+    name: str
+    body: str
+    objects: tuple[str, ...]
+    scopes: tuple[str, ...] = ()
+    filters_rows: bool = False
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A governed statement bound for one connection: the SQL text to run and the relations it reads.
+
+    Build it with :meth:`Connector.prepare`; it can be cached and run again and again. It always
+    runs behind the store's wall, on the connection it was prepared for. ``ctes`` are the names the
+    statement defines for itself (lower-cased), which a store may report read like tables.
+    """
+
+    connection: str
+    sql: str
+    relations: tuple[GovernedRelation, ...]
+    ctes: tuple[str, ...] = ()
+
+    @property
+    def objects(self) -> list[str]:
+        """The physical objects the statement reads, sorted."""
+        return sorted({o for r in self.relations for o in r.objects})
 
 
 def estimate_row_bytes(row: tuple[Any, ...]) -> int:
@@ -131,13 +189,76 @@ class Connector(abc.ABC):
         """Names of the tables and views this connection can read (``schema.table`` where schemas apply)."""
 
     @abc.abstractmethod
-    async def execute(self, statement: exp.Query | str, limits: Limits) -> RowSet:
-        """Run one governed SELECT (an AST, or text already rendered by :meth:`render`) read-only under ``limits``.
+    async def execute(self, statement: exp.Query | str | Prepared, limits: Limits, *, governed: bool = False) -> RowSet:
+        """Run one SELECT read-only under ``limits``.
+
+        ``statement`` is an AST, text already rendered by :meth:`render`, or a :class:`Prepared`.
+        With ``governed=True`` (and always for a :class:`Prepared`) the statement must carry governed
+        sources and runs behind the store's wall (see :meth:`prepare`); ``RowSet.objects`` then lists
+        the physical objects it read.
 
         Raises:
             QueryTimeoutError: the statement ran longer than ``limits.timeout_s``.
-            QueryExecutionError: the store rejected the statement (``.orig`` keeps the driver error).
+            QueryExecutionError: the store rejected the statement (``.orig`` keeps the driver error),
+                or a governed statement carries no governed source or reads outside them.
             ConnectorUnavailableError: the store cannot be reached.
+        """
+
+    # -- governed execution ----------------------------------------------------------------------
+
+    def prepare(self, statement: exp.Query) -> Prepared:
+        """Bind every governed source of ``statement`` for this store (the statement is not changed).
+
+        Raises:
+            QueryExecutionError: the statement carries no governed source, or governed sources nest.
+        """
+        bound = statement.copy()
+        sources = governed_sources(bound)
+        if not sources:
+            raise QueryExecutionError(
+                f"{self.name!r} runs governed statements only over governed sources, and this one reads none; "
+                "compile it with catalog.compile or catalog.sqlguard"
+            )
+        if any(source is bound for source, _ in sources):
+            raise QueryExecutionError(f"{self.name!r}: select from a governed source, it cannot be the statement")
+        relations = tuple(self._bind_governed(source, mark) for source, mark in sources)
+        self._check_prepared(bound, relations)
+        return Prepared(self.name, self.render(bound), relations, tuple(sorted(cte_names(bound))))
+
+    def prepared(self, statement: exp.Query | str | Prepared) -> Prepared:
+        """``statement`` ready to run behind the store's wall (prepared here unless it already is).
+
+        Raises:
+            QueryExecutionError: SQL text (it carries no governed source), a statement prepared for
+                another connection, or as :meth:`prepare`.
+        """
+        if isinstance(statement, Prepared):
+            if statement.connection != self.name:
+                raise QueryExecutionError(
+                    f"a statement prepared for {statement.connection!r} cannot run on {self.name!r}"
+                )
+            return statement
+        if isinstance(statement, str):
+            raise QueryExecutionError(
+                f"{self.name!r}: governed execution takes a statement AST or a Prepared, not SQL text"
+            )
+        return self.prepare(statement)
+
+    def _bind_governed(self, source: exp.Subquery, mark: GovernedMark) -> GovernedRelation:
+        """Bind one governed source in place. The default qualifies its physical names (see
+        :meth:`_qualify`) and leaves the body inline: a store without a wall of its own."""
+        objects = tuple(sorted({self._qualify(table) for table in physical_tables(source.this)}))
+        return GovernedRelation(mark.product, "", "", objects)
+
+    def _qualify(self, table: exp.Table) -> str:
+        """Qualify one physical table of a governed body in place; return its qualified name."""
+        return ".".join(part.name for part in table.parts)
+
+    def _check_prepared(self, statement: exp.Query, relations: tuple[GovernedRelation, ...]) -> None:  # noqa: B027
+        """Refuse a bound statement the store's wall could not judge (a hook; nothing by default).
+
+        Raises:
+            QueryExecutionError: the statement cannot run behind the wall.
         """
 
     async def health(self) -> bool:

@@ -16,6 +16,20 @@ How one connection is laid out:
 
 Each statement runs on its own cursor of the shared connection, must be a single SELECT (checked
 with DuckDB's own parser) and is interrupted by a timer after ``limits.timeout_s``.
+
+Governed statements: no second wall
+    DuckDB cannot enforce governance by itself, so a governed statement here is only as safe as the
+    SQL rewrite that built it (``capabilities.supports_store_governance`` is false). DuckDB has no
+    authorizer hook, no roles and no GRANT; a view is expanded with the caller's own access to the
+    catalogs, so whatever may read a view may read its base tables too; and a table function such as
+    ``read_parquet`` on an allowed path reads a file view's data without going through any view. What
+    DuckDB does enforce is process-wide (``read_only``, ``allowed_paths``, no external access, locked
+    configuration, see above), and that holds for every statement. For governed statements this
+    connector qualifies the physical names inside each governed source with their catalog and
+    schema (``"files"."main"."orders"`` for a file view, ``"source"."main"."people"`` for a table of
+    the attached database), so no name in the statement can redirect them, and reports those objects
+    in ``RowSet.objects``. Where a product needs the store to enforce its policy, serve it from
+    SQLite or PostgreSQL.
 """
 
 from __future__ import annotations
@@ -44,7 +58,7 @@ from catalog.errors import (
 from catalog.query import Limits, RowSet
 from connectors._common import Deadline, driver_message, fetch_capped, neutral_type, timeout_message, unknown_table
 from connectors._watchdog import Alarm, arm
-from connectors.base import Capabilities, ConnectionConfig, Connector, IntrospectedColumn, TableSchema
+from connectors.base import Capabilities, ConnectionConfig, Connector, IntrospectedColumn, Prepared, TableSchema
 
 __all__ = ["DuckDBConnector"]
 
@@ -187,9 +201,24 @@ class DuckDBConnector(Connector):
 
     # -- the contract --------------------------------------------------------------------------
 
-    async def execute(self, statement: exp.Query | str, limits: Limits) -> RowSet:
-        sql = self.render(statement)
-        return await anyio.to_thread.run_sync(self._execute_sync, sql, limits)
+    async def execute(self, statement: exp.Query | str | Prepared, limits: Limits, *, governed: bool = False) -> RowSet:
+        if governed or isinstance(statement, Prepared):
+            prepared = self.prepared(statement)
+            rowset = await anyio.to_thread.run_sync(self._execute_sync, prepared.sql, limits)
+            rowset.objects = prepared.objects
+            return rowset
+        return await anyio.to_thread.run_sync(self._execute_sync, self.render(statement), limits)
+
+    def _qualify(self, table: exp.Table) -> str:
+        """``"files"."main".<view>`` for a file view, ``"source".<schema>.<table>`` for the attached database."""
+        if not table.catalog:
+            if not table.db and table.name.lower() in {view.lower() for view in self._files}:
+                table.set("catalog", exp.to_identifier("files", quoted=True))
+                table.set("db", exp.to_identifier("main", quoted=True))
+            elif self._path is not None:
+                table.set("catalog", exp.to_identifier("source", quoted=True))
+                table.set("db", table.args.get("db") or exp.to_identifier("main", quoted=True))
+        return ".".join(part.name for part in table.parts)
 
     def _execute_sync(self, sql: str, limits: Limits) -> RowSet:
         with self._run(limits.timeout_s) as (cursor, deadline):

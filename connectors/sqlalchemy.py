@@ -14,6 +14,10 @@ PostgreSQL (psycopg 3; ``postgresql://`` URLs are normalised to ``postgresql+psy
     to it), without a server-side cursor, which would rule out parallel plans. A
     superuser login drops to ``pg_read_all_data`` for the transaction (a read-only transaction does
     not stop a superuser's ``COPY ... TO PROGRAM`` or ``pg_read_file``); prefer a read-only role.
+
+Governed statements (``execute(..., governed=True)``) run behind each store's own wall: TEMP views and
+a per-statement authorizer on SQLite (:mod:`connectors._sqlite_wall`); views that only a NOLOGIN reader
+role may read, each bound to the statements it serves, on PostgreSQL (:mod:`connectors._pg_wall`).
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from sqlalchemy import event
 from sqlalchemy import exc as sa_exc
 from sqlglot import exp
 
+from catalog.compile import GovernedMark
 from catalog.contract import ColumnType
 from catalog.errors import (
     ConfigError,
@@ -53,7 +58,17 @@ from connectors._common import (
     timeout_message,
     unknown_table,
 )
-from connectors.base import Capabilities, ConnectionConfig, Connector, IntrospectedColumn, TableSchema
+from connectors._pg_wall import PostgresWall
+from connectors._sqlite_wall import SQLiteWall, read_only_authorizer
+from connectors.base import (
+    Capabilities,
+    ConnectionConfig,
+    Connector,
+    GovernedRelation,
+    IntrospectedColumn,
+    Prepared,
+    TableSchema,
+)
 
 __all__ = ["SQLAlchemyConnector"]
 
@@ -85,12 +100,13 @@ class SQLAlchemyConnector(Connector):
             raise ConfigError(f"SQLAlchemyConnector serves kinds {sorted(_DIALECTS)}, not {config.kind!r}")
         self.kind = config.kind
         self.dialect = _DIALECTS[config.kind]
-        self.capabilities = Capabilities(supports_schemas=self.kind == "postgresql")
+        self.capabilities = Capabilities(supports_schemas=self.kind == "postgresql", supports_store_governance=True)
         self._sqlite_path: Path | None = None
         self._superuser: bool | None = None  # PostgreSQL: learnt on first use
         self._lock = threading.Lock()
         self._closed = False
         self._engine = self._sqlite_engine() if self.kind == "sqlite" else self._postgres_engine()
+        self._wall = SQLiteWall(self.name) if self.kind == "sqlite" else PostgresWall(self.name, config.options)
 
     # -- engines -------------------------------------------------------------------------------
 
@@ -126,8 +142,11 @@ class SQLAlchemyConnector(Connector):
     # -- the one place driver errors are mapped ------------------------------------------------
 
     @contextmanager
-    def _session(self, timeout_s: float) -> Iterator[tuple[sa.Connection, Deadline]]:
+    def _session(self, timeout_s: float, governed: Prepared | None = None) -> Iterator[tuple[sa.Connection, Deadline]]:
         """A connection inside a read-only transaction with a time budget; always rolled back.
+
+        For a ``governed`` statement on PostgreSQL the transaction runs as the reader role with the
+        statement's view tokens (its missing views are created first).
 
         Raises:
             ConnectorUnavailableError: the store cannot be opened or reached.
@@ -147,7 +166,7 @@ class SQLAlchemyConnector(Connector):
                             yield conn, deadline
                     else:
                         try:
-                            self._begin_postgres(conn, timeout_s)
+                            self._begin_postgres(conn, timeout_s, governed)
                             yield conn, deadline
                         finally:
                             conn.exec_driver_sql("ROLLBACK")
@@ -171,7 +190,7 @@ class SQLAlchemyConnector(Connector):
         except sa_exc.SQLAlchemyError as exc:
             raise QueryExecutionError(f"{self.name!r} failed: {driver_message(exc)}", orig=exc) from exc
 
-    def _begin_postgres(self, conn: sa.Connection, timeout_s: float) -> None:
+    def _begin_postgres(self, conn: sa.Connection, timeout_s: float, governed: Prepared | None = None) -> None:
         """Open the call's READ ONLY transaction with its settings in one round trip (the engine is in
         autocommit mode, so the transaction is ours to begin and to roll back)."""
         if self._superuser is None:
@@ -186,6 +205,11 @@ class SQLAlchemyConnector(Connector):
                 raise ConfigError(
                     f"connection {self.name!r}: a superuser login needs PostgreSQL 14+; use a read-only role"
                 )
+        if governed is not None:
+            assert isinstance(self._wall, PostgresWall)
+            raw: Any = conn.connection.dbapi_connection
+            self._wall.begin(raw, timeout_s, governed, superuser=self._superuser)
+            return
         begin = f"BEGIN READ ONLY; SET LOCAL statement_timeout = {max(1, round(timeout_s * 1000))}"
         if self._superuser:
             begin += "; SET LOCAL ROLE pg_read_all_data"
@@ -193,9 +217,33 @@ class SQLAlchemyConnector(Connector):
 
     # -- the contract --------------------------------------------------------------------------
 
-    async def execute(self, statement: exp.Query | str, limits: Limits) -> RowSet:
+    async def execute(self, statement: exp.Query | str | Prepared, limits: Limits, *, governed: bool = False) -> RowSet:
+        if governed or isinstance(statement, Prepared):
+            prepared = self.prepared(statement)
+            return await anyio.to_thread.run_sync(self._execute_governed_sync, prepared, limits)
         sql = self.render(statement)
         return await anyio.to_thread.run_sync(self._execute_sync, sql, limits)
+
+    def _bind_governed(self, source: exp.Subquery, mark: GovernedMark) -> GovernedRelation:
+        return self._wall.bind(source, mark)
+
+    def _check_prepared(self, statement: exp.Query, relations: tuple[GovernedRelation, ...]) -> None:
+        if isinstance(self._wall, SQLiteWall):
+            self._wall.check(statement, relations)
+
+    def _execute_governed_sync(self, prepared: Prepared, limits: Limits) -> RowSet:
+        if isinstance(self._wall, SQLiteWall):
+            with self._session(limits.timeout_s) as (conn, deadline):
+                return self._wall.run(conn, prepared, limits, deadline)
+        for attempt in (1, 2):  # a second time when a view was dropped under the cached binding
+            try:
+                with self._session(limits.timeout_s, prepared) as (conn, deadline):
+                    raw: Any = conn.connection.dbapi_connection
+                    return self._wall.run(raw, prepared, limits, deadline)
+            except QueryExecutionError as exc:
+                if attempt == 2 or not self._wall.forget(exc, prepared):
+                    raise
+        raise AssertionError("unreachable")
 
     def _execute_sync(self, sql: str, limits: Limits) -> RowSet:
         with self._session(limits.timeout_s) as (conn, deadline):
@@ -245,14 +293,6 @@ class SQLAlchemyConnector(Connector):
 
 # -- SQLite ------------------------------------------------------------------------------------
 
-# Authorizer action codes (sqlite3.SQLITE_*) a read-only session needs; everything else is denied.
-_SQLITE_ALLOWED = {
-    sqlite3.SQLITE_SELECT,
-    sqlite3.SQLITE_READ,
-    sqlite3.SQLITE_FUNCTION,
-    sqlite3.SQLITE_RECURSIVE,  # WITH RECURSIVE
-    sqlite3.SQLITE_TRANSACTION,  # the driver's own BEGIN/ROLLBACK
-}
 _SQLITE_AFFINITY: tuple[tuple[str, ColumnType], ...] = (
     ("INT", "integer"),
     ("CHAR", "string"),
@@ -263,7 +303,6 @@ _SQLITE_AFFINITY: tuple[tuple[str, ColumnType], ...] = (
     ("FLOA", "float"),
     ("DOUB", "float"),
 )
-_SQLITE_READ_PRAGMAS = {"table_info", "table_xinfo", "index_list", "index_info", "index_xinfo", "foreign_key_list"}
 
 
 def _md5(value: object) -> str | None:
@@ -273,18 +312,10 @@ def _md5(value: object) -> str | None:
     return hashlib.md5(data, usedforsecurity=False).hexdigest()
 
 
-def _sqlite_authorizer(action: int, arg1: str | None, arg2: str | None, db: str | None, source: str | None) -> int:
-    if action in _SQLITE_ALLOWED:
-        return sqlite3.SQLITE_OK
-    if action == sqlite3.SQLITE_PRAGMA and arg1 in _SQLITE_READ_PRAGMAS:
-        return sqlite3.SQLITE_OK
-    return sqlite3.SQLITE_DENY
-
-
 def _prepare_sqlite(dbapi_connection: sqlite3.Connection, _record: object) -> None:
     dbapi_connection.create_function("md5", 1, _md5, deterministic=True)
     dbapi_connection.execute("PRAGMA query_only = ON")
-    dbapi_connection.set_authorizer(_sqlite_authorizer)
+    dbapi_connection.set_authorizer(read_only_authorizer)
 
 
 @contextmanager

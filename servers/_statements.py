@@ -1,10 +1,12 @@
-"""A bounded cache of compiled, rendered statements for repeated identical reads.
+"""A bounded cache of compiled, prepared statements for repeated identical reads.
 
-Compiling a governed query and rendering it with sqlglot costs about as much as a point lookup on an
-indexed table. Agents repeat reads (the same question, the same first page), so the rendered text is
-kept per (product version, what the principal may see, query, dialect, limits). The key holds the
-governed view's decisions — masks and row filters — not the principal's name, so principals with the
-same view share entries and a policy change (a new contract version) never reuses a stale one.
+Compiling a governed query, binding its governed source to the store's wall and rendering it cost
+about as much as a point lookup on an indexed table. Agents repeat reads (the same question, the same
+first page), so the prepared statement is kept per (connection, product version, what the principal
+may see, query, limits). The key holds the governed view's decisions — masks and row filters — not the
+principal's name, so principals with the same view share entries and a policy change (a new contract
+version) never reuses a stale one. The entry is the connector's :class:`~connectors.base.Prepared`
+form, so a cached read still runs behind the store's wall.
 """
 
 from __future__ import annotations
@@ -15,34 +17,37 @@ from threading import Lock
 from catalog.compile import CompiledQuery, compile_query
 from catalog.policy import GovernedView
 from catalog.query import Limits, Query
+from connectors.base import Connector, Prepared
 
 __all__ = ["StatementCache"]
 
 
 class StatementCache:
-    """LRU of ``(CompiledQuery, rendered SQL)``; thread-safe."""
+    """LRU of ``(CompiledQuery, Prepared)``; thread-safe."""
 
     def __init__(self, size: int = 512) -> None:
         self.size = size
-        self._entries: OrderedDict[tuple[object, ...], tuple[CompiledQuery, str]] = OrderedDict()
+        self._entries: OrderedDict[tuple[object, ...], tuple[CompiledQuery, Prepared]] = OrderedDict()
         self._lock = Lock()
 
     def compiled(
-        self, view: GovernedView, query: Query, *, limits: Limits, dialect: str, hash_salt: str
-    ) -> tuple[CompiledQuery, str]:
-        """The compiled query and its SQL text in ``dialect``, from the cache when seen before.
+        self, view: GovernedView, query: Query, *, limits: Limits, connector: Connector, hash_salt: str
+    ) -> tuple[CompiledQuery, Prepared]:
+        """The compiled query and its prepared form on ``connector``, from the cache when seen before.
 
         Raises:
             InvalidRequestError: as :func:`catalog.compile.compile_query`.
+            QueryExecutionError: as :meth:`connectors.base.Connector.prepare`.
         """
         contract = view.contract
         key = (
+            connector.name,  # a prepared statement runs on the connection it was prepared for
+            connector.dialect,
             contract.name,
             contract.version,  # the registry refuses new content under a registered version
             tuple(sorted(view.masked.items())),
             tuple(view.row_filters),
             query.model_dump_json(),
-            dialect,
             limits,
         )
         with self._lock:
@@ -50,8 +55,8 @@ class StatementCache:
             if hit is not None:
                 self._entries.move_to_end(key)
                 return hit
-        compiled = compile_query(view, query, limits=limits, dialect=dialect, hash_salt=hash_salt)
-        entry = (compiled, compiled.statement.sql(dialect=dialect))
+        compiled = compile_query(view, query, limits=limits, dialect=connector.dialect, hash_salt=hash_salt)
+        entry = (compiled, connector.prepare(compiled.statement))
         with self._lock:
             self._entries[key] = entry
             while len(self._entries) > self.size:

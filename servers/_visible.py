@@ -52,7 +52,8 @@ async def visible_keys(
     query = Query(columns=list(primary_key), where=where, limit=len(wanted))
     bounded = limits.model_copy(update={"max_rows": max(len(wanted), 1)})
     compiled = compile_query(view, query, limits=bounded, dialect=connector.dialect, hash_salt=hash_salt)
-    rowset = await connector.execute(compiled.statement, bounded.model_copy(update={"max_rows": compiled.row_limit}))
+    limits = bounded.model_copy(update={"max_rows": compiled.row_limit})
+    rowset = await connector.execute(compiled.statement, limits, governed=True)
     found: set[str] = set()
     for row in rowset.rows:
         found.add(key_token({c: json_value(v) for c, v in zip(rowset.columns, row, strict=True)}))

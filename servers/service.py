@@ -216,15 +216,15 @@ class DataProductsService:
             stats.product = name
             view = await self._view(name, principal)
             connector = await self.connector(view.contract.source.connection)
-            compiled, sql = self._statements.compiled(
-                view, query, limits=self.settings.limits, dialect=connector.dialect, hash_salt=self._salt
+            compiled, prepared = self._statements.compiled(
+                view, query, limits=self.settings.limits, connector=connector, hash_salt=self._salt
             )
             limits = self.settings.limits.model_copy(update={"max_rows": compiled.row_limit})
-            rowset = await connector.execute(sql, limits)
+            rowset = await connector.execute(prepared, limits, governed=True)
             result = _to_result(rowset, [view])
             result.next_cursor = next_cursor(compiled, rowset)
             _deprecation_warning(view, result)
-            stats.rows, stats.bytes = result.row_count, rowset.bytes
+            stats.rows, stats.bytes, stats.objects = result.row_count, rowset.bytes, rowset.objects
             return result
 
         args = {"product": name, **query.model_dump(exclude_defaults=True, by_alias=True)}
@@ -248,11 +248,11 @@ class DataProductsService:
             statement = await anyio.to_thread.run_sync(
                 lambda: rewrite_sql(parsed, views, dialect=connector.dialect, hash_salt=self._salt, limits=limits)
             )
-            rowset = await connector.execute(statement, limits)
+            rowset = await connector.execute(statement, limits, governed=True)
             result = _to_result(rowset, list(views.values()))
             for view in views.values():
                 _deprecation_warning(view, result)
-            stats.rows, stats.bytes = result.row_count, rowset.bytes
+            stats.rows, stats.bytes, stats.objects = result.row_count, rowset.bytes, rowset.objects
             return result
 
         return await self._audited(principal, "run_sql", {"sql": sql}, run)
