@@ -19,7 +19,7 @@ from sqlglot import exp
 from catalog.audit import AuditLog, AuditRecord
 from catalog.query import Limits, RowSet
 from catalog.registry import Registry
-from connectors.base import Connector
+from connectors.base import Connector, Prepared
 from connectors.sqlalchemy import SQLAlchemyConnector
 from servers.mcp import create_server
 from servers.service import DataProductsService
@@ -121,7 +121,7 @@ class FailingConnector(SQLAlchemyConnector):
 
     failure: BaseException = RuntimeError("driver crashed while reading 4111-1111-1111-1111")
 
-    async def execute(self, statement: exp.Query | str, limits: Limits) -> RowSet:
+    async def execute(self, statement: exp.Query | str | Prepared, limits: Limits, *, governed: bool = False) -> RowSet:
         raise self.failure
 
 
