@@ -12,6 +12,8 @@ loser a no-op, and SQLite serialises the check and the change in one ``BEGIN IMM
 from __future__ import annotations
 
 import json
+import sqlite3
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -216,12 +218,21 @@ def write_transaction(engine: Engine) -> Iterator[Connection]:
 def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
     dbapi_connection.isolation_level = None  # let the "begin" hook emit BEGIN itself
     cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode = WAL")  # readers do not wait for the audit writer
+    cursor.execute("PRAGMA busy_timeout = 10000")
+    # Readers do not wait for the audit writer. Switching a new file to WAL needs an exclusive lock and
+    # is answered "database is locked" at once, without waiting, while another connection does the same.
+    for attempt in range(50):
+        try:
+            cursor.execute("PRAGMA journal_mode = WAL")
+            break
+        except sqlite3.OperationalError:
+            if attempt == 49:
+                raise
+            time.sleep(0.02 * (attempt + 1))
     # In WAL mode NORMAL keeps every commit atomic and durable across process crashes; only an OS
     # crash or power loss can roll back the last commits. It takes an fsync off every audit write.
     cursor.execute("PRAGMA synchronous = NORMAL")
     cursor.execute("PRAGMA foreign_keys = ON")
-    cursor.execute("PRAGMA busy_timeout = 10000")
     cursor.close()
 
 

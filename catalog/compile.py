@@ -92,6 +92,9 @@ class GovernedMark:
 
     product: str
     objects: tuple[str, ...]
+    #: The salt of the source's hash masks (None: no column is hashed). A store that keeps governed
+    #: sources as database objects must keep it out of their definitions, which callers can read.
+    hash_salt: str | None = None
 
 
 def source_alias(view: GovernedView) -> str:
@@ -147,7 +150,8 @@ def governed_source(
     else:
         table_alias = exp.TableAlias(this=exp.to_identifier(alias or source_alias(view), quoted=alias is None))
     governed = exp.Subquery(this=select, alias=table_alias)
-    governed.meta[GOVERNED] = GovernedMark(view.name, _physical_objects(source))
+    hashed = "hash" in view.masked.values()
+    governed.meta[GOVERNED] = GovernedMark(view.name, _physical_objects(source), hash_salt if hashed else None)
     return governed
 
 

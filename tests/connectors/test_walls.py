@@ -25,7 +25,7 @@ from hypothesis import given
 from pydantic import SecretStr
 from sqlglot import exp
 
-from catalog.compile import compile_query, governed_source
+from catalog.compile import GOVERNED, compile_query, governed_source
 from catalog.contract import ProductContract
 from catalog.errors import ConfigError, DataProductsError, QueryExecutionError, QueryTimeoutError
 from catalog.policy import govern
@@ -599,3 +599,13 @@ async def test_a_governed_statement_is_cancelled_after_its_time_budget(walled: C
     with pytest.raises(QueryTimeoutError):
         await walled.execute(slow, Limits(timeout_s=0.3), governed=True)
     assert len((await walled.execute(compiled(walled, EU_ANALYST), Limits(), governed=True)).rows) == len(EU_ROWS)
+
+
+async def test_a_salt_in_a_shape_the_wall_does_not_know_is_never_written_into_a_view(pg: Connector) -> None:
+    statement = compiled(pg, EU_ANALYST)
+    source = next(s for s in statement.find_all(exp.Subquery) if GOVERNED in s.meta)
+    body = source.this
+    assert isinstance(body, exp.Select)
+    body.select(exp.alias_(exp.Upper(this=exp.Literal.string(SALT)), "shout", quoted=True), copy=False)
+    with pytest.raises(QueryExecutionError, match="without its hash salt in the definition"):
+        await pg.execute(statement, Limits(), governed=True)
