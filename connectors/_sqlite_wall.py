@@ -214,7 +214,7 @@ class SQLiteWall:
 
 
 def _keep_in_use(body: exp.Expr) -> None:
-    """AND ``"c" IS "c"`` for up to two source columns the body projects (see "Flattened views")."""
+    """AND ``"c" IS "c"`` for source columns the body projects (see "Flattened views")."""
     source = body.args.get("from_")
     if not isinstance(body, exp.Select) or not isinstance(source, exp.From):
         return
@@ -225,7 +225,10 @@ def _keep_in_use(body: exp.Expr) -> None:
         for column in projection.find_all(exp.Column)
         if column.table == alias
     )
-    for name in list(used)[:2]:
+    # A table holds at most one rowid column, so two of its columns keep it in use; a source query's
+    # columns may come from several tables (a join), so all of them are kept in use.
+    keep = list(used) if isinstance(source.this, exp.Subquery) else list(used)[:2]
+    for name in keep:
         column = exp.column(name, table=alias, quoted=True)
         body.where(exp.Is(this=column, expression=column.copy()), copy=False)
 

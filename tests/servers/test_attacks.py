@@ -107,3 +107,14 @@ async def test_deep_or_huge_input_is_refused_while_another_client_keeps_reading(
         tg.start_soon(lookups)
     assert "nested too deeply" in answers["deep"] and "Traceback" not in answers["deep"]
     assert "characters long" in answers["huge"] and len(answers["huge"]) < 400
+
+
+async def test_a_join_product_is_read_through_the_wall_even_when_no_column_is_used(
+    sam: Client, demo: DemoWorkspace
+) -> None:
+    """shop.order_lines joins two tables; counting it uses none of their columns, yet the store's wall
+    must still see both reads as the governed view's, not refuse them."""
+    (total,) = shop(demo, "SELECT count(*) FROM order_lines l JOIN orders o ON o.order_id = l.order_id")
+    for sql in ("SELECT count(*) AS n FROM shop.order_lines", "SELECT 1 AS one FROM shop.order_lines LIMIT 1"):
+        result = await call(sam, "run_sql", sql=sql)
+        assert result["rows"] in ([[total[0]]], [[1]])
