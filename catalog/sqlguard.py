@@ -285,7 +285,8 @@ def _name_outputs(statement: exp.Query) -> None:
         for position, projection in enumerate(list(select.expressions), start=1):
             if isinstance(projection, exp.Alias | exp.Column | exp.Star):
                 continue
-            if isinstance(projection, exp.Func) and not isinstance(projection, exp.Cast):
+            # niladic functions (CURRENT_DATE) are keywords: a column named after one confuses DuckDB
+            if isinstance(projection, exp.Func) and not isinstance(projection, exp.Cast) and projection.args:
                 name = function_name(type(projection))
             else:
                 name = f"col_{position}"

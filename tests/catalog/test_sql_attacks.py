@@ -146,8 +146,10 @@ def test_column_names_come_from_the_callers_text_never_from_the_rewrite(store: C
 
 
 def test_unnamed_outputs_are_named_by_function_or_position(store: Connector) -> None:
-    rowset = run(store, "SELECT count(*), person_id, person_id + 1, max(email) AS m FROM crm.people GROUP BY 2")
-    assert rowset.columns == ["count", "person_id", "col_3", "m"]
+    rowset = run(
+        store, "SELECT count(*), person_id, person_id + 1, max(email) AS m, CURRENT_DATE FROM crm.people GROUP BY 2"
+    )
+    assert rowset.columns == ["count", "person_id", "col_3", "m", "col_5"]
 
 
 # -- 3. a CTE shadowing the physical table inside the governed source ------------------------------
