@@ -1,0 +1,93 @@
+"""run_sql answers exactly what the principal's governed view answers, and leaks nothing, on every store.
+
+The gate: at least ``DATAPRODUCTS_FUZZ_STATEMENTS`` (10,000) generated statements per store run through
+the product path and the oracle (:mod:`tests.fuzz.harness`), inside a wall-clock budget; any finding
+fails the test with the shortest reproductions of each cause. The generator is derandomized, so a run
+is repeatable; ``bench/sql_fuzz.py`` explores with fresh seeds for as long as asked.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
+
+from tests.fuzz.grammar import statements
+from tests.fuzz.harness import Case, Differential, Tally, summary
+from tests.fuzz.oracle import mask
+from tests.fuzz.schema import profile_for
+
+pytestmark = pytest.mark.fuzz
+
+STATEMENTS = int(os.environ.get("DATAPRODUCTS_FUZZ_STATEMENTS", "10000"))
+BUDGET_S = float(os.environ.get("DATAPRODUCTS_FUZZ_SECONDS", "420"))
+BATCH = 10  # statements per hypothesis example (each example draws them all)
+
+# The reported leaks, word for word: each must be refused or answer exactly what the oracle answers.
+REPORTED = (
+    'SELECT CAST(1 AS VARCHAR("1)) AS A, CUSTOMER_ID, FULL_NAME, EMAIL, PHONE FROM CUSTOMERS --")) FROM shop.customers',
+    "SELECT upper(email), (SELECT max(phone) FROM shop.customers) FROM shop.customers LIMIT 3",
+    "WITH RECURSIVE orders(order_id, region) AS (SELECT 100001, 'EU' UNION ALL SELECT order_id + 1, region "
+    "FROM orders WHERE order_id < 104000) SELECT count(*) FROM shop.order_lines",
+    "SELECT " + "(" * 60 + "1" + ")" * 60 + " FROM shop.orders",
+)
+
+
+def test_run_sql_agrees_with_the_oracle_and_leaks_nothing(differential: Differential) -> None:
+    profile = profile_for(differential.store)
+    tally = Tally()
+    started = time.perf_counter()
+
+    # Every example draws its whole batch (hypothesis requires it); past the budget they no longer run.
+    @settings(
+        max_examples=-(-STATEMENTS // BATCH),
+        deadline=None,
+        derandomize=True,
+        database=None,
+        phases=[Phase.generate],
+        suppress_health_check=list(HealthCheck),
+    )
+    @given(st.lists(statements(profile), min_size=BATCH, max_size=BATCH))
+    def fuzz(batch: list[Case]) -> None:
+        for case in batch:
+            if time.perf_counter() - started < BUDGET_S:
+                tally.add(differential.check(case))
+
+    fuzz()
+    seconds = time.perf_counter() - started
+    report = summary(differential.stats, seconds, differential.store.kind)
+    print(report)
+    assert not len(tally), f"{report}\n{len(tally)} findings:\n{tally.report()}"
+    assert differential.stats["statements"] >= STATEMENTS, f"ran out of time: {report}"
+
+
+@pytest.mark.parametrize("sql", REPORTED)
+def test_reported_leaks_are_refused_or_governed(differential: Differential, sql: str) -> None:
+    for principal in differential.oracles:
+        findings = differential.check(Case(principal, sql))
+        assert not findings, "\n".join(f"{f.kind}: {f.detail}" for f in findings)
+
+
+def test_the_differential_catches_a_product_path_that_ignores_the_policy(differential: Differential) -> None:
+    """The gate can fail: answers computed as sam (raw PII, every region), judged as ana's, are findings."""
+    honest = differential.principals["ana"]
+    differential.principals["ana"] = differential.principals["sam"]
+    try:
+        masked = differential.check(Case("ana", "SELECT customer_id, email, phone FROM shop.customers"))
+        filtered = differential.check(Case("ana", "SELECT count(*) AS n FROM shop.orders"))
+    finally:
+        differential.principals["ana"] = honest
+    assert {"leak:raw-value", "rows-differ"} <= {f.kind for f in masked}
+    assert {f.kind for f in filtered} == {"rows-differ"}
+
+
+def test_the_oracle_masks_as_the_policy_says() -> None:
+    assert mask("+49 555 8133 696", "partial", "s") == "*** 696"
+    assert mask("+1 5555", "partial", "s") == "***"
+    assert mask("Jo Silverton", "redact", "s") == "***"
+    assert mask("jo@example.org", "hash", "salt") == "92f16cc806428a9351251fdfa8de05ea"
+    assert mask(None, "hash", "salt") is None
+    assert mask("x", "null", "salt") is None
