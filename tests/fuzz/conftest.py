@@ -5,13 +5,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from anyio.from_thread import start_blocking_portal
 
 from servers.demo import DemoWorkspace, build_demo_workspace
-from servers.service import DataProductsService
 from tests.fuzz.harness import Differential
-from tests.fuzz.oracle import open_oracle
-from tests.fuzz.stores import STORES, open_store
+from tests.fuzz.runner import open_differential
+from tests.fuzz.stores import STORES
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -25,24 +23,14 @@ def fuzz_workspace(tmp_path_factory: pytest.TempPathFactory) -> DemoWorkspace:
 
 @pytest.fixture(scope="module", params=STORES)
 def differential(request: pytest.FixtureRequest, fuzz_workspace: DemoWorkspace) -> Iterator[Differential]:
-    """The product path of one store (service through a portal) beside each principal's oracle."""
-    kind = request.param
-    cluster = request.getfixturevalue("pg_cluster") if kind == "postgresql" else None
-    module = request.module.__name__.rsplit(".", 1)[-1]
-    store = open_store(
-        kind, fuzz_workspace, pg_url=(lambda name: cluster.create_database(f"{module}_{name}")) if cluster else None
-    )
-    oracles = {
-        name: open_oracle(store, name, pg_url=cluster.create_database(f"{module}_oracle_{name}") if cluster else None)
-        for name in store.principals
-    }
-    try:
-        with start_blocking_portal() as portal:
-            service = DataProductsService.open(store.settings)
-            try:
-                yield Differential(store, service, portal, oracles)
-            finally:
-                portal.call(service.aclose)
-    finally:
-        for oracle in oracles.values():
-            oracle.close()
+    """The product path of one store (the service behind a portal) beside each principal's oracle."""
+    create_database = None
+    if request.param == "postgresql":
+        cluster = request.getfixturevalue("pg_cluster")
+        prefix = request.module.__name__.rsplit(".", 1)[-1]
+
+        def create_database(name: str) -> str:
+            return cluster.create_database(f"{prefix}_{name}")
+
+    with open_differential(request.param, fuzz_workspace, create_database=create_database) as differential:
+        yield differential

@@ -177,6 +177,7 @@ class Differential:
         self.leaks = {name: Leaks(store, name, governed_tables(store, name)) for name in oracles}
         self.max_rows = store.settings.limits.max_rows
         self.stats: Counter[str] = Counter()
+        self.slowest: list[tuple[float, str]] = []  # (seconds, statement), the few slowest checks
 
     def run_product(self, case: Case) -> Outcome:
         with production_recursion_limit():
@@ -206,6 +207,14 @@ class Differential:
 
         The oracle runs while the product path does (different databases; both release the GIL).
         """
+        began = time.perf_counter()
+        findings = self._check(case)
+        self.slowest.append((time.perf_counter() - began, case.sql))
+        self.slowest.sort(reverse=True)
+        del self.slowest[5:]
+        return findings
+
+    def _check(self, case: Case) -> list[Finding]:
         self.stats["statements"] += 1
         for tag in case.tags:
             self.stats[f"tag:{tag}"] += 1

@@ -9,22 +9,17 @@ is repeatable; ``bench/sql_fuzz.py`` explores with fresh seeds for as long as as
 from __future__ import annotations
 
 import os
-import time
 
 import pytest
-from hypothesis import HealthCheck, Phase, given, settings
-from hypothesis import strategies as st
 
-from tests.fuzz.grammar import statements
-from tests.fuzz.harness import Case, Differential, Tally, summary
+from tests.fuzz.harness import Case, Differential
 from tests.fuzz.oracle import mask
-from tests.fuzz.schema import profile_for
+from tests.fuzz.runner import fuzz
 
 pytestmark = pytest.mark.fuzz
 
 STATEMENTS = int(os.environ.get("DATAPRODUCTS_FUZZ_STATEMENTS", "10000"))
 BUDGET_S = float(os.environ.get("DATAPRODUCTS_FUZZ_SECONDS", "420"))
-BATCH = 10  # statements per hypothesis example (each example draws them all)
 
 # The reported leaks, word for word: each must be refused or answer exactly what the oracle answers.
 REPORTED = (
@@ -37,31 +32,10 @@ REPORTED = (
 
 
 def test_run_sql_agrees_with_the_oracle_and_leaks_nothing(differential: Differential) -> None:
-    profile = profile_for(differential.store)
-    tally = Tally()
-    started = time.perf_counter()
-
-    # Every example draws its whole batch (hypothesis requires it); past the budget they no longer run.
-    @settings(
-        max_examples=-(-STATEMENTS // BATCH),
-        deadline=None,
-        derandomize=True,
-        database=None,
-        phases=[Phase.generate],
-        suppress_health_check=list(HealthCheck),
-    )
-    @given(st.lists(statements(profile), min_size=BATCH, max_size=BATCH))
-    def fuzz(batch: list[Case]) -> None:
-        for case in batch:
-            if time.perf_counter() - started < BUDGET_S:
-                tally.add(differential.check(case))
-
-    fuzz()
-    seconds = time.perf_counter() - started
-    report = summary(differential.stats, seconds, differential.store.kind)
-    print(report)
-    assert not len(tally), f"{report}\n{len(tally)} findings:\n{tally.report()}"
-    assert differential.stats["statements"] >= STATEMENTS, f"ran out of time: {report}"
+    run = fuzz(differential, statements_wanted=STATEMENTS, seconds=BUDGET_S)
+    print(run.report())
+    assert not len(run.tally), run.report()
+    assert run.statements >= STATEMENTS, f"ran out of time: {run.report()}"
 
 
 @pytest.mark.parametrize("sql", REPORTED)
