@@ -192,7 +192,7 @@ def beyond_cap(w: Writer) -> str:
     if form == 5:
         values = ", ".join(str(i) for i in range(w.n(20_000, 30_000)))
         return f"SELECT COUNT(*) AS n FROM {name} WHERE {column} IN ({values})"
-    return f"SELECT '{'x' * w.n(100_000, 200_000)}' AS x FROM {name}"
+    return f"SELECT COUNT(*) AS n FROM {name} WHERE {column} = '{'x' * w.n(100_000, 200_000)}'"
 
 
 def colliding_cte(w: Writer) -> str:
