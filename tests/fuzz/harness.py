@@ -47,6 +47,11 @@ _FAILED = {"execution_failed": "failed", "timeout": "timeout"}
 REFUSAL_SECONDS = 2.0
 PRODUCTION_RECURSION_LIMIT = 1000  # CPython's default: what a server process runs with
 MARKERS = ("_source", "md5(")
+#: Generator tags, most telling first: a row difference is grouped under the first its statement has.
+FEATURES = (
+    *("hostile", "collision", "poison", "recursive", "deep", "setop", "window", "derived", "correlated"),
+    *("subquery", "join", "aggregate", "star", "quoted-case", "unicode", "comment"),
+)
 SALT_PIECE = 12
 
 
@@ -58,6 +63,10 @@ class Case:
     sql: str
     tags: frozenset[str] = frozenset()
 
+    def __repr__(self) -> str:  # hypothesis prints examples; statements can be hundreds of kilobytes
+        text = self.sql if len(self.sql) <= 200 else f"{self.sql[:200]}... ({len(self.sql)} characters)"
+        return f"Case({self.principal!r}, {text!r})"
+
 
 @dataclass(frozen=True)
 class Finding:
@@ -67,7 +76,10 @@ class Finding:
 
     @property
     def signature(self) -> tuple[str, str]:
-        """What groups findings of one cause: the kind and the detail without values."""
+        """What groups findings of one cause: the kind, and the detail without values or (for row
+        and column differences, whose details are values) what the statement does."""
+        if self.kind in ("rows-differ", "columns-differ"):
+            return self.kind, next((f"in a {t} statement" for t in FEATURES if t in self.case.tags), "")
         return self.kind, re.sub(r"'[^']*'|\"[^\"]*\"|\d+", "…", self.detail)[:120]
 
 
@@ -129,7 +141,7 @@ def _shapes(secrets: frozenset[str]) -> list[re.Pattern[str]]:
     """Regular expressions that find secret-looking substrings (e-mail addresses, phones, names)."""
     shapes = []
     if any("@" in s for s in secrets):
-        shapes.append(re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+"))
+        shapes.append(re.compile(r"(?<![\w.+-])[\w.+-]+@[\w-]+(?:\.[\w-]+)+"))  # anchored: linear on long text
     if any(re.fullmatch(r"\+[\d ]+", s) for s in secrets):
         shapes.append(re.compile(r"\+\d[\d ]*\d"))
     firsts = sorted({s.split()[0] for s in secrets if re.fullmatch(r"[^\W\d_]+ [^\W\d_]+", s)})
@@ -246,8 +258,9 @@ class Differential:
             elif outcome.seconds > REFUSAL_SECONDS:
                 findings.append(Finding("slow-refusal", case, f"refused after {outcome.seconds:.1f}s"))
             return findings
-        if outcome.kind == "error":
-            findings.append(Finding("product-crash", case, outcome.message))
+        if outcome.kind == "error":  # a crash, or an error that misnames what went wrong (store_unavailable)
+            kind = "unexpected-error" if outcome.code.islower() else "product-crash"
+            findings.append(Finding(kind, case, f"{outcome.code}: {outcome.message}"))
         elif outcome.kind == "timeout":
             self.stats["inconclusive:timeout"] += 1
         elif outcome.kind in ("ok", "failed") and expected is not None:
@@ -281,11 +294,29 @@ class Differential:
             if outcome.kind == "failed":
                 self.stats["both-failed"] += 1
                 return []
-            return [Finding("oracle-only-failed", case, str(expected)[:300])]
+            limited = self._limited(case)
+            if limited is None:
+                return [Finding("oracle-only-failed", case, str(expected)[:300])]
+            # Only the rows past the LIMIT fail (e.g. LIMIT 0): the selection may differ, the count may not.
+            self.stats["compared:count"] += 1
+            if len(outcome.rows) != min(len(limited.rows), self.max_rows):
+                return [Finding("rows-differ", case, f"{len(outcome.rows)} rows vs {len(limited.rows)}")]
+            return []
         if outcome.kind == "failed":
             return [Finding("product-only-failed", case, outcome.message[:300])]
         self.stats["compared"] += 1
         return [Finding(kind, case, detail) for kind, detail in self._differences(outcome, expected)]
+
+    def _limited(self, case: Case) -> OracleResult | None:
+        """The oracle's answer with the statement's own outer LIMIT/OFFSET, when it has one and runs."""
+        oracle = self.oracles[case.principal]
+        try:
+            prepared = oracle.prepare(case.sql)
+            if not prepared.unlimited:
+                return None
+            return oracle.execute(prepared.limited(self.max_rows + 1))
+        except OracleError:
+            return None
 
     def _differences(self, outcome: Outcome, expected: OracleResult) -> Iterator[tuple[str, str]]:
         if len(outcome.columns) != len(expected.columns):

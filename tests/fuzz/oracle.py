@@ -156,6 +156,16 @@ class Prepared:
     limit: int | None
     offset: int
     named: bool  # the statement names every output (aliases, columns): the names must agree
+    statement: exp.Expr | None = None  # the parsed statement, without its outer LIMIT/OFFSET
+    dialect: str = "sqlite"
+
+    def limited(self, cap: int) -> Prepared:
+        """This statement with its outer LIMIT (at most ``cap``) and OFFSET applied after all."""
+        assert isinstance(self.statement, exp.Query)
+        query = self.statement.limit(min(cap, self.limit if self.limit is not None else cap))
+        if self.offset:
+            query = query.offset(self.offset, copy=False)
+        return Prepared(query.sql(dialect=self.dialect), False, None, 0, self.named)
 
 
 @dataclass(frozen=True)
@@ -202,7 +212,7 @@ class Oracle:
             text = statement.sql(dialect=self.dialect)
         except (sqlglot.errors.SqlglotError, RecursionError) as exc:
             raise OracleError(f"sqlglot: {exc}"[:300]) from exc
-        return Prepared(text, unlimited, limit, offset or 0, named)
+        return Prepared(text, unlimited, limit, offset or 0, named, statement, self.dialect)
 
     def execute(self, prepared: Prepared) -> OracleResult:
         """Run a prepared statement: every row it returns without its outer LIMIT/OFFSET.
