@@ -37,7 +37,15 @@ from anyio.from_thread import BlockingPortal
 from catalog.errors import DataProductsError
 from catalog.values import json_value
 from servers.service import DataProductsService
-from tests.fuzz.oracle import GovernedTable, Oracle, OracleError, OracleResult, OracleTooLarge, governed_tables
+from tests.fuzz.oracle import (
+    GovernedTable,
+    Oracle,
+    OracleError,
+    OracleResult,
+    OracleTooLarge,
+    Prepared,
+    governed_tables,
+)
 from tests.fuzz.stores import FuzzStore
 
 __all__ = ["Case", "Differential", "Finding", "Leaks"]
@@ -231,20 +239,20 @@ class Differential:
         for tag in case.tags:
             self.stats[f"tag:{tag}"] += 1
         oracle = self.oracles[case.principal]
-        expected: OracleResult | OracleError | None = None
+        first: OracleResult | OracleError | None = None
         prepared = None
         if "beyond-cap" not in case.tags:
             try:
                 prepared = oracle.prepare(case.sql)
             except OracleError as exc:
-                expected = exc
+                first = exc
         with production_recursion_limit():  # from the start of the product call to its answer
             started = self.start_product(case)
-            if prepared is not None:
+            if prepared is not None:  # meanwhile the oracle, with the LIMIT the product path applies
                 try:
-                    expected = oracle.execute(prepared)
+                    first = oracle.execute(prepared.capped(self.max_rows + 1))
                 except OracleError as exc:
-                    expected = exc
+                    first = exc
             outcome = self._outcome(started)
         findings = self._leaks(case, outcome)
         self.stats[f"product:{outcome.kind}"] += 1
@@ -263,8 +271,8 @@ class Differential:
             findings.append(Finding(kind, case, f"{outcome.code}: {outcome.message}"))
         elif outcome.kind == "timeout":
             self.stats["inconclusive:timeout"] += 1
-        elif outcome.kind in ("ok", "failed") and expected is not None:
-            findings += self._compare(case, outcome, expected)
+        elif outcome.kind in ("ok", "failed") and first is not None:
+            findings += self._compare(case, outcome, prepared, first)
         return findings
 
     def _leaks(self, case: Case, outcome: Outcome) -> list[Finding]:
@@ -286,58 +294,52 @@ class Differential:
                 findings.append(Finding(f"leak:{what}", case, f"{values[0]}{more} in {place}"))
         return findings
 
-    def _compare(self, case: Case, outcome: Outcome, expected: OracleResult | OracleError) -> list[Finding]:
-        if isinstance(expected, OracleTooLarge):
-            self.stats["inconclusive:large"] += 1
-            return []
-        if isinstance(expected, OracleError):
+    def _compare(
+        self, case: Case, outcome: Outcome, prepared: Prepared | None, first: OracleResult | OracleError
+    ) -> list[Finding]:
+        if isinstance(first, OracleError):
             if outcome.kind == "failed":
                 self.stats["both-failed"] += 1
                 return []
-            limited = self._limited(case)
-            if limited is None:
-                return [Finding("oracle-only-failed", case, str(expected)[:300])]
-            # Only the rows past the LIMIT fail (e.g. LIMIT 0): the selection may differ, the count may not.
-            self.stats["compared:count"] += 1
-            if len(outcome.rows) != min(len(limited.rows), self.max_rows):
-                return [Finding("rows-differ", case, f"{len(outcome.rows)} rows vs {len(limited.rows)}")]
-            return []
+            return [Finding("oracle-only-failed", case, str(first)[:300])]
+        assert prepared is not None
         if outcome.kind == "failed":
             return [Finding("product-only-failed", case, outcome.message[:300])]
         self.stats["compared"] += 1
-        return [Finding(kind, case, detail) for kind, detail in self._differences(outcome, expected)]
+        return [Finding(kind, case, detail) for kind, detail in self._differences(case, outcome, prepared, first)]
 
-    def _limited(self, case: Case) -> OracleResult | None:
-        """The oracle's answer with the statement's own outer LIMIT/OFFSET, when it has one and runs."""
-        oracle = self.oracles[case.principal]
-        try:
-            prepared = oracle.prepare(case.sql)
-            if not prepared.unlimited:
-                return None
-            return oracle.execute(prepared.limited(self.max_rows + 1))
-        except OracleError:
-            return None
-
-    def _differences(self, outcome: Outcome, expected: OracleResult) -> Iterator[tuple[str, str]]:
-        if len(outcome.columns) != len(expected.columns):
-            yield "columns-differ", f"product {outcome.columns} vs oracle {expected.columns}"
+    def _differences(
+        self, case: Case, outcome: Outcome, prepared: Prepared, first: OracleResult
+    ) -> Iterator[tuple[str, str]]:
+        if len(outcome.columns) != len(first.columns):
+            yield "columns-differ", f"product {outcome.columns} vs oracle {first.columns}"
             return
-        shape = expected.prepared
-        if shape.named and [c.lower() for c in outcome.columns] != [c.lower() for c in expected.columns]:
-            yield "columns-differ", f"product {outcome.columns} vs oracle {expected.columns}"
+        if prepared.named and [c.lower() for c in outcome.columns] != [c.lower() for c in first.columns]:
+            yield "columns-differ", f"product {outcome.columns} vs oracle {first.columns}"
         product = [normal_row(row) for row in outcome.rows]
-        oracle = [normal_row(row, driver=True) for row in expected.rows]
-        if not shape.unlimited and not outcome.truncated:
-            if not same_rows(product, oracle):
-                yield "rows-differ", _row_diff(product, oracle)
+        answer = [normal_row(row, driver=True) for row in first.rows]
+        if not prepared.unlimited and len(answer) <= self.max_rows and not outcome.truncated:
+            if not same_rows(product, answer):  # the whole answer: the same rows
+                yield "rows-differ", _row_diff(product, answer)
+            return
+        # A LIMIT's worth of rows (the statement's or the row cap): which rows it keeps depends on the plan.
+        if len(product) == min(len(answer), self.max_rows) and sub_rows(product, answer):
             return
         self.stats["compared:subset"] += 1
-        wanted = max(0, len(oracle) - shape.offset)
-        wanted = min(wanted, shape.limit if shape.limit is not None else wanted, self.max_rows)
+        try:
+            every = [normal_row(row, driver=True) for row in self.oracles[case.principal].execute(prepared).rows]
+        except OracleTooLarge:
+            self.stats["inconclusive:large"] += 1
+            return
+        except OracleError:  # rows past the LIMIT fail (LIMIT 0 over a failing expression)
+            self.stats["inconclusive:past-limit"] += 1
+            return
+        wanted = max(0, len(every) - prepared.offset)
+        wanted = min(wanted, prepared.limit if prepared.limit is not None else wanted, self.max_rows)
         if len(product) != wanted and not (outcome.truncated and len(product) < wanted):
-            yield "rows-differ", f"{len(product)} rows, expected {wanted} of the oracle's {len(oracle)}"
-        if not sub_rows(product, oracle):
-            yield "rows-differ", "rows not in the oracle's answer: " + _row_diff(product, oracle, extra_only=True)
+            yield "rows-differ", f"{len(product)} rows, expected {wanted} of the oracle's {len(every)}"
+        if not sub_rows(product, every):
+            yield "rows-differ", "rows not in the oracle's answer: " + _row_diff(product, every, extra_only=True)
 
 
 _PLAIN = (int, str, bool, type(None))
@@ -442,10 +444,10 @@ def summary(stats: Counter[str], seconds: float, store: str) -> str:
     total = stats["statements"]
     rate = total / seconds if seconds else 0.0
     head = (
-        f"{store}: {total} statements in {seconds:.1f}s ({rate:.1f}/s); compared {stats['compared']} "
-        f"({stats['compared:subset']} as a subset), refused {stats['product:refused']}, "
-        f"failed on both sides {stats['both-failed']}, inconclusive "
-        f"{stats['inconclusive:large'] + stats['inconclusive:timeout']}"
+        f"{store}: {total} distinct statements in {seconds:.1f}s ({rate:.1f}/s; {stats['repeats']} repeats "
+        f"skipped); compared {stats['compared']} ({stats['compared:subset']} against every row of the oracle), "
+        f"refused {stats['product:refused']}, failed on both sides {stats['both-failed']}, inconclusive "
+        f"{sum(v for k, v in stats.items() if k.startswith('inconclusive:'))}"
     )
     refusals = ", ".join(f"{k.split(':', 1)[1]} {v}" for k, v in sorted(stats.items()) if k.startswith("refused:"))
     tags = ", ".join(

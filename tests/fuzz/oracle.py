@@ -159,9 +159,9 @@ class Prepared:
     statement: exp.Expr | None = None  # the parsed statement, without its outer LIMIT/OFFSET
     dialect: str = "sqlite"
 
-    def limited(self, cap: int) -> Prepared:
-        """This statement with its outer LIMIT (at most ``cap``) and OFFSET applied after all."""
-        assert isinstance(self.statement, exp.Query)
+    def capped(self, cap: int) -> Prepared:
+        """This statement with its outer LIMIT (at most ``cap``) and OFFSET, as the product path runs it."""
+        assert isinstance(self.statement, exp.Query)  # prepare() takes queries only
         query = self.statement.limit(min(cap, self.limit if self.limit is not None else cap))
         if self.offset:
             query = query.offset(self.offset, copy=False)
@@ -197,6 +197,8 @@ class Oracle:
         if len(statements) != 1:
             raise OracleError(f"{len(statements)} statements")
         (statement,) = statements
+        if not isinstance(statement, exp.Query):
+            raise OracleError(f"not a query: {type(statement).__name__}")
         limit, offset = _literal(statement.args.get("limit")), _literal(statement.args.get("offset"))
         unlimited = bool(statement.args.get("limit") or statement.args.get("offset"))
         statement.set("limit", None)
