@@ -360,8 +360,15 @@ class Writer:
         return f"({self.cond(sc, d)} AND {self.cond(sc, d)})"
 
     def poison(self, sc: Scope) -> str | None:
-        """A predicate that fails on rows whose region is not EU: for an EU-only principal it must not."""
-        regions = [(r, i) for r, i in self.columns_of(sc, TEXT) if r.columns[i][0].lower() == "region"]
+        """A predicate that fails on rows whose region is not EU, over a product whose row filter hides
+        them from this principal: it must never fail (only a predicate run below the filter could)."""
+        regions = [
+            (r, i)
+            for r, i in self.columns_of(sc, TEXT)
+            if r.columns[i][0].lower() == "region"
+            and r.product is not None
+            and (self.principal, r.product.name) in self.p.eu_only
+        ]
         if not regions:
             return None
         self.tags.add("poison")

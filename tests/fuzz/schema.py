@@ -78,6 +78,7 @@ class Profile:
     products: tuple[Product, ...]
     joins: tuple[Join, ...]
     readable: dict[str, frozenset[str]]  # principal -> products it may read
+    eu_only: frozenset[tuple[str, str]]  # (principal, product): every row it sees has region EU, others exist
     principals: tuple[str, ...]
     rich: bool  # EXTRACT, DATE_TRUNC, LEFT/RIGHT, LPAD, REVERSE, SPLIT_PART, STDDEV (not SQLite)
     folds_quoted: bool  # "Email" means email (SQLite, DuckDB); PostgreSQL keeps quoted case
@@ -111,12 +112,22 @@ def profile_for(store: FuzzStore) -> Profile:
         )
     names = {p.name for p in products}
     joins = tuple(Join(left, right, pairs) for left, right, pairs in JOINS if left in names and right in names)
-    readable = {p: frozenset(governed_tables(store, p)) for p in store.principals}
+    views = {p: governed_tables(store, p) for p in store.principals}
+    readable = {p: frozenset(tables) for p, tables in views.items()}
+    eu_only = frozenset(
+        (principal, name)
+        for principal, tables in views.items()
+        for name, table in tables.items()
+        if "region" in table.columns
+        and {r[table.columns.index("region")] for r in table.rows} == {"EU"}
+        and len(table.rows) < len(store.raw[name].rows)
+    )
     return Profile(
         store=store.kind,
         products=tuple(products),
         joins=joins,
         readable=readable,
+        eu_only=eu_only,
         principals=tuple(sorted(store.principals)),
         rich=store.kind != "sqlite",
         folds_quoted=store.kind != "postgresql",
