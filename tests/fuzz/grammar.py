@@ -373,9 +373,10 @@ class Writer:
             return None
         self.tags.add("poison")
         region = self.ref(sc, *self.pick(regions))
+        visible = f"{region} = 'EU' OR {region} IS NULL"  # NULL: no row on the other side of an outer join
         if self.chance(50) or not self.p.rich:
-            return f"ABS(CASE WHEN {region} = 'EU' THEN 1 ELSE -9223372036854775807 - 1 END) > 0"
-        return f"CAST(CASE WHEN {region} = 'EU' THEN '1' ELSE {region} END AS INT) = 1"
+            return f"ABS(CASE WHEN {visible} THEN 1 ELSE -9223372036854775807 - 1 END) > 0"
+        return f"CAST(CASE WHEN {visible} THEN '1' ELSE {region} END AS INT) = 1"
 
     def window(self, sc: Scope, kind: str) -> str:
         self.tags.add("window")
