@@ -8,6 +8,8 @@
   it must run, and agree with the oracle, or be refused.
 * :func:`beyond_cap`: nesting or length far past any sensible cap (hundreds of levels, hundreds of
   kilobytes): it must be refused, quickly.
+* :func:`failing`: an expression that fails on every row after the first (SQLite raises it while rows
+  are fetched): both sides fail, and the product path must say the statement failed, not the store.
 * :func:`colliding_cte`: a CTE named like a table a governed source reads (or like the product's short
   name), shaped so that it would replace the store's rows if it shadowed the table.
 """
@@ -21,7 +23,7 @@ from tests.fuzz.schema import INT, TEXT
 if TYPE_CHECKING:
     from tests.fuzz.grammar import Writer
 
-__all__ = ["beyond_cap", "colliding_cte", "deep", "hostile"]
+__all__ = ["beyond_cap", "colliding_cte", "deep", "failing", "hostile"]
 
 REFUSED_FUNCTIONS = (
     "md5(email)",
@@ -220,3 +222,13 @@ def colliding_cte(w: Writer) -> str:
         recurse = f"SELECT {', '.join(step)} FROM {name} WHERE {counter} < {bound}"
         return f"{head} AS (SELECT {', '.join(values)} UNION ALL {recurse})"
     return f"{head} AS (SELECT {', '.join(values)})"
+
+
+def failing(w: Writer) -> str:
+    """An integer overflow on every row but the one with the smallest key: a statement error on any store."""
+    keyed = [p for p in w.pool if len(p.key) == 1 and p.column(p.key[0]).type == INT]
+    product = w.pick(keyed or w.pool)
+    key = product.key[0] if keyed else product.columns[0].name
+    first = min((int(s.strip("()")) for s in product.column(key).samples), default=0)
+    overflow = f"ABS(CASE WHEN {key} > {first} THEN -9223372036854775807 - 1 ELSE 1 END)"
+    return f"SELECT {key}, {overflow} AS x FROM {w.product_name(product)}"

@@ -15,7 +15,8 @@ them run; the mix:
 * UNION [ALL] / INTERSECT / EXCEPT; outer ORDER BY (positions) with LIMIT/OFFSET;
 * comments (``--`` and ``/* */``, with quotes, ``*/`` and SQL in them) between tokens, odd unicode in
   literals and aliases, deep nesting (``deep`` within the caps, ``beyond-cap`` far past them), and
-  hostile statements that must be refused (:mod:`tests.fuzz._hostile`).
+  hostile statements that must be refused, and statements that fail on every row after the first
+  (:mod:`tests.fuzz._hostile`).
 
 What is left out, so that product path and oracle agree on the same engine: LIMIT inside subqueries
 or row-numbering windows without a total order (``ORDER BY`` the primary key instead), GROUP_CONCAT
@@ -59,6 +60,7 @@ KINDS = (
     (7, "deep"),
     (8, "hostile"),
     (2, "beyond-cap"),
+    (1, "failing"),
 )
 _CMP = ("=", "<>", "<", "<=", ">", ">=", "!=")
 
@@ -666,6 +668,9 @@ class Writer:
         if kind == "deep":
             self.tags.add("deep")
             return _hostile.deep(self)
+        if kind == "failing":
+            self.tags.add("failing")
+            return _hostile.failing(self)
         sc = Scope([])
         prefix = ""
         if kind in ("cte", "recursive", "collision"):

@@ -57,7 +57,7 @@ PRODUCTION_RECURSION_LIMIT = 1000  # CPython's default: what a server process ru
 MARKERS = ("_source", "md5(")
 #: Generator tags, most telling first: a row difference is grouped under the first its statement has.
 FEATURES = (
-    *("hostile", "collision", "poison", "recursive", "deep", "setop", "window", "derived", "correlated"),
+    *("hostile", "failing", "collision", "poison", "recursive", "deep", "setop", "window", "derived", "correlated"),
     *("subquery", "join", "aggregate", "star", "quoted-case", "unicode", "comment"),
 )
 SALT_PIECE = 12
