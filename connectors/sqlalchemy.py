@@ -181,7 +181,9 @@ class SQLAlchemyConnector(Connector):
                 raise QueryTimeoutError(timeout_message(timeout_s), orig=orig) from exc
             unreachable = isinstance(exc, psycopg.OperationalError) and exc.sqlstate is None
             if isinstance(exc, sa_exc.DBAPIError) and (exc.statement is None or exc.connection_invalidated):
-                unreachable = True
+                # SQLite raises a statement's own errors (integer overflow, …) while rows are fetched,
+                # outside any statement SQLAlchemy tracks: only a file it cannot open is unreachable
+                unreachable = not isinstance(orig, sqlite3.DatabaseError) or "unable to open" in str(orig)
             if unreachable:
                 raise ConnectorUnavailableError(f"cannot reach {self.name!r}: {message}", orig=orig) from exc
             raise QueryExecutionError(

@@ -19,7 +19,7 @@ from tests.fuzz.runner import fuzz
 pytestmark = pytest.mark.fuzz
 
 STATEMENTS = int(os.environ.get("DATAPRODUCTS_FUZZ_STATEMENTS", "10000"))
-BUDGET_S = float(os.environ.get("DATAPRODUCTS_FUZZ_SECONDS", "420"))
+BUDGET_S = float(os.environ.get("DATAPRODUCTS_FUZZ_SECONDS", "900"))
 
 # The reported leaks, word for word: each must be refused or answer exactly what the oracle answers.
 REPORTED = (
