@@ -227,8 +227,10 @@ def colliding_cte(w: Writer) -> str:
 def failing(w: Writer) -> str:
     """An integer overflow on every row but the one with the smallest key: a statement error on any store."""
     keyed = [p for p in w.pool if len(p.key) == 1 and p.column(p.key[0]).type == INT]
-    product = w.pick(keyed or w.pool)
-    key = product.key[0] if keyed else product.columns[0].name
+    if not keyed:  # no integer key to spare a row by: the overflow hits every row
+        return f"SELECT ABS(-9223372036854775807 - 1) AS x FROM {w.product_name(w.pick(w.pool))}"
+    product = w.pick(keyed)
+    key = product.key[0]
     first = min((int(s.strip("()")) for s in product.column(key).samples), default=0)
     overflow = f"ABS(CASE WHEN {key} > {first} THEN -9223372036854775807 - 1 ELSE 1 END)"
     return f"SELECT {key}, {overflow} AS x FROM {w.product_name(product)}"
