@@ -6,7 +6,8 @@ SQLite
     The file is opened with the URI ``file:<path>?mode=ro``; an authorizer admits only reads
     (``mode=ro`` alone still lets ``ATTACH`` create a new, writable file) and ``query_only`` is on.
     A progress handler aborts a statement after ``limits.timeout_s``. Every connection gets a
-    deterministic ``md5(text)`` function, which governance uses to mask columns.
+    deterministic ``md5(text)`` function, which governance uses to mask columns, and safe
+    ``regexp``/``floor`` in place of the driver's (:mod:`connectors._sqlite_functions`).
 PostgreSQL (psycopg 3; ``postgresql://`` URLs are normalised to ``postgresql+psycopg://``)
     Sessions start with ``default_transaction_read_only=on``; every call runs in a ``READ ONLY``
     transaction with ``SET LOCAL statement_timeout`` and is rolled back. Statements go over the
@@ -22,7 +23,6 @@ role may read, each bound to the statements it serves, on PostgreSQL (:mod:`conn
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import sqlite3
 import threading
@@ -49,6 +49,7 @@ from catalog.errors import (
     QueryTimeoutError,
 )
 from catalog.query import Limits, RowSet
+from connectors import _sqlite_functions
 from connectors._common import (
     Deadline,
     driver_message,
@@ -307,15 +308,8 @@ _SQLITE_AFFINITY: tuple[tuple[str, ColumnType], ...] = (
 )
 
 
-def _md5(value: object) -> str | None:
-    if value is None:
-        return None
-    data = value if isinstance(value, bytes) else str(value).encode("utf-8")
-    return hashlib.md5(data, usedforsecurity=False).hexdigest()
-
-
 def _prepare_sqlite(dbapi_connection: sqlite3.Connection, _record: object) -> None:
-    dbapi_connection.create_function("md5", 1, _md5, deterministic=True)
+    _sqlite_functions.install(dbapi_connection)
     dbapi_connection.execute("PRAGMA query_only = ON")
     dbapi_connection.set_authorizer(read_only_authorizer)
 
@@ -414,6 +408,8 @@ def _is_timeout(orig: BaseException | None, deadline: Deadline) -> bool:
 def _hint(orig: BaseException | None) -> str:
     if isinstance(orig, sqlite3.DatabaseError) and "authoriz" in str(orig):
         return " (this connection only reads: run one SELECT statement)"
+    if isinstance(orig, sqlite3.OperationalError) and "user-defined function" in str(orig):
+        return " (a function failed on its arguments; REGEXP patterns use RE2 syntax)"
     if getattr(orig, "sqlstate", None) == "42601":  # the extended protocol accepts one statement
         return " (run one SELECT statement)"
     return ""

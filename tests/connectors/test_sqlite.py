@@ -1,4 +1,4 @@
-"""SQLite: read-only URI, an authorizer that admits only reads, md5 for masking."""
+"""SQLite: read-only URI, an authorizer that admits only reads, md5 for masking, safe floor and regexp."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from sqlglot import exp
 
 from catalog.errors import ConfigError, ConnectorUnavailableError, QueryExecutionError
 from catalog.query import Limits
+from connectors._sqlite_functions import _python_floor
 from connectors.base import ConnectionConfig
 from connectors.sqlalchemy import SQLAlchemyConnector, _sqlite_type
 from tests.connectors import dataset
@@ -61,6 +62,30 @@ async def test_md5_is_deterministic_null_safe_and_hashes_numbers_as_text(shop: S
     assert result.rows == [
         (hashlib.md5(b"abc").hexdigest(), None, hashlib.md5(b"42").hexdigest(), hashlib.md5(b"O'Brien").hexdigest())
     ]
+
+
+async def test_floor_is_sqlites_own_null_safe_function_not_the_drivers(shop: SQLAlchemyConnector) -> None:
+    # SQLAlchemy installs math.floor on every connection, which raises on NULL and text
+    statement = sqlglot.parse_one("SELECT floor(NULL), floor(2.5), floor(-2.5), floor(7), floor('3.7'), floor('x')")
+    result = await shop.execute(cast(exp.Query, statement), Limits())
+    assert result.rows == [(None, 2.0, -3.0, 7, 3.0, None)]
+
+
+async def test_regexp_matches_with_re2_in_linear_time(shop: SQLAlchemyConnector) -> None:
+    # Python's backtracking re takes 2^n steps here, holding the GIL where no time budget can stop it
+    value = "a" * 200 + "!"
+    statement = sqlglot.parse_one(
+        f"SELECT REGEXP_LIKE('{value}', '(a+)+$'), REGEXP_LIKE(customer, '^O.Br'), REGEXP_LIKE(NULL, 'a') "
+        "FROM orders WHERE order_id = 1"
+    )
+    result = await shop.execute(cast(exp.Query, statement), Limits())
+    assert result.rows == [(0, 1, None)]
+
+
+async def test_a_pattern_re2_rejects_fails_with_a_hint_at_re2_syntax(shop: SQLAlchemyConnector) -> None:
+    statement = sqlglot.parse_one(r"SELECT REGEXP_LIKE('aa', '(a)\1')")  # backreferences are not RE2
+    with pytest.raises(QueryExecutionError, match="RE2 syntax"):
+        await shop.execute(cast(exp.Query, statement), Limits())
 
 
 async def test_two_statements_in_one_call_are_refused(shop: SQLAlchemyConnector) -> None:
@@ -141,3 +166,10 @@ async def test_a_view_is_introspected_like_a_table(tmp_path: Path) -> None:
         schema = await connector.introspect("paid_orders")
     assert schema.column_names == ["order_id", "amount"]
     assert schema.row_count == 3
+
+
+@pytest.mark.parametrize("value", [None, 2, -2, 2.5, -2.5, 0.0, "3", " 3.7 ", "x", "", b"\x00", float("inf"), 2**62])
+def test_the_fallback_floor_agrees_with_sqlites_own(value: object) -> None:
+    # the fallback serves SQLite builds without math functions; this one has them, so compare
+    builtin = sqlite3.connect(":memory:").execute("SELECT floor(?)", (value,)).fetchone()[0]
+    assert _python_floor(value) == builtin and type(_python_floor(value)) is type(builtin)

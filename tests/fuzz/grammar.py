@@ -341,6 +341,9 @@ class Writer:
             pattern = self.pick(("%", "_", "a%", "%@example.org", "%EU%", "%5%", "***%", "%\\_%"))
             if text is not None and text[1] and self.chance(50):
                 pattern = "%" + text[1][self.n(0, len(text[1]) - 1)].strip("'")[2:6] + "%"
+            if self.chance(25):  # backtracking engines take exponential time on (a+)+$; RE2 does not
+                regex = self.pick(("^E", "[0-9]+", "a.c", "@example[.]org$", "^[A-Z]{2}$", "(a+)+$", "(x|xx)+y"))
+                return f"{self.pick(('', 'NOT '))}REGEXP_LIKE({target}, '{regex}')"
             op = self.pick(("LIKE", "NOT LIKE", "ILIKE"))
             return f"{target} {op} '{pattern.replace(chr(39), chr(39) * 2)}'"
         if form == 6:

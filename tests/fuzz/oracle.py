@@ -32,6 +32,7 @@ from typing import Any
 import duckdb
 import psycopg
 import pyarrow as pa
+import re2
 import sqlglot
 from sqlglot import exp
 
@@ -175,6 +176,9 @@ class OracleResult:
     prepared: Prepared
 
 
+_BARE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
 class Oracle:
     """A scratch database of one engine holding one principal's governed tables."""
 
@@ -210,6 +214,11 @@ class Oracle:
             isinstance(e, exp.Alias) or (isinstance(e, exp.Column) and not isinstance(e.this, exp.Star))
             for e in leftmost.expressions
         )
+        for identifier in statement.find_all(exp.Identifier):
+            # sqlglot reads some characters as part of a bare name that engines do not (a control
+            # character after a comment's carriage return): print them quoted, as the product does
+            if not identifier.quoted and not _BARE_NAME.fullmatch(identifier.name):
+                identifier.set("quoted", True)
         try:
             text = statement.sql(dialect=self.dialect)
         except (sqlglot.errors.SqlglotError, RecursionError) as exc:
@@ -254,12 +263,19 @@ def _fetch(cursor: Any) -> tuple[list[str], list[tuple[Any, ...]]]:
     return columns, [tuple(r) for r in rows]
 
 
+def _regexp(pattern: str | None, value: Any) -> int | None:
+    if pattern is None or value is None:
+        return None
+    return int(re2.search(pattern, str(value)) is not None)
+
+
 class SQLiteOracle(Oracle):
     dialect = "sqlite"
 
     def __init__(self, tables: dict[str, GovernedTable]) -> None:
         super().__init__(tables)
         self.conn = sqlite3.connect(":memory:", check_same_thread=False)
+        self.conn.create_function("regexp", 2, _regexp, deterministic=True)  # SQLite has no REGEXP of its own
         for schema in sorted({name.split(".")[0] for name in tables}):
             self.conn.execute(f"ATTACH ':memory:' AS \"{schema}\"")
         for name, table in tables.items():
