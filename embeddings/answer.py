@@ -11,13 +11,13 @@ from __future__ import annotations
 import re
 import threading
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from catalog.errors import EmbeddingError
 
-__all__ = ["NO_ANSWER", "SYSTEM_PROMPT", "LocalChatModel", "Passage", "build_messages", "cited_numbers"]
+__all__ = ["NO_ANSWER", "SYSTEM_PROMPT", "Answer", "LocalChatModel", "Passage", "build_messages", "cited_numbers"]
 
 NO_ANSWER = "The provided data does not answer this question."
 SYSTEM_PROMPT = (
@@ -43,6 +43,21 @@ class Passage:
     def source(self) -> str:
         key = ", ".join(f"{k}={v}" for k, v in self.key.items())
         return f"{self.product} ({key}) {self.field}#{self.chunk}"
+
+
+@dataclass
+class Answer:
+    """A question, the passages retrieved for it, the prompt built from them and the model's answer.
+
+    ``text`` is None when no model was asked (no passage matched, or only the context was wanted);
+    ``cited`` holds the passage numbers (from 1) the answer cites.
+    """
+
+    question: str
+    passages: list[Passage]
+    messages: list[dict[str, str]]
+    text: str | None = None
+    cited: list[int] = field(default_factory=list)
 
 
 def build_messages(question: str, passages: Sequence[Passage], *, max_chars: int = 6000) -> list[dict[str, str]]:

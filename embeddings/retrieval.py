@@ -6,7 +6,8 @@ Clarke & Büttcher, SIGIR 2009)::
 
     rrf(chunk) = Σ over the rankings r that hold it   1 / (rrf_k + rank_r(chunk))      (ranks start at 1)
 
-with ``rrf_k = 60``, the constant of the paper, which damps the weight of the very first ranks so
+with ``rrf_k = 60``, the constant of the paper (:func:`fuse_rankings`, which also fuses the keyword
+and semantic rankings of ``search_products``), which damps the weight of the very first ranks so
 that agreement between the rankings counts more than one ranking's top spot. Only ranks are used, so
 BM25 scores and cosines need no calibration against each other, and the result is the same on every
 store. ``mode="bm25"`` or ``"dense"`` return one ranking alone, scored by the store.
@@ -23,9 +24,9 @@ name.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from collections.abc import Hashable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, TypeVar
 
 import anyio
 import anyio.to_thread
@@ -41,6 +42,7 @@ __all__ = [
     "RetrievedChunk",
     "catalog_document",
     "catalog_search",
+    "fuse_rankings",
     "hybrid_search",
     "index_catalog",
     "reciprocal_rank_fusion",
@@ -79,11 +81,32 @@ class RetrievedChunk:
         return f"{self.product}[{key}].{self.field}#{self.chunk}"
 
 
-@dataclass
-class _Fused:
-    hit: SearchHit
-    score: float = 0.0
-    ranks: dict[str, int] = field(default_factory=dict)
+K = TypeVar("K", bound=Hashable)
+
+
+def fuse_rankings(rankings: Mapping[str, Sequence[K]], *, rrf_k: int = RRF_K) -> list[tuple[K, float, dict[str, int]]]:
+    """Items of named rankings fused by reciprocal rank fusion, best first: ``(item, score, ranks)``.
+
+    ``ranks`` maps each ranking's name to the item's rank there (from 1). Ties are broken by the best
+    single rank, then by the order of first appearance, so the output is deterministic; a ranking
+    listing an item twice counts its best rank only.
+
+    Raises:
+        ValueError: ``rrf_k`` is negative.
+    """
+    if rrf_k < 0:
+        raise ValueError(f"rrf_k must be at least 0, not {rrf_k}")
+    scores: dict[K, float] = {}
+    ranks: dict[K, dict[str, int]] = {}
+    for name, ranking in rankings.items():
+        for position, item in enumerate(ranking, 1):
+            seen = ranks.setdefault(item, {})
+            if name in seen:
+                continue
+            seen[name] = position
+            scores[item] = scores.get(item, 0.0) + 1.0 / (rrf_k + position)
+    order = sorted(scores, key=lambda item: (-scores[item], min(ranks[item].values())))
+    return [(item, scores[item], ranks[item]) for item in order]
 
 
 def _hit_id(hit: SearchHit) -> tuple[str, str, str, int]:
@@ -92,26 +115,20 @@ def _hit_id(hit: SearchHit) -> tuple[str, str, str, int]:
 
 
 def reciprocal_rank_fusion(rankings: dict[str, Sequence[SearchHit]], *, rrf_k: int = RRF_K) -> list[RetrievedChunk]:
-    """Fuse named rankings (e.g. ``{"bm25": [...], "dense": [...]}``) by RRF, best first.
-
-    Ties are broken by the best single rank, then by the order of first appearance, so the output is
-    deterministic.
+    """Fuse named rankings of hits (e.g. ``{"bm25": [...], "dense": [...]}``) by :func:`fuse_rankings`.
 
     Raises:
         ValueError: ``rrf_k`` is negative.
     """
-    if rrf_k < 0:
-        raise ValueError(f"rrf_k must be at least 0, not {rrf_k}")
-    fused: dict[tuple[str, str, str, int], _Fused] = {}
-    for name, hits in rankings.items():
-        for position, hit in enumerate(hits, 1):
-            entry = fused.setdefault(_hit_id(hit), _Fused(hit))
-            if name in entry.ranks:  # a ranking listing a chunk twice counts its best rank only
-                continue
-            entry.ranks[name] = position
-            entry.score += 1.0 / (rrf_k + position)
-    order = sorted(fused.values(), key=lambda e: (-e.score, min(e.ranks.values())))
-    return [_retrieved(e.hit, e.score, bm25_rank=e.ranks.get("bm25"), dense_rank=e.ranks.get("dense")) for e in order]
+    first: dict[tuple[str, str, str, int], SearchHit] = {}
+    for hits in rankings.values():
+        for hit in hits:
+            first.setdefault(_hit_id(hit), hit)
+    ids = {name: [_hit_id(h) for h in hits] for name, hits in rankings.items()}
+    return [
+        _retrieved(first[hit_id], score, bm25_rank=ranks.get("bm25"), dense_rank=ranks.get("dense"))
+        for hit_id, score, ranks in fuse_rankings(ids, rrf_k=rrf_k)
+    ]
 
 
 def _retrieved(hit: SearchHit, score: float, *, bm25_rank: int | None, dense_rank: int | None) -> RetrievedChunk:

@@ -8,10 +8,17 @@ the audit row cannot be written the call fails (fail closed): nothing unaudited 
 What a principal is told names only products it may read: an unknown name suggests readable products
 only, and lineage lists readable products only. A product that exists but is not readable answers
 ``access_denied`` with the policy's reason, so that the principal can ask its owner for access.
+
+Retrieval use cases work the same way over the service's own connectors: ``search_documents`` and
+``ask`` search only readable products and re-read every hit's row through the principal's governed
+source; ``index_products`` (operators) reads sources ungoverned and never indexes masked fields. The
+search store and the local models live in one :class:`~servers.retrieval_backend.RetrievalBackend`,
+opened on first use and closed with the service.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, TypeVar
@@ -22,7 +29,7 @@ import anyio.to_thread
 from catalog.audit import AuditLog, AuditRecord, Outcome, digest_args
 from catalog.compile import next_cursor
 from catalog.contract import ProductContract
-from catalog.errors import AccessDeniedError, DataProductsError, NotFoundError
+from catalog.errors import AccessDeniedError, DataProductsError, EmbeddingError, NotFoundError
 from catalog.policy import GovernedView, can_read, govern
 from catalog.principal import Principal
 from catalog.query import Query, RowSet
@@ -31,10 +38,19 @@ from catalog.sqlguard import connection_of, parse_product_sql, rewrite_sql
 from catalog.values import json_value
 from connectors import connector_for
 from connectors.base import Connector
-from embeddings.answer import Passage
-from embeddings.retrieval import RetrievedChunk
+from embeddings.answer import Answer, Passage, build_messages, cited_numbers
+from embeddings.index import IndexReport, ProgressCallback, index_product
+from embeddings.retrieval import (
+    CATALOG_PRODUCT,
+    RetrievedChunk,
+    catalog_search,
+    fuse_rankings,
+    hybrid_search,
+    index_catalog,
+)
 from servers._audit_trail import write_audit
 from servers._statements import StatementCache
+from servers._visible import key_token, visible_keys
 from servers.results import (
     DocumentHit,
     DocumentsResult,
@@ -44,12 +60,16 @@ from servers.results import (
     describe,
     summarize,
 )
-from servers.retrieval import Retrieval, rank_fusion
+from servers.retrieval_backend import RetrievalBackend
 from servers.settings import Settings
 
 __all__ = ["DataProductsService"]
 
 T = TypeVar("T")
+
+log = logging.getLogger(__name__)
+#: What one page of the index flow may read: more rows than an agent's call, and long texts.
+INDEX_READ_LIMITS = {"max_rows": 5000, "max_bytes": 256_000_000}
 
 
 class _CallStats:
@@ -89,7 +109,7 @@ class DataProductsService:
         self._contracts: dict[str, tuple[float, ProductContract]] = {}
         self._contract_ttl_s = contract_ttl_s
         self._statements = StatementCache()
-        self.retrieval = Retrieval(settings)
+        self.retrieval = RetrievalBackend(settings)
 
     @classmethod
     def open(cls, settings: Settings) -> DataProductsService:
@@ -123,8 +143,8 @@ class DataProductsService:
         async def run(stats: _CallStats) -> SearchResult:
             found = await anyio.to_thread.run_sync(lambda: self.registry.search(text, limit=limit * 4))
             keyword = [c.name for c in found]
-            semantic = await self.retrieval.rank_products(text, limit * 4)
-            ranked = rank_fusion([keyword, semantic])
+            semantic = await self._semantic_product_ranking(text, limit * 4)
+            ranked = [name for name, _, _ in fuse_rankings({"keyword": keyword, "semantic": semantic})]
             contracts = {c.name: c for c in found}
             for name in ranked:
                 if name not in contracts:
@@ -181,16 +201,120 @@ class DataProductsService:
 
         return await self._audited(principal, "ask", {"question": question, "product": product, "k": k}, run)
 
+    async def ask(
+        self,
+        principal: Principal,
+        question: str,
+        *,
+        product: str | None = None,
+        k: int = 4,
+        max_tokens: int = 200,
+        context_only: bool = False,
+        on_token: Callable[[str], None] | None = None,
+    ) -> Answer:
+        """Answer ``question`` with the local chat model from governed passages, citing them as [n].
+
+        Retrieval is the audited part (:meth:`ask_context`). No model runs when no passage matched or
+        ``context_only`` is set (``text`` stays None). ``on_token`` receives the answer as it streams,
+        from a worker thread.
+
+        Raises:
+            EmbeddingError: a model is missing or failed. NotFoundError, AccessDeniedError, ConnectorError.
+        """
+        passages = await self.ask_context(principal, question, product=product, k=k)
+        answer = Answer(question, passages, build_messages(question, passages))
+        if context_only or not passages:
+            return answer
+        model = await self.retrieval.chat_model()
+
+        def generate() -> str:
+            pieces = []
+            for piece in model.stream(answer.messages, max_tokens=max_tokens):
+                pieces.append(piece)
+                if on_token is not None:
+                    on_token(piece)
+            return "".join(pieces)
+
+        answer.text = await anyio.to_thread.run_sync(generate)
+        answer.cited = cited_numbers(answer.text, len(passages))
+        return answer
+
+    async def index_products(
+        self, *, product: str | None = None, rebuild: bool = False, progress: ProgressCallback | None = None
+    ) -> list[IndexReport]:
+        """Index one or every product with a ``retrieval:`` section (incremental unless ``rebuild``), then
+        the catalog for semantic ``search_products``. An operator's use case: not audited.
+
+        Raises:
+            EmbeddingError: the embedding model is missing (run `dataproducts models build`).
+            NotFoundError, InvalidRequestError, ConnectorError.
+        """
+        current = await anyio.to_thread.run_sync(lambda: self.registry.list_contracts(include_deprecated=False))
+        chosen = [await self.contract(product)] if product is not None else [c for c in current if c.retrieval]
+        store, embedder = await self.retrieval.store(), await self.retrieval.embedder()
+        limits = self.settings.limits.model_copy(update=INDEX_READ_LIMITS)
+        reports = []
+        for contract in chosen:
+            connector = await self.connector(contract.source.connection)
+            reports.append(
+                await index_product(
+                    contract,
+                    connector,
+                    store,
+                    embedder,
+                    dialect=connector.dialect,
+                    hash_salt=self._salt,
+                    rebuild=rebuild,
+                    limits=limits,
+                    progress=progress,
+                )
+            )
+        reports.append(await index_catalog(current, store, embedder))
+        return reports
+
     async def _governed_hits(
         self, principal: Principal, text: str, *, product: str | None, k: int
     ) -> list[RetrievedChunk]:
+        """The ``k`` best chunks of readable products whose rows and fields the principal may see.
+
+        Hybrid search runs only over products the principal may read (filtered in the store, so ``k``
+        results survive); hits on a field masked for the principal are dropped (masked fields are not
+        indexed anyway); the hits' keys are re-read through the product's governed source
+        (:func:`servers._visible.visible_keys`), so a row outside the principal's filter never returns.
+        """
         if product is not None:
             readable = [(await self._view(product, principal)).contract]  # AccessDeniedError with the reason
         else:
             readable = await self.readable_products(principal)
-        return await self.retrieval.search(
-            principal, text, readable=readable, connector_for=self.connector, hash_salt=self._salt, k=k
-        )
+        views = {c.name: govern(c, principal) for c in readable if c.retrieval is not None}
+        if not views:
+            return []
+        store, embedder = await self.retrieval.store(), await self.retrieval.embedder()
+        hits = await hybrid_search(store, embedder, text, k=k * 3, products=sorted(views))
+        kept = [h for h in hits if h.field not in views[h.product].masked]
+        visible: dict[str, set[str]] = {}
+        for name in {h.product for h in kept}:
+            view = views[name]
+            connector = await self.connector(view.contract.source.connection)
+            keys = [h.key for h in kept if h.product == name]
+            visible[name] = await visible_keys(view, connector, keys, limits=self.settings.limits, hash_salt=self._salt)
+        return [h for h in kept if key_token(h.key) in visible[h.product]][:k]
+
+    async def _semantic_product_ranking(self, text: str, k: int) -> list[str]:
+        """Product names ranked by hybrid search over their indexed descriptions.
+
+        Empty when the catalog is not indexed (``dataproducts index`` does it) or its model is missing
+        (logged): ``search_products`` then ranks by keywords alone.
+        """
+        store = await self.retrieval.store()
+        if not await store.indexed(CATALOG_PRODUCT):
+            return []
+        try:
+            embedder = await self.retrieval.embedder()
+            return [name for name, _ in await catalog_search(store, embedder, text, k)]
+        except EmbeddingError as exc:
+            log.warning("semantic product search is off: %s", exc.message)
+            return []
 
     async def describe_product(self, principal: Principal, name: str) -> ProductDescription:
         """The product's contract as this principal sees it.

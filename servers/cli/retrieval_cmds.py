@@ -7,13 +7,12 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from catalog.contract import ProductContract
 from catalog.errors import ConfigError
 from catalog.principal import Principal
-from embeddings.answer import NO_ANSWER, LocalChatModel, Passage, build_messages, cited_numbers
-from embeddings.index import IndexReport, rich_progress
-from embeddings.models import resolve_model
+from embeddings.answer import NO_ANSWER, Answer
+from embeddings.index import IndexReport
 from servers.cli._common import console, err_console, reporting_errors, run_async, state
+from servers.cli._progress import rich_progress
 from servers.service import DataProductsService
 from servers.settings import Settings
 
@@ -35,7 +34,7 @@ def index(
 
 
 def index_workspace(settings: Settings, *, product: str | None = None, rebuild: bool = False) -> list[IndexReport]:
-    """Index one or every retrieval product, then the catalog (for semantic search_products).
+    """Index one or every retrieval product, then the catalog, drawing progress on stderr.
 
     Raises:
         EmbeddingError: the embedding model is missing (run `dataproducts models build`).
@@ -44,19 +43,8 @@ def index_workspace(settings: Settings, *, product: str | None = None, rebuild: 
 
     async def run() -> list[IndexReport]:
         async with DataProductsService.open(settings) as service:
-            contracts = await _indexable(service, product)
-            reports = []
             with rich_progress(err_console) as progress:
-                for contract in contracts:
-                    connector = await service.connector(contract.source.connection)
-                    reports.append(
-                        await service.retrieval.index(
-                            contract, connector, hash_salt=settings.require_salt(), rebuild=rebuild, progress=progress
-                        )
-                    )
-            everything = await _indexable(service, None, only_retrieval=False)
-            reports.append(await service.retrieval.index_catalog(everything))
-            return reports
+                return await service.index_products(product=product, rebuild=rebuild, progress=progress)
 
     return run_async(run)
 
@@ -81,15 +69,6 @@ def print_reports(reports: list[IndexReport]) -> None:
     console.print(table)
 
 
-async def _indexable(
-    service: DataProductsService, product: str | None, *, only_retrieval: bool = True
-) -> list[ProductContract]:
-    if product is not None:
-        return [await service.contract(product)]
-    contracts = service.registry.list_contracts(include_deprecated=False)
-    return [c for c in contracts if c.retrieval is not None or not only_retrieval]
-
-
 def _principal(settings: Settings, name: str | None) -> Principal:
     chosen = name or settings.stdio_principal
     if not chosen:
@@ -112,33 +91,31 @@ def ask(
     settings = state(ctx).settings
     who = _principal(settings, principal)
 
-    async def passages() -> list[Passage]:
+    async def answer() -> Answer:
         async with DataProductsService.open(settings) as service:
-            return await service.ask_context(who, question, product=product, k=k)
+            return await service.ask(
+                who,
+                question,
+                product=product,
+                k=k,
+                max_tokens=max_tokens,
+                context_only=context_only,
+                on_token=lambda piece: typer.echo(piece, nl=False),
+            )
 
-    found = run_async(passages)
-    messages = build_messages(question, found)
+    found = run_async(answer)
     if context_only:
-        for message in messages:
+        for message in found.messages:
             console.rule(message["role"])
             typer.echo(message["content"])
         return
-    if not found:
+    if found.text is None:
         typer.echo(NO_ANSWER + " (no passage you may read matched)")
         return
-    model = LocalChatModel(resolve_model(settings.models.chat, settings.models.dir), n_threads=settings.models.threads)
-    answer: list[str] = []
-    try:
-        for piece in model.stream(messages, max_tokens=max_tokens):
-            answer.append(piece)
-            typer.echo(piece, nl=False)
-    finally:
-        model.close()
     typer.echo("")
-    cited = cited_numbers("".join(answer), len(found))
-    if not cited:
+    if not found.cited:
         err_console.print("[yellow]the model cited no passage: check the answer against the sources[/]")
     console.rule("sources")
-    for number, passage in enumerate(found, start=1):
-        mark = "cited" if number in cited else "retrieved"
+    for number, passage in enumerate(found.passages, start=1):
+        mark = "cited" if number in found.cited else "retrieved"
         typer.echo(f"[{number}] {passage.source} ({mark})")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import sqlite3
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
@@ -11,7 +10,6 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import pytest
-from rich.console import Console
 
 from catalog.contract import ProductContract
 from catalog.errors import ConnectorError, EmbeddingError, InvalidRequestError
@@ -21,7 +19,7 @@ from connectors.search_base import Chunk, IndexedChunk, SearchHit, SearchStore
 from connectors.search_embedded import EmbeddedSearchStore
 from embeddings.base import Vectors
 from embeddings.chunking import chunk_text
-from embeddings.index import IndexProgress, IndexReport, index_product, rich_progress
+from embeddings.index import IndexProgress, IndexReport, index_product
 from embeddings.retrieval import hybrid_search
 from tests.fakes import FakeEmbedder
 
@@ -302,14 +300,6 @@ async def test_unindexable_contracts_are_refused(
 def test_a_chunk_overlap_not_below_the_chunk_size_is_refused_by_the_contract() -> None:
     with pytest.raises(ValueError, match="overlap"):
         _contract(retrieval={"text_fields": ["body"], "chunk": {"size": 64, "overlap": 64}})
-
-
-async def test_rich_progress_draws_rows_rate_and_chunks(connector: Connector, store: SearchStore) -> None:
-    out = io.StringIO()
-    with rich_progress(Console(file=out, width=200, force_terminal=False)) as progress:
-        await _index(connector, store, FakeEmbedder(), progress=progress)
-    text = out.getvalue()
-    assert "support.notes" in text and "5/5" in text and "chunks embedded" in text
 
 
 async def test_a_folder_of_markdown_files_is_a_document_product(tmp_path: Path, store: SearchStore) -> None:
