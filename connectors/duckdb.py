@@ -4,7 +4,9 @@ How one connection is laid out:
 
 * a private catalog file ``files.duckdb`` is built once, in a temporary directory owned by the
   connector, holding one view per entry of ``config.files`` (``CREATE VIEW orders AS SELECT * FROM
-  read_parquet('/data/orders/*.parquet')``); it is the main database, opened ``read_only``;
+  read_parquet('/data/orders/*.parquet')``); it is the main database, opened ``read_only``. A view
+  of text documents (``.md``, ``.rst``: one row per file) names each file by its path relative to
+  the pattern's folder (``returns.md``), never by its absolute path;
 * ``config.path``, when given, is attached read-only as ``source`` and made the default catalog,
   with ``files.main`` next on the search path, so its tables and the file views both resolve
   unqualified (a file view may not share a name with a table of ``source.main``);
@@ -117,7 +119,7 @@ class DuckDBConnector(Connector):
             catalog = str(Path(tmp) / "files.duckdb")
             with duckdb.connect(catalog, config=_DRIVER_CONFIG) as build:
                 for view, (reader, pattern) in self._files.items():
-                    build.execute(f"CREATE VIEW {_ident(view)} AS SELECT * FROM {reader}({_literal(pattern)})")
+                    build.execute(f"CREATE VIEW {_ident(view)} AS {_view_query(reader, pattern)}")
             conn = duckdb.connect(catalog, read_only=True, config=_DRIVER_CONFIG)
         except BaseException:
             self._cleanup()
@@ -292,6 +294,18 @@ def _reader(connection: str, pattern: str) -> str:
             f"connection {connection!r}: cannot tell how to read {pattern!r}; use a file ending in {sorted(_READERS)}"
         )
     return reader
+
+
+def _view_query(reader: str, pattern: str) -> str:
+    """The SELECT of a file view. Documents (``read_text``) are named by their path relative to the
+    folder of the pattern (``returns.md``, ``policies/returns.md``): a document's key is cited to
+    agents, and an absolute path would show the server's layout."""
+    source = f"{reader}({_literal(pattern)})"
+    if reader != "read_text":
+        return f"SELECT * FROM {source}"
+    root = _literal(_glob_root(pattern) if _is_glob(pattern) else str(Path(pattern).parent).rstrip("/") + "/")
+    relative = f"CASE WHEN starts_with(filename, {root}) THEN substr(filename, length({root}) + 1) ELSE filename END"
+    return f"SELECT * REPLACE ({relative} AS filename) FROM {source}"
 
 
 def _is_glob(path: str) -> bool:

@@ -30,3 +30,21 @@ def test_a_markdown_folder_is_a_view_with_one_row_per_file(tmp_path: Path) -> No
     rows = anyio.run(read)
     assert [Path(str(r[0])).name for r in rows] == ["leave.md", "travel.md"]
     assert "30 days" in str(rows[0][1])
+
+
+def test_documents_are_named_by_their_path_relative_to_the_folder_not_the_servers(tmp_path: Path) -> None:
+    docs = tmp_path / "hand book"
+    (docs / "policies").mkdir(parents=True)
+    (docs / "leave.md").write_text("# Leave", encoding="utf-8")
+    (docs / "policies" / "travel.md").write_text("# Travel", encoding="utf-8")
+    config = ConnectionConfig(
+        name="docs", kind="duckdb", files={"pages": str(docs / "**" / "*.md"), "one": str(docs / "leave.md")}
+    )
+
+    async def read(view: str) -> list[object]:
+        async with connector_for(config) as connector:
+            statement = sqlglot.parse_one(f"SELECT filename FROM {view} ORDER BY filename", read="duckdb")
+            return [r[0] for r in (await connector.execute(statement, Limits())).rows]
+
+    assert anyio.run(read, "pages") == ["leave.md", "policies/travel.md"]
+    assert anyio.run(read, "one") == ["leave.md"]
