@@ -69,11 +69,11 @@ class ConnectionConfig(BaseModel):
 
 
 class Capabilities(BaseModel):
+    """What a connector's store can do, for callers that plan on it (a flag no caller reads is not kept)."""
+
     model_config = ConfigDict(frozen=True)
 
-    supports_schemas: bool = False
-    supports_files: bool = False
-    supports_tuple_comparison: bool = True
+    #: The store has ``md5(text)``, the hex digest of the UTF-8 text (the ``hash`` mask uses it).
     supports_md5: bool = True
     #: The store itself refuses reads outside a governed statement's governed sources.
     supports_store_governance: bool = False

@@ -62,7 +62,7 @@ class PostgreSQLConnector(SQLAlchemyConnector):
 
     kind = "postgresql"
     dialect = "postgres"
-    capabilities = Capabilities(supports_schemas=True, supports_store_governance=True)
+    capabilities = Capabilities(supports_store_governance=True)
     driver_errors: ClassVar[tuple[type[Exception], ...]] = (sa_exc.DBAPIError, psycopg.Error)
     assets_sql = (
         "SELECT CASE WHEN n.nspname = current_schema() THEN c.relname ELSE n.nspname || '.' || c.relname END"
