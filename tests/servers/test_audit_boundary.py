@@ -21,7 +21,7 @@ from catalog.audit import AuditLog, AuditRecord
 from catalog.query import Limits, Query, RowSet
 from catalog.registry import Registry
 from connectors.base import Connector, Prepared
-from connectors.sqlalchemy import SQLAlchemyConnector
+from connectors.sqlite import SQLiteConnector
 from servers.mcp import create_server
 from servers.service import DataProductsService
 from servers.settings import Settings
@@ -117,7 +117,7 @@ async def test_a_call_that_reaches_the_service_is_audited_once(settings: Setting
     ]
 
 
-class FailingConnector(SQLAlchemyConnector):
+class FailingConnector(SQLiteConnector):
     """A store whose driver fails with something that is not a DataProductsError (a bug to the server)."""
 
     failure: BaseException = RuntimeError("driver crashed while reading 4111-1111-1111-1111")
