@@ -23,7 +23,7 @@ from typing import Any
 from catalog.compile import CompiledQuery, GovernedStatement, compile_query
 from catalog.policy import GovernedView
 from catalog.query import Limits, Query
-from catalog.sqlguard import ParsedSQL, parse_product_sql, rewrite_sql
+from catalog.sqlguard import ParsedSQL, rewrite_sql
 
 __all__ = ["Compiler"]
 
@@ -47,14 +47,6 @@ class Compiler:
             InvalidRequestError: as :func:`~catalog.compile.compile_query`.
         """
         return compile_query(view, query, limits=self.limits, dialect=self.dialect, hash_salt=self.hash_salt)
-
-    def parse(self, sql: str) -> ParsedSQL:
-        """``run_sql`` text checked against the allow-lists (generic SQL; see :mod:`catalog.sqlguard`).
-
-        Raises:
-            SQLRefusedError: as :func:`~catalog.sqlguard.parse_product_sql`.
-        """
-        return parse_product_sql(sql, limits=self.limits)
 
     def rewrite(self, parsed: ParsedSQL, views: Mapping[str, GovernedView]) -> GovernedStatement:
         """``parsed`` with each product replaced by its governed source, in this store's dialect.

@@ -139,7 +139,7 @@ class SQLAlchemyConnector(Connector):
 
     # -- the contract --------------------------------------------------------------------------
 
-    async def execute(self, statement: exp.Query | str | Prepared, limits: Limits, *, governed: bool = False) -> RowSet:
+    async def _execute(self, statement: exp.Query | str | Prepared, limits: Limits, *, governed: bool) -> RowSet:
         if governed or isinstance(statement, Prepared):
             prepared = self.prepared(statement)
             return await anyio.to_thread.run_sync(self._execute_governed_sync, prepared, limits)

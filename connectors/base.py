@@ -32,7 +32,7 @@ from typing import Any, Self
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from sqlglot import exp
 
-from catalog.compile import GovernedMark
+from catalog.compile import GovernedMark, GovernedStatement
 from catalog.contract import ColumnType
 from catalog.errors import QueryExecutionError
 from catalog.query import Limits, RowSet
@@ -131,6 +131,7 @@ class Prepared:
     sql: str
     relations: tuple[GovernedRelation, ...]
     ctes: tuple[str, ...] = ()
+    limits: Limits | None = None  # what it runs under when prepared from a GovernedStatement
 
     @property
     def objects(self) -> list[str]:
@@ -187,31 +188,52 @@ class Connector(abc.ABC):
     async def list_assets(self) -> list[str]:
         """Names of the tables and views this connection can read (``schema.table`` where schemas apply)."""
 
-    @abc.abstractmethod
-    async def execute(self, statement: exp.Query | str | Prepared, limits: Limits, *, governed: bool = False) -> RowSet:
-        """Run one SELECT read-only under ``limits``.
+    async def execute(
+        self,
+        statement: GovernedStatement | Prepared | exp.Query | str,
+        limits: Limits | None = None,
+        *,
+        governed: bool = False,
+    ) -> RowSet:
+        """Run one SELECT read-only.
 
-        ``statement`` is an AST, text already rendered by :meth:`render`, or a :class:`Prepared`.
-        With ``governed=True`` (and always for a :class:`Prepared`) the statement must carry governed
-        sources and runs behind the store's wall (see :meth:`prepare`); ``RowSet.objects`` then lists
-        the physical objects it read.
+        A :class:`~catalog.compile.GovernedStatement` (what :class:`catalog.compiler.Compiler` builds)
+        or a :class:`Prepared` runs behind the store's wall under the limits it carries. An AST, or
+        text already rendered by :meth:`render`, runs under ``limits``; with ``governed=True`` it must
+        carry governed sources and runs behind the wall too (see :meth:`prepare`). ``RowSet.objects``
+        lists the physical objects a governed statement read.
 
         Raises:
+            ValueError: no limits (a bare statement needs ``limits``).
             QueryTimeoutError: the statement ran longer than ``limits.timeout_s``.
             QueryExecutionError: the store rejected the statement (``.orig`` keeps the driver error),
                 or a governed statement carries no governed source or reads outside them.
             ConnectorUnavailableError: the store cannot be reached.
         """
+        if isinstance(statement, GovernedStatement):
+            statement, limits, governed = self.prepare(statement), limits or statement.limits, True
+        elif isinstance(statement, Prepared):
+            limits, governed = limits or statement.limits, True
+        if limits is None:
+            raise ValueError(f"{self.name!r}: give the limits to run a statement that carries none under")
+        return await self._execute(statement, limits, governed=governed)
+
+    @abc.abstractmethod
+    async def _execute(self, statement: exp.Query | str | Prepared, limits: Limits, *, governed: bool) -> RowSet:
+        """Run one statement under ``limits`` (behind the wall when ``governed``; a :class:`Prepared` always)."""
 
     # -- governed execution ----------------------------------------------------------------------
 
-    def prepare(self, statement: exp.Query) -> Prepared:
+    def prepare(self, statement: GovernedStatement | exp.Query) -> Prepared:
         """Bind every governed source of ``statement`` for this store (the statement is not changed).
+
+        A :class:`~catalog.compile.GovernedStatement`'s limits travel with the prepared form.
 
         Raises:
             QueryExecutionError: the statement carries no governed source, or governed sources nest.
         """
-        bound = statement.copy()
+        limits = statement.limits if isinstance(statement, GovernedStatement) else None
+        bound = (statement.statement if isinstance(statement, GovernedStatement) else statement).copy()
         sources = governed_sources(bound)
         if not sources:
             raise QueryExecutionError(
@@ -222,7 +244,7 @@ class Connector(abc.ABC):
             raise QueryExecutionError(f"{self.name!r}: select from a governed source, it cannot be the statement")
         relations = tuple(self._bind_governed(source, mark) for source, mark in sources)
         self._check_prepared(bound, relations)
-        return Prepared(self.name, self.render(bound), relations, tuple(sorted(cte_names(bound))))
+        return Prepared(self.name, self.render(bound), relations, tuple(sorted(cte_names(bound))), limits)
 
     def prepared(self, statement: exp.Query | str | Prepared) -> Prepared:
         """``statement`` ready to run behind the store's wall (prepared here unless it already is).

@@ -202,7 +202,7 @@ class DuckDBConnector(Connector):
 
     # -- the contract --------------------------------------------------------------------------
 
-    async def execute(self, statement: exp.Query | str | Prepared, limits: Limits, *, governed: bool = False) -> RowSet:
+    async def _execute(self, statement: exp.Query | str | Prepared, limits: Limits, *, governed: bool) -> RowSet:
         if governed or isinstance(statement, Prepared):
             prepared = self.prepared(statement)
             rowset = await anyio.to_thread.run_sync(self._execute_sync, prepared.sql, limits)

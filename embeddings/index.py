@@ -27,12 +27,13 @@ from __future__ import annotations
 import logging
 import time
 
-from catalog.compile import compile_query, next_cursor
+from catalog.compile import next_cursor
+from catalog.compiler import Compiler
 from catalog.contract import Chunking, ProductContract
 from catalog.errors import InvalidRequestError, QueryExecutionError
 from catalog.policy import GovernedView
 from catalog.principal import Principal
-from catalog.query import Aggregate, Limits, Query
+from catalog.query import Aggregate, Query
 from catalog.values import json_value
 from connectors.base import Connector
 from connectors.search_base import SearchStore
@@ -45,7 +46,6 @@ log = logging.getLogger(__name__)
 
 #: The principal the index flow reads as; it is never checked against ``policy.access`` (see the module docstring).
 INDEXER = Principal(name="dataproducts-indexer", roles=frozenset({"indexer"}))
-READ_LIMITS = Limits(max_rows=2000, max_bytes=256_000_000, timeout_s=600.0)
 MASKED_REASON = "masked by policy.masking: raw text of a masked field is never indexed"
 
 
@@ -80,17 +80,15 @@ async def index_product(
     store: SearchStore,
     embedder: Embedder,
     *,
-    dialect: str,
-    hash_salt: str,
+    compiler: Compiler,
     page_size: int = 2000,
     rebuild: bool = False,
-    limits: Limits | None = None,
     progress: ProgressCallback | None = None,
 ) -> IndexReport:
     """Bring the store's chunks of ``contract`` up to date with its source; one store write at the end.
 
-    ``rebuild`` re-embeds every row (after a model change); ``limits`` bounds each page read
-    (``max_rows`` is set to ``page_size``).
+    ``compiler`` builds the reads for ``connector``; its limits bound each page (``max_rows`` is set
+    to ``page_size``). ``rebuild`` re-embeds every row (after a model change).
 
     Raises:
         InvalidRequestError: no ``retrieval`` section, no primary key, unusable chunk settings, a
@@ -104,8 +102,8 @@ async def index_product(
     for name, reason in skipped.items():
         log.warning("%s: text field %r not indexed: %s", contract.name, name, reason)
     view = GovernedView(contract=contract, principal=INDEXER)
-    page_limits = (limits or READ_LIMITS).model_copy(update={"max_rows": page_size})
-    rows_total = await _count_rows(view, connector, page_limits, dialect=dialect, hash_salt=hash_salt)
+    pages = compiler.bounded(max_rows=page_size)
+    rows_total = await _count_rows(view, connector, pages)
     run = IndexRun(
         contract.name,
         store,
@@ -122,18 +120,16 @@ async def index_product(
     cursor: str | None = None
     while True:
         query = Query(columns=columns, limit=page_size, cursor=cursor)
-        compiled = compile_query(view, query, limits=page_limits, dialect=dialect, hash_salt=hash_salt)
+        compiled = pages.compile(view, query)
         if compiled.pagination != "keyset":
             raise InvalidRequestError(
                 f"{contract.name}: its primary key {key_columns} cannot page by keyset (json or bytes column); "
                 "give the product an orderable primary key to index it"
             )
-        rowset = await connector.execute(
-            compiled.statement, page_limits.model_copy(update={"max_rows": compiled.row_limit})
-        )
+        rowset = await connector.execute(compiled.statement, compiled.limits)  # ungoverned: see above
         if not rowset.rows and rowset.truncated:
             raise QueryExecutionError(
-                f"{contract.name}: one row is larger than the read limit of {page_limits.max_bytes} bytes; "
+                f"{contract.name}: one row is larger than the read limit of {pages.limits.max_bytes} bytes; "
                 "raise limits.max_bytes for indexing"
             )
         positions = {c: rowset.columns.index(c) for c in columns}
@@ -151,10 +147,9 @@ async def index_product(
     return report
 
 
-async def _count_rows(view: GovernedView, connector: Connector, limits: Limits, *, dialect: str, hash_salt: str) -> int:
-    query = Query(aggregates=[Aggregate(fn="count")])
-    compiled = compile_query(view, query, limits=limits, dialect=dialect, hash_salt=hash_salt)
-    rowset = await connector.execute(compiled.statement, limits.model_copy(update={"max_rows": 1}))
+async def _count_rows(view: GovernedView, connector: Connector, compiler: Compiler) -> int:
+    compiled = compiler.compile(view, Query(aggregates=[Aggregate(fn="count")]))
+    rowset = await connector.execute(compiled.statement, compiled.limits)
     return int(rowset.rows[0][0]) if rowset.rows else 0
 
 

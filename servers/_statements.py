@@ -14,9 +14,10 @@ from __future__ import annotations
 from collections import OrderedDict
 from threading import Lock
 
-from catalog.compile import CompiledQuery, compile_query
+from catalog.compile import CompiledQuery
+from catalog.compiler import Compiler
 from catalog.policy import GovernedView
-from catalog.query import Limits, Query
+from catalog.query import Query
 from connectors.base import Connector, Prepared
 
 __all__ = ["StatementCache"]
@@ -31,32 +32,33 @@ class StatementCache:
         self._lock = Lock()
 
     def compiled(
-        self, view: GovernedView, query: Query, *, limits: Limits, connector: Connector, hash_salt: str
+        self, view: GovernedView, query: Query, *, compiler: Compiler, connector: Connector
     ) -> tuple[CompiledQuery, Prepared]:
-        """The compiled query and its prepared form on ``connector``, from the cache when seen before.
+        """The compiled query and its prepared form on ``connector`` (which runs it under the limits it
+        carries), from the cache when seen before.
 
         Raises:
-            InvalidRequestError: as :func:`catalog.compile.compile_query`.
+            InvalidRequestError: as :meth:`catalog.compiler.Compiler.compile`.
             QueryExecutionError: as :meth:`connectors.base.Connector.prepare`.
         """
         contract = view.contract
         key = (
             connector.name,  # a prepared statement runs on the connection it was prepared for
-            connector.dialect,
+            compiler.dialect,
             contract.name,
             contract.version,  # the registry refuses new content under a registered version
             tuple(sorted(view.masked.items())),
             tuple(view.row_filters),
             query.model_dump_json(),
-            limits,
+            compiler.limits,
         )
         with self._lock:
             hit = self._entries.get(key)
             if hit is not None:
                 self._entries.move_to_end(key)
                 return hit
-        compiled = compile_query(view, query, limits=limits, dialect=connector.dialect, hash_salt=hash_salt)
-        entry = (compiled, connector.prepare(compiled.statement))
+        compiled = compiler.compile(view, query)
+        entry = (compiled, connector.prepare(compiled))
         with self._lock:
             self._entries[key] = entry
             while len(self._entries) > self.size:

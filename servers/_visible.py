@@ -12,9 +12,9 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
-from catalog.compile import compile_query
+from catalog.compiler import Compiler
 from catalog.policy import GovernedView
-from catalog.query import AllOf, AnyOf, Condition, Filter, Limits, Query
+from catalog.query import AllOf, AnyOf, Condition, Filter, Query
 from catalog.values import json_value
 from connectors.base import Connector
 
@@ -27,12 +27,7 @@ def key_token(key: dict[str, Any]) -> str:
 
 
 async def visible_keys(
-    view: GovernedView,
-    connector: Connector,
-    keys: Iterable[dict[str, Any]],
-    *,
-    limits: Limits,
-    hash_salt: str,
+    view: GovernedView, connector: Connector, compiler: Compiler, keys: Iterable[dict[str, Any]]
 ) -> set[str]:
     """The :func:`key_token` of every given key whose row ``view.principal`` may read.
 
@@ -50,10 +45,7 @@ async def visible_keys(
         alternatives.append(conditions[0] if len(conditions) == 1 else AllOf.model_validate({"and": conditions}))
     where: list[Filter] = [alternatives[0] if len(alternatives) == 1 else AnyOf.model_validate({"or": alternatives})]
     query = Query(columns=list(primary_key), where=where, limit=len(wanted))
-    bounded = limits.model_copy(update={"max_rows": max(len(wanted), 1)})
-    compiled = compile_query(view, query, limits=bounded, dialect=connector.dialect, hash_salt=hash_salt)
-    limits = bounded.model_copy(update={"max_rows": compiled.row_limit})
-    rowset = await connector.execute(compiled.statement, limits, governed=True)
+    rowset = await connector.execute(compiler.bounded(max_rows=len(wanted)).compile(view, query))
     found: set[str] = set()
     for row in rowset.rows:
         found.add(key_token({c: json_value(v) for c, v in zip(rowset.columns, row, strict=True)}))

@@ -27,13 +27,14 @@ import anyio.to_thread
 
 from catalog.audit import AuditLog
 from catalog.compile import next_cursor
+from catalog.compiler import Compiler
 from catalog.contract import ProductContract
 from catalog.errors import EmbeddingError, NotFoundError
 from catalog.policy import GovernedView, can_read, govern
 from catalog.principal import Principal
 from catalog.query import Query, RowSet
 from catalog.registry import Registry, unknown_product
-from catalog.sqlguard import connection_of, parse_product_sql, rewrite_sql
+from catalog.sqlguard import connection_of, parse_product_sql
 from catalog.values import json_value
 from connectors import connector_for
 from connectors.base import Connector
@@ -66,8 +67,8 @@ __all__ = ["DataProductsService"]
 
 
 log = logging.getLogger(__name__)
-#: What one page of the index flow may read: more rows than an agent's call, and long texts.
-INDEX_READ_LIMITS = {"max_rows": 5000, "max_bytes": 256_000_000}
+#: The bytes one page of the index flow may read: documents are long.
+INDEX_MAX_BYTES = 256_000_000
 
 
 class DataProductsService:
@@ -89,6 +90,7 @@ class DataProductsService:
         self.audit = audit
         self._salt = settings.require_salt()
         self._connectors: dict[str, Connector] = {}
+        self._compilers: dict[str, Compiler] = {}
         self._connector_lock = anyio.Lock()
         self._contracts: dict[str, tuple[float, ProductContract]] = {}
         self._contract_ttl_s = contract_ttl_s
@@ -238,21 +240,13 @@ class DataProductsService:
         current = await anyio.to_thread.run_sync(lambda: self.registry.list_contracts(include_deprecated=False))
         chosen = [await self.contract(product)] if product is not None else [c for c in current if c.retrieval]
         store, embedder = await self.retrieval.store(), await self.retrieval.embedder()
-        limits = self.settings.limits.model_copy(update=INDEX_READ_LIMITS)
         reports = []
         for contract in chosen:
             connector = await self.connector(contract.source.connection)
+            compiler = self.compiler(connector).bounded(max_bytes=INDEX_MAX_BYTES)
             reports.append(
                 await index_product(
-                    contract,
-                    connector,
-                    store,
-                    embedder,
-                    dialect=connector.dialect,
-                    hash_salt=self._salt,
-                    rebuild=rebuild,
-                    limits=limits,
-                    progress=progress,
+                    contract, connector, store, embedder, compiler=compiler, rebuild=rebuild, progress=progress
                 )
             )
         reports.append(await index_catalog(current, store, embedder))
@@ -283,7 +277,7 @@ class DataProductsService:
             view = views[name]
             connector = await self.connector(view.contract.source.connection)
             keys = [h.key for h in kept if h.product == name]
-            visible[name] = await visible_keys(view, connector, keys, limits=self.settings.limits, hash_salt=self._salt)
+            visible[name] = await visible_keys(view, connector, self.compiler(connector), keys)
         return [h for h in kept if key_token(h.key) in visible[h.product]][:k]
 
     async def _semantic_product_ranking(self, text: str, k: int) -> list[str]:
@@ -327,10 +321,9 @@ class DataProductsService:
             view = await self._view(name, principal)
             connector = await self.connector(view.contract.source.connection)
             compiled, prepared = self._statements.compiled(
-                view, query, limits=self.settings.limits, connector=connector, hash_salt=self._salt
+                view, query, compiler=self.compiler(connector), connector=connector
             )
-            limits = self.settings.limits.model_copy(update={"max_rows": compiled.row_limit})
-            rowset = await connector.execute(prepared, limits, governed=True)
+            rowset = await connector.execute(prepared)
             result = _to_result(rowset, [view])
             result.next_cursor = next_cursor(compiled, rowset)
             _deprecation_warning(view, result)
@@ -349,16 +342,14 @@ class DataProductsService:
         """
 
         async def run(stats: CallStats) -> QueryResult:
-            limits = self.settings.limits
             # parsing and rewriting run in a worker thread: a large statement never holds up the event loop
-            parsed = await anyio.to_thread.run_sync(lambda: parse_product_sql(sql, limits=limits))
+            parsed = await anyio.to_thread.run_sync(lambda: parse_product_sql(sql, limits=self.settings.limits))
             stats.product = ",".join(parsed.products)
             views = {name: await self._view(name, principal) for name in parsed.products}
             connector = await self.connector(connection_of(views))
-            statement = await anyio.to_thread.run_sync(
-                lambda: rewrite_sql(parsed, views, dialect=connector.dialect, hash_salt=self._salt, limits=limits)
-            )
-            rowset = await connector.execute(statement, limits, governed=True)
+            compiler = self.compiler(connector)
+            statement = await anyio.to_thread.run_sync(lambda: compiler.rewrite(parsed, views))
+            rowset = await connector.execute(statement)
             result = _to_result(rowset, list(views.values()))
             for view in views.values():
                 _deprecation_warning(view, result)
@@ -440,6 +431,14 @@ class DataProductsService:
             if name not in self._connectors:
                 self._connectors[name] = connector_for(self.settings.connection(name))
             return self._connectors[name]
+
+    def compiler(self, connector: Connector) -> Compiler:
+        """The compiler of ``connector``'s statements: its dialect, the mask salt, the call limits."""
+        compiler = self._compilers.get(connector.name)
+        if compiler is None:
+            compiler = Compiler(connector.dialect, self._salt, self.settings.limits)
+            self._compilers[connector.name] = compiler
+        return compiler
 
 
 def _to_result(rowset: RowSet, views: list[GovernedView]) -> QueryResult:

@@ -7,6 +7,7 @@ from sqlglot import exp
 from catalog.compiler import Compiler
 from catalog.policy import govern
 from catalog.query import Limits, Query
+from catalog.sqlguard import parse_product_sql
 from tests.catalog.governance_fixtures import ANALYST, SALT, contract
 
 
@@ -25,7 +26,7 @@ def test_a_compiled_query_runs_with_its_page_size_and_fetches_one_more_row() -> 
 def test_a_rewritten_statement_runs_with_max_rows_and_fetches_one_more_row() -> None:
     compiler = Compiler("sqlite", SALT, Limits(max_rows=7))
     view = govern(contract(), ANALYST)
-    parsed = compiler.parse("SELECT person_id FROM crm.people LIMIT 500")
+    parsed = parse_product_sql("SELECT person_id FROM crm.people LIMIT 500")
     rewritten = compiler.rewrite(parsed, dict.fromkeys(parsed.products, view))
     assert rewritten.limits.max_rows == 7
     assert _limit(rewritten.statement) == 8

@@ -11,6 +11,7 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
+from catalog.compiler import Compiler
 from catalog.contract import ProductContract
 from catalog.errors import ConnectorError, EmbeddingError, InvalidRequestError
 from connectors import ConnectionConfig, connector_for
@@ -99,7 +100,7 @@ async def _index(
     connector: Connector, store: SearchStore, embedder: FakeEmbedder, contract: ProductContract | None = None, **kw: Any
 ) -> IndexReport:
     return await index_product(
-        contract or _contract(), connector, store, embedder, dialect=connector.dialect, hash_salt=SALT, **kw
+        contract or _contract(), connector, store, embedder, compiler=Compiler(connector.dialect, SALT), **kw
     )
 
 
@@ -326,7 +327,7 @@ async def test_a_folder_of_markdown_files_is_a_document_product(tmp_path: Path, 
     )
     config = ConnectionConfig(name="handbook", kind="duckdb", files={"pages": str(docs / "*.md")})
     async with connector_for(config) as duck:
-        report = await index_product(contract, duck, store, FakeEmbedder(), dialect=duck.dialect, hash_salt=SALT)
+        report = await index_product(contract, duck, store, FakeEmbedder(), compiler=Compiler(duck.dialect, SALT))
     assert report.rows_new == 2
     hits = await hybrid_search(store, FakeEmbedder(), "returned within days", k=1, products=["docs.handbook"])
     assert hits[0].key == {"filename": "returns.md"}  # relative to the folder: no server path

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from catalog.compiler import Compiler
 from catalog.contract import ProductContract
 from catalog.errors import ConnectorError
 from connectors import ConnectionConfig, connector_for
@@ -244,7 +245,9 @@ async def kb_store(
     embedder = LlamaCppEmbedder(embedding_model_path)
     try:
         async with connector_for(ConnectionConfig(name="kb", kind="sqlite", path=str(path))) as sqlite_kb:
-            report = await index_product(contract, sqlite_kb, store, embedder, dialect=sqlite_kb.dialect, hash_salt="s")
+            report = await index_product(
+                contract, sqlite_kb, store, embedder, compiler=Compiler(sqlite_kb.dialect, "s")
+            )
         assert report.rows_new == 5 and report.chunks_embedded == 5
         yield store, embedder
     finally:

@@ -122,7 +122,7 @@ class FailingConnector(SQLiteConnector):
 
     failure: BaseException = RuntimeError("driver crashed while reading 4111-1111-1111-1111")
 
-    async def execute(self, statement: exp.Query | str | Prepared, limits: Limits, *, governed: bool = False) -> RowSet:
+    async def _execute(self, statement: exp.Query | str | Prepared, limits: Limits, *, governed: bool) -> RowSet:
         raise self.failure
 
 
