@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict
 from sqlalchemy import Connection, Engine, Row, func, select
 from sqlalchemy.exc import IntegrityError, ProgrammingError
 
-from catalog._registry_search import SearchHit, rank
+from catalog._registry_search import ProductMatch, rank
 from catalog._registry_tables import (
     engine_for,
     metadata,
@@ -33,7 +33,7 @@ from catalog.contract import ProductContract
 from catalog.errors import ContractError, ContractProblem, NotFoundError, RegistrationError
 from catalog.versioning import ContractDiff, canonical_json, content_hash, diff_contracts, version_refusal
 
-__all__ = ["HistoryEntry", "ProductSummary", "RegistrationResult", "Registry", "SearchHit", "unknown_product"]
+__all__ = ["HistoryEntry", "ProductMatch", "ProductSummary", "RegistrationResult", "Registry", "unknown_product"]
 
 
 _INSERT_RACE_RETRIES = 3
@@ -302,16 +302,20 @@ class Registry:
             self._insert_event(conn, name, "deprecated", product.latest_version, actor, now, note)
 
     def search(self, text: str, *, limit: int = 20, include_deprecated: bool = False) -> builtins.list[ProductContract]:
-        """Latest contracts of the products matching the words of ``text``, best first (see :meth:`search_hits`).
+        """Latest contracts of the products matching the words of ``text``, best first (see :meth:`search_matches`).
 
         Callers filter the result by policy before showing it.
         """
-        return [hit.contract for hit in self.search_hits(text, limit=limit, include_deprecated=include_deprecated)]
+        return [
+            match.contract for match in self.search_matches(text, limit=limit, include_deprecated=include_deprecated)
+        ]
 
-    def search_hits(self, text: str, *, limit: int = 20, include_deprecated: bool = False) -> builtins.list[SearchHit]:
+    def search_matches(
+        self, text: str, *, limit: int = 20, include_deprecated: bool = False
+    ) -> builtins.list[ProductMatch]:
         """Products matching the words of ``text``, best first, with their score and matched fields.
 
-        Ranking: :func:`catalog._registry_search.rank` (weighted word hits).
+        Ranking: :func:`catalog._registry_search.rank` (weighted word matches).
         """
         return rank(self._latest_contracts(include_deprecated=include_deprecated), text, limit=limit)
 

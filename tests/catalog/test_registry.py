@@ -238,7 +238,7 @@ def test_search_ranks_name_and_title_hits_above_description_and_column_hits(
     registry.register(orders, actor="alice")
     for contract in load_contract_file(FIXTURES / "two_products.yaml"):
         registry.register(contract, actor="alice")
-    hits = registry.search_hits("customer")
+    hits = registry.search_matches("customer")
     assert [h.name for h in hits] == ["crm.customers", "crm.segments", "sales.orders"]
     assert hits[0].score > hits[1].score > hits[2].score
     assert "column customer_email" in hits[2].matched
