@@ -23,6 +23,10 @@ __all__ = [
 ]
 
 
+# No class docstrings on these models: pydantic would put them in the output schemas MCP clients read.
+
+
+# A product as search_products lists it; the registry's own listing is catalog.registry.RegistryEntry.
 class ProductSummary(BaseModel):
     name: str
     title: str
