@@ -11,8 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Iterator
 
-from pydantic import BaseModel, ConfigDict
-
+from catalog._model import FrozenModel
 from catalog.contract import ProductContract
 
 __all__ = ["ProductMatch", "rank", "tokens"]
@@ -20,10 +19,8 @@ __all__ = ["ProductMatch", "rank", "tokens"]
 _STOPWORDS = frozenset("a an and are as at by for from in is of on or per the to with".split())
 
 
-class ProductMatch(BaseModel):
+class ProductMatch(FrozenModel):
     """A product that matched a keyword search: its contract, its score and which of its fields matched."""
-
-    model_config = ConfigDict(frozen=True)
 
     contract: ProductContract  # the latest version, deprecation applied
     score: float

@@ -14,10 +14,10 @@ from datetime import datetime
 from types import TracebackType
 from typing import Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict
 from sqlalchemy import Connection, Engine, Row, func, select
 from sqlalchemy.exc import IntegrityError, ProgrammingError
 
+from catalog._model import FrozenModel
 from catalog._registry_search import ProductMatch, rank
 from catalog._registry_tables import (
     engine_for,
@@ -38,11 +38,7 @@ __all__ = ["HistoryEntry", "ProductMatch", "RegistrationResult", "Registry", "Re
 _INSERT_RACE_RETRIES = 3
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
-
-class RegistrationResult(_Model):
+class RegistrationResult(FrozenModel):
     name: str
     version: str
     status: Literal["created", "new_version", "unchanged"]
@@ -51,7 +47,7 @@ class RegistrationResult(_Model):
     message: str
 
 
-class RegistryEntry(_Model):
+class RegistryEntry(FrozenModel):
     """One product as the registry lists it: its latest version, owner, status and last change."""
 
     name: str
@@ -66,7 +62,7 @@ class RegistryEntry(_Model):
     updated_at: datetime
 
 
-class HistoryEntry(_Model):
+class HistoryEntry(FrozenModel):
     at: datetime
     actor: str
     event: Literal["registered", "deprecated"]
