@@ -12,7 +12,7 @@ from datetime import timedelta
 from typing import Annotated, Any, Literal
 
 import sqlglot
-from pydantic import Field, ValidationInfo, field_validator, model_validator
+from pydantic import AfterValidator, Field, ValidationInfo, field_validator, model_validator
 from sqlglot import exp
 from sqlglot.errors import ParseError
 
@@ -81,6 +81,15 @@ def parse_duration(text: str) -> timedelta:
     return timedelta(**{_DURATION_UNITS[match.group(2)]: int(match.group(1))})
 
 
+def _checked_duration(text: str) -> str:
+    parse_duration(text)
+    return text
+
+
+#: A duration as a contract writes it (``24h``), kept as written once :func:`parse_duration` accepts it.
+Duration = Annotated[str, AfterValidator(_checked_duration)]
+
+
 class Owner(StrictModel):
     team: str = Field(min_length=1)
     email: str | None = Field(default=None, pattern=r"^[^@\s]+@[^@\s]+$")
@@ -137,14 +146,7 @@ class QualityCheck(StrictModel):
     values: list[Any] | None = None
     min: float | None = None
     max: float | None = None
-    max_age: str | None = None
-
-    @field_validator("max_age")
-    @classmethod
-    def _duration(cls, value: str | None) -> str | None:
-        if value is not None:
-            parse_duration(value)
-        return value
+    max_age: Duration | None = None
 
 
 class RowFilter(StrictModel):
@@ -206,15 +208,8 @@ class Lineage(StrictModel):
 
 
 class SLA(StrictModel):
-    freshness: str | None = None
+    freshness: Duration | None = None
     on_stale: Literal["warn", "refuse"] = "warn"
-
-    @field_validator("freshness")
-    @classmethod
-    def _duration(cls, value: str | None) -> str | None:
-        if value is not None:
-            parse_duration(value)
-        return value
 
 
 class ProductContract(StrictModel):
