@@ -7,7 +7,6 @@ write runs in one transaction: a refused or failed registration leaves the regis
 
 from __future__ import annotations
 
-import difflib
 import json
 from collections.abc import Sequence
 from datetime import datetime
@@ -30,6 +29,7 @@ from catalog._registry_tables import (
 )
 from catalog.contract import ProductContract
 from catalog.errors import ContractError, ContractProblem, NotFoundError, RegistrationError
+from catalog.suggest import close_matches
 from catalog.versioning import ContractDiff, canonical_json, content_hash, diff_contracts, version_refusal
 
 __all__ = ["HistoryEntry", "ProductMatch", "RegistrationResult", "Registry", "RegistryEntry", "unknown_product"]
@@ -394,7 +394,7 @@ def unknown_product(
     candidates; ``empty`` is the hint when there are none.
     """
     names = sorted(candidates)
-    close = difflib.get_close_matches(name, names, n=3, cutoff=0.5)
+    close = close_matches(name, names, n=3, cutoff=0.5)
     if close:
         hint = f"did you mean {', '.join(repr(c) for c in close)}?"
     elif names:
