@@ -26,7 +26,7 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["Chunk", "IndexedChunk", "SearchHit", "SearchStore", "chunk_id"]
+__all__ = ["Chunk", "ChunkHit", "IndexedChunk", "SearchStore", "chunk_id"]
 
 
 def chunk_id(product: str, key: dict[str, Any], field: str, chunk: int) -> str:
@@ -59,7 +59,7 @@ class IndexedChunk(BaseModel):
     field_hash: str
 
 
-class SearchHit(BaseModel):
+class ChunkHit(BaseModel):
     """One ranked chunk; ``score`` is the store's (BM25 or cosine), ``rank`` starts at 1."""
 
     product: str
@@ -98,13 +98,13 @@ class SearchStore(abc.ABC):
         """Every stored chunk id of ``product`` with the hash of the field text it was made from."""
 
     @abc.abstractmethod
-    async def bm25(self, query: str, *, k: int, products: Sequence[str] | None = None) -> list[SearchHit]:
+    async def bm25(self, query: str, *, k: int, products: Sequence[str] | None = None) -> list[ChunkHit]:
         """The ``k`` best chunks for ``query`` by BM25, optionally only of ``products``."""
 
     @abc.abstractmethod
     async def knn(
         self, vector: npt.NDArray[np.float32], *, k: int, products: Sequence[str] | None = None
-    ) -> list[SearchHit]:
+    ) -> list[ChunkHit]:
         """The ``k`` chunks nearest to ``vector`` (cosine), optionally only of ``products``."""
 
     @abc.abstractmethod

@@ -32,7 +32,7 @@ import anyio
 import anyio.to_thread
 
 from catalog.contract import Chunking, ProductContract
-from connectors.search_base import SearchHit, SearchStore
+from connectors.search_base import ChunkHit, SearchStore
 from embeddings._sync import IndexReport, IndexRun
 from embeddings.base import Embedder
 
@@ -109,18 +109,18 @@ def fuse_rankings(rankings: Mapping[str, Sequence[K]], *, rrf_k: int = RRF_K) ->
     return [(item, scores[item], ranks[item]) for item in order]
 
 
-def _hit_id(hit: SearchHit) -> tuple[str, str, str, int]:
+def _hit_id(hit: ChunkHit) -> tuple[str, str, str, int]:
     key = "|".join(f"{k}={hit.key[k]}" for k in hit.key)
     return hit.product, key, hit.field, hit.chunk
 
 
-def reciprocal_rank_fusion(rankings: dict[str, Sequence[SearchHit]], *, rrf_k: int = RRF_K) -> list[RetrievedChunk]:
+def reciprocal_rank_fusion(rankings: dict[str, Sequence[ChunkHit]], *, rrf_k: int = RRF_K) -> list[RetrievedChunk]:
     """Fuse named rankings of hits (e.g. ``{"bm25": [...], "dense": [...]}``) by :func:`fuse_rankings`.
 
     Raises:
         ValueError: ``rrf_k`` is negative.
     """
-    first: dict[tuple[str, str, str, int], SearchHit] = {}
+    first: dict[tuple[str, str, str, int], ChunkHit] = {}
     for hits in rankings.values():
         for hit in hits:
             first.setdefault(_hit_id(hit), hit)
@@ -131,7 +131,7 @@ def reciprocal_rank_fusion(rankings: dict[str, Sequence[SearchHit]], *, rrf_k: i
     ]
 
 
-def _retrieved(hit: SearchHit, score: float, *, bm25_rank: int | None, dense_rank: int | None) -> RetrievedChunk:
+def _retrieved(hit: ChunkHit, score: float, *, bm25_rank: int | None, dense_rank: int | None) -> RetrievedChunk:
     return RetrievedChunk(hit.product, dict(hit.key), hit.field, hit.chunk, hit.text, score, bm25_rank, dense_rank)
 
 
@@ -163,7 +163,7 @@ async def hybrid_search(
     if not query.strip() or (products is not None and not products):
         return []
     depth = max(candidates, k)
-    found: dict[str, list[SearchHit]] = {"bm25": [], "dense": []}
+    found: dict[str, list[ChunkHit]] = {"bm25": [], "dense": []}
 
     async def lexical() -> None:
         found["bm25"] = _unreserved(await store.bm25(query, k=depth, products=products), products)
@@ -188,7 +188,7 @@ async def hybrid_search(
     return reciprocal_rank_fusion({"bm25": bm25, "dense": dense}, rrf_k=rrf_k)[:k]
 
 
-def _unreserved(hits: list[SearchHit], products: Sequence[str] | None) -> list[SearchHit]:
+def _unreserved(hits: list[ChunkHit], products: Sequence[str] | None) -> list[ChunkHit]:
     if products is not None:
         return hits
     return [h for h in hits if not h.product.startswith("_")]
