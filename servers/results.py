@@ -8,6 +8,7 @@ from pydantic import BaseModel, Field
 
 from catalog.contract import ProductContract
 from catalog.policy import GovernedView
+from embeddings.retrieval import RetrievedChunk
 
 __all__ = [
     "ColumnInfo",
@@ -19,6 +20,7 @@ __all__ = [
     "QueryResult",
     "SearchResult",
     "describe",
+    "document_hit",
     "summarize",
 ]
 
@@ -108,6 +110,19 @@ def summarize(contract: ProductContract, *, max_description: int = 240) -> Produ
         version=contract.version,
         tags=list(contract.tags),
         deprecated=contract.deprecated,
+    )
+
+
+def document_hit(chunk: RetrievedChunk) -> DocumentHit:
+    """A retrieved chunk as search_documents returns it, with its citation."""
+    return DocumentHit(
+        product=chunk.product,
+        key=chunk.key,
+        field=chunk.field,
+        chunk=chunk.chunk,
+        text=chunk.text,
+        score=chunk.score,
+        citation=chunk.citation,
     )
 
 
