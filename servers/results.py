@@ -114,16 +114,8 @@ def summarize(contract: ProductContract, *, max_description: int = 240) -> Produ
 
 
 def document_hit(chunk: RetrievedChunk) -> DocumentHit:
-    """A retrieved chunk as search_documents returns it, with its citation."""
-    return DocumentHit(
-        product=chunk.product,
-        key=chunk.key,
-        field=chunk.field,
-        chunk=chunk.chunk,
-        text=chunk.text,
-        score=chunk.score,
-        citation=chunk.citation,
-    )
+    """A retrieved chunk as search_documents returns it: its reference, text, score and citation."""
+    return DocumentHit.model_validate(chunk, from_attributes=True)
 
 
 def describe(view: GovernedView) -> ProductDescription:
