@@ -100,11 +100,6 @@ class ChunkRef:
         return chunk_id(self.product, self.key, self.field, self.chunk)
 
     @property
-    def row_id(self) -> str:
-        """:func:`row_id` of the chunk's row, e.g. ``docs.handbook|filename=a.md``."""
-        return row_id(self.product, self.key)
-
-    @property
     def key_token(self) -> str:
         """:func:`key_token` of the chunk's primary key."""
         return key_token(self.key)
