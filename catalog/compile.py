@@ -22,8 +22,9 @@ strings). ``like`` patterns use ``%`` and ``_`` with backslash as the escape cha
 (``ESCAPE '\\'``); case sensitivity follows the store (SQLite's LIKE ignores ASCII case).
 
 Pagination: statements fetch ``LIMIT n+1`` rows where ``n = min(query.limit, limits.max_rows)`` is
-:attr:`CompiledQuery.row_limit`; run them with ``max_rows = row_limit`` and the connector reports
-``truncated`` when more rows exist. Non-aggregate queries use a keyset cursor over the caller's
+:attr:`CompiledQuery.row_limit`; the compiled query carries the limits to run it with (``max_rows =
+n``, :class:`GovernedStatement`), so the connector reports ``truncated`` when more rows exist.
+Non-aggregate queries use a keyset cursor over the caller's
 ``order_by`` plus the primary key (NULLs sort last in every direction, and the keyset predicate is
 NULL-aware, so nullable order columns page correctly). An offset cursor is used instead when the
 product has no primary key, when a key column is not in the projection, or when a key column is
@@ -51,6 +52,7 @@ __all__ = [
     "GOVERNED",
     "CompiledQuery",
     "GovernedMark",
+    "GovernedStatement",
     "OrderKey",
     "compile_query",
     "governed_source",
@@ -176,20 +178,33 @@ class OrderKey:
 
 
 @dataclass(frozen=True)
-class CompiledQuery:
-    """One governed SELECT plus what :func:`next_cursor` needs.
+class GovernedStatement:
+    """A governed SELECT and the limits it runs under: connectors run it as it is.
 
-    Run ``statement`` with ``limits.max_rows = row_limit``: it fetches ``row_limit + 1`` rows so that
-    the connector can report ``truncated`` when a further page exists.
+    ``limits.max_rows`` is how many rows the caller gets; ``statement`` fetches one more, so that the
+    connector can report ``truncated`` when more exist. Build it with :class:`catalog.compiler.Compiler`
+    (or :func:`compile_query`), never by hand: that is where the two numbers are kept in step.
     """
+
+    statement: exp.Query
+    limits: Limits
+
+
+@dataclass(frozen=True)
+class CompiledQuery(GovernedStatement):
+    """One governed SELECT of a :class:`~catalog.query.Query`, plus what :func:`next_cursor` needs."""
 
     statement: exp.Select
     columns: list[str]
-    row_limit: int
     pagination: Literal["keyset", "offset", "none"]
     keys: tuple[OrderKey, ...]
     offset: int
     shape: str
+
+    @property
+    def row_limit(self) -> int:
+        """Rows of one page: ``min(query.limit, limits.max_rows)``."""
+        return self.limits.max_rows
 
 
 def compile_query(view: GovernedView, query: Query, *, limits: Limits, dialect: str, hash_salt: str) -> CompiledQuery:
@@ -230,7 +245,8 @@ def compile_query(view: GovernedView, query: Query, *, limits: Limits, dialect: 
     select = select.limit(row_limit + 1, copy=False)
     if offset:
         select = select.offset(offset, copy=False)
-    return CompiledQuery(select, columns, row_limit, pagination, tuple(keys), offset, shape)
+    run_limits = limits.model_copy(update={"max_rows": row_limit})
+    return CompiledQuery(select, run_limits, columns, pagination, tuple(keys), offset, shape)
 
 
 def next_cursor(compiled: CompiledQuery, rowset: RowSet) -> str | None:

@@ -54,8 +54,8 @@ class ConnectionConfig(BaseModel):
     """A named store, as declared under ``connections:`` in dataproducts.yaml.
 
     ``kind`` picks the connector (entry-point group ``dataproducts.connectors``): ``sqlite``,
-    ``postgresql``, ``duckdb``. SQLAlchemy kinds take ``url``; DuckDB takes ``path`` (a database
-    file) and/or ``files`` (view name → Parquet/CSV path or glob).
+    ``postgresql``, ``duckdb``. SQLite takes ``path`` (or a ``sqlite:///`` ``url``), PostgreSQL ``url``;
+    DuckDB takes ``path`` (a database file) and/or ``files`` (view name → Parquet/CSV path or glob).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -69,11 +69,11 @@ class ConnectionConfig(BaseModel):
 
 
 class Capabilities(BaseModel):
+    """What a connector's store can do, for callers that plan on it (a flag no caller reads is not kept)."""
+
     model_config = ConfigDict(frozen=True)
 
-    supports_schemas: bool = False
-    supports_files: bool = False
-    supports_tuple_comparison: bool = True
+    #: The store has ``md5(text)``, the hex digest of the UTF-8 text (the ``hash`` mask uses it).
     supports_md5: bool = True
     #: The store itself refuses reads outside a governed statement's governed sources.
     supports_store_governance: bool = False
@@ -155,9 +155,8 @@ class Connector(abc.ABC):
     """Base class of every store connector.
 
     Subclasses set ``kind`` and ``dialect`` (a sqlglot dialect name) and implement
-    :meth:`introspect`, :meth:`list_assets` and :meth:`_execute` (sync, run in a worker thread).
-    ``kind``, ``dialect`` and ``capabilities`` are usually class attributes; a class serving several
-    kinds (SQLAlchemy: ``sqlite`` and ``postgresql``) sets them per instance in ``__init__``.
+    :meth:`introspect`, :meth:`list_assets` and :meth:`execute` (a sync driver runs in a worker thread).
+    ``kind``, ``dialect`` and ``capabilities`` are class attributes: one class serves one kind.
     """
 
     kind: str

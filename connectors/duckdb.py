@@ -60,7 +60,7 @@ from catalog.errors import (
 from catalog.query import Limits, RowSet
 from connectors._common import Deadline, driver_message, fetch_capped, neutral_type, timeout_message, unknown_table
 from connectors._watchdog import Alarm, arm
-from connectors.base import Capabilities, ConnectionConfig, Connector, IntrospectedColumn, Prepared, TableSchema
+from connectors.base import ConnectionConfig, Connector, IntrospectedColumn, Prepared, TableSchema
 
 __all__ = ["DuckDBConnector"]
 
@@ -87,7 +87,6 @@ class DuckDBConnector(Connector):
 
     kind = "duckdb"
     dialect = "duckdb"
-    capabilities = Capabilities(supports_schemas=True, supports_files=True)
 
     def __init__(self, config: ConnectionConfig) -> None:
         """Nothing is opened until first use.

@@ -15,16 +15,20 @@ the handler's rows land in the HTTP request's scope.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio.to_thread
 
 from catalog.audit import AuditLog, AuditRecord, Outcome, digest_args
+from catalog.errors import AccessDeniedError, DataProductsError
+from catalog.principal import Principal
 
-__all__ = ["ANONYMOUS", "audit_scope", "refusal", "write_audit"]
+__all__ = ["ANONYMOUS", "CallStats", "audit_scope", "audited_call", "refusal", "write_audit"]
+
+T = TypeVar("T")
 
 #: The principal of a refused request that carried no valid credential.
 ANONYMOUS = "anonymous"
@@ -82,3 +86,60 @@ def refusal(
         outcome=outcome,
         error_code=code,
     )
+
+
+class CallStats:
+    """What a use case reports back to its audit row.
+
+    ``objects`` lists the physical objects (tables, views) the statements of the call touched, as the
+    plan or the store's authorizer reports them; it stays empty when no statement ran.
+    """
+
+    def __init__(self) -> None:
+        self.product: str | None = None
+        self.rows = 0
+        self.bytes = 0
+        self.objects: list[str] = []
+
+
+async def audited_call(
+    log: AuditLog,
+    principal: Principal,
+    tool: str,
+    args: Mapping[str, Any],
+    body: Callable[[CallStats], Awaitable[T]],
+) -> T:
+    """Run one use case and write its one audit row, whether it answers, refuses or crashes.
+
+    ``body`` fills the :class:`CallStats` it is given. Its error is raised again once the row is
+    written; if the row cannot be written the call fails with the audit error instead (fail closed:
+    nothing unaudited is served).
+    """
+    stats = CallStats()
+    started = time.perf_counter()
+    outcome: Outcome = "ok"
+    code: str | None = None
+    failure: Exception | None = None
+    try:
+        result = await body(stats)
+    except DataProductsError as exc:
+        outcome = "denied" if isinstance(exc, AccessDeniedError) else "error"
+        code, failure = exc.code, exc
+    except Exception as exc:  # an unexpected bug still leaves its audit row
+        outcome, code, failure = "error", "internal_error", exc
+    record = AuditRecord(
+        principal=principal.name,
+        tool=tool,
+        product=stats.product,
+        args_digest=digest_args(args),
+        rows=stats.rows,
+        bytes=stats.bytes,
+        latency_ms=(time.perf_counter() - started) * 1000,
+        outcome=outcome,
+        error_code=code,
+        objects=sorted(set(stats.objects)) or None,
+    )
+    await write_audit(log, record)  # raises AuditError: fail closed
+    if failure is not None:
+        raise failure
+    return result

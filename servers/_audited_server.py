@@ -14,14 +14,18 @@ Every failure reaches the client as one line starting with its code, e.g. ``not_
 resource-not-found error (-32602). An exception that is not a
 :class:`~catalog.errors.DataProductsError` is a bug: the client reads ``internal_error: <type>``, the
 traceback goes to the log, never to the client.
+
+Tools and the resource learn who is calling with :func:`caller`, and refuse arguments that pass the
+schema but not the model built from them with :func:`refusing_invalid_arguments`.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
-from collections.abc import Iterable, Mapping
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, ParamSpec, TypeVar
 
 from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp.server.lowlevel.helper_types import ReadResourceContents
@@ -43,9 +47,12 @@ from servers._audit_trail import ANONYMOUS, audit_scope, refusal, write_audit
 from servers.auth import current_principal
 from servers.service import DataProductsService
 
-__all__ = ["AuditedMCPServer", "Refused"]
+__all__ = ["AuditedMCPServer", "Refused", "argument_problems", "caller", "refusing_invalid_arguments"]
 
 logger = logging.getLogger(__name__)
+
+P = ParamSpec("P")
+T = TypeVar("T")
 
 _AUDITED_METHODS = frozenset({"tools/call", "resources/read"})
 _MAX_PROBLEMS = 4
@@ -178,6 +185,36 @@ class AuditedMCPServer(MCPServer[DataProductsService]):
                     )
                     await write_audit(ctx.lifespan_context.audit, record)  # AuditError: the request fails
                 raise
+
+
+def caller(ctx: Context[Any, Any]) -> Principal:
+    """Who is calling the tool or resource that ``ctx`` serves: see :meth:`AuditedMCPServer.caller`.
+
+    Raises:
+        Refused: nobody is authenticated (``unauthorized``).
+    """
+    server = ctx.mcp_server
+    if not isinstance(server, AuditedMCPServer):  # the audit boundary is what knows the caller
+        raise TypeError(f"tools need an AuditedMCPServer, not {type(server).__name__}")
+    return server.caller()
+
+
+def refusing_invalid_arguments(build: Callable[P, T]) -> Callable[P, T]:
+    """Decorate a function that builds a model from a tool's arguments: its ``ValidationError`` is the
+    caller's mistake, refused as ``invalid_arguments`` saying where and what (see :func:`argument_problems`).
+
+    Only the building step is decorated, not the tool: a ``ValidationError`` raised further on, in
+    the service, is a bug and must read as ``internal_error``, not as the caller's mistake.
+    """
+
+    @functools.wraps(build)
+    def refusing(*args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return build(*args, **kwargs)
+        except ValidationError as exc:
+            raise Refused("invalid_arguments", argument_problems(exc)) from exc
+
+    return refusing
 
 
 def _failure(exc: Exception, subject: str) -> tuple[str, Outcome, str]:

@@ -1,9 +1,10 @@
 """The MCP server: products as tools and resources, on stdio or streamable HTTP.
 
-Tools (each a few lines over :class:`~servers.service.DataProductsService`): ``search_products``,
-``describe_product``, ``query_product``, ``run_sql``; resource template ``product://{name}``. The
-tool list is filtered by the configured allow-list. Errors come back as tool errors whose message
-says what would work.
+:func:`create_server` opens the service in the server's lifespan, builds the server and registers
+the tools of :mod:`servers.tools` that the configured allow-list names (``search_products``,
+``describe_product``, ``query_product``, ``run_sql``, ``search_documents``; all read-only) and the
+resource template ``product://{name}``. Errors come back as tool errors whose message says what would
+work.
 
 Every tool call and resource read leaves one audit row, refusals before the service included, and a
 crash reads as one ``internal_error`` line: see :mod:`servers._audited_server`, the one boundary.
@@ -16,21 +17,19 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Annotated, cast
 
-from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver import MCPServer
 from mcp_types import ToolAnnotations
-from pydantic import Field, ValidationError
 
 from catalog.principal import Principal
-from catalog.query import Aggregate, Filter, OrderBy, Query
-from servers._audited_server import AuditedMCPServer, Refused, argument_problems
-from servers.results import DocumentsResult, ProductDescription, QueryResult, SearchResult
+from servers._audited_server import AuditedMCPServer
 from servers.service import DataProductsService
 from servers.settings import Settings
+from servers.tools import TOOLS, product_resource
 
 __all__ = ["create_server"]
 
+_PRODUCT_TEXT = "A product as you may see it"
 _READ_ONLY = ToolAnnotations(read_only_hint=True, destructive_hint=False, idempotent_hint=True, open_world_hint=False)
 
 INSTRUCTIONS = (
@@ -72,89 +71,9 @@ def create_server(
         principal=principal,
     )
     allowed = set(settings.server.tools)
-    caller = server.caller
-
-    def svc(ctx: Context) -> DataProductsService:
-        return cast(DataProductsService, ctx.request_context.lifespan_context)
-
-    if "search_products" in allowed:
-
-        @server.tool(annotations=_READ_ONLY)
-        async def search_products(
-            query: Annotated[str, Field(description="keywords: subject, column, tag or owner", min_length=1)],
-            ctx: Context,
-            limit: Annotated[int, Field(ge=1, le=50)] = 10,
-        ) -> SearchResult:
-            """Find data products you may read, best match first."""
-            return await svc(ctx).search_products(caller(), query, limit=limit)
-
-    if "describe_product" in allowed:
-
-        @server.tool(annotations=_READ_ONLY)
-        async def describe_product(
-            product: Annotated[str, Field(description="product name, e.g. shop.orders")], ctx: Context
-        ) -> ProductDescription:
-            """A product's meaning: columns (type, unit, PII, masking), metrics, owner, freshness SLA."""
-            return await svc(ctx).describe_product(caller(), product)
-
-    if "query_product" in allowed:
-
-        @server.tool(annotations=_READ_ONLY)
-        async def query_product(
-            product: Annotated[str, Field(description="product name, e.g. shop.orders")],
-            ctx: Context,
-            columns: Annotated[list[str] | None, Field(description="columns to return; default all")] = None,
-            where: Annotated[
-                list[Filter] | None,
-                Field(description='ANDed conditions: {"column","op","value"} or {"or":[...]}/{"and":[...]}'),
-            ] = None,
-            group_by: list[str] | None = None,
-            aggregates: Annotated[
-                list[Aggregate] | None, Field(description='e.g. [{"fn":"sum","column":"amount","as":"total"}]')
-            ] = None,
-            order_by: list[OrderBy] | None = None,
-            limit: Annotated[int | None, Field(ge=1)] = None,
-            cursor: Annotated[str | None, Field(description="next_cursor of the previous page")] = None,
-        ) -> QueryResult:
-            """Read rows of one product, governed and bounded; aggregate with group_by + aggregates."""
-            try:
-                query = Query(
-                    columns=columns,
-                    where=where or [],
-                    group_by=group_by or [],
-                    aggregates=aggregates or [],
-                    order_by=order_by or [],
-                    limit=limit,
-                    cursor=cursor,
-                )
-            except ValidationError as exc:
-                raise Refused("invalid_arguments", argument_problems(exc)) from exc
-            return await svc(ctx).query_product(caller(), product, query)
-
-    if "run_sql" in allowed:
-
-        @server.tool(annotations=_READ_ONLY)
-        async def run_sql(
-            sql: Annotated[str, Field(description="one SELECT; tables are product names, e.g. FROM shop.orders")],
-            ctx: Context,
-        ) -> QueryResult:
-            """Run one read-only SELECT over products (joins, CTEs, aggregates), governed like query_product."""
-            return await svc(ctx).run_sql(caller(), sql)
-
-    if "search_documents" in allowed:
-
-        @server.tool(annotations=_READ_ONLY)
-        async def search_documents(
-            query: Annotated[str, Field(description="what to find, in plain words", min_length=1)],
-            ctx: Context,
-            product: Annotated[str | None, Field(description="only this product, e.g. docs.handbook")] = None,
-            k: Annotated[int, Field(ge=1, le=50)] = 10,
-        ) -> DocumentsResult:
-            """Find passages in products' indexed text (keyword + semantic); each hit cites its product and row."""
-            return await svc(ctx).search_documents(caller(), query, product=product, k=k)
-
-    @server.resource("product://{name}", mime_type="application/json", description="A product as you may see it")
-    async def product_resource(name: str, ctx: Context) -> str:
-        return await svc(ctx).product_document(caller(), name)
-
+    for tool in TOOLS:
+        if tool.__name__ in allowed:
+            server.add_tool(tool, annotations=_READ_ONLY)
+    as_resource = server.resource("product://{name}", mime_type="application/json", description=_PRODUCT_TEXT)
+    as_resource(product_resource)
     return server

@@ -20,16 +20,15 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable
-from typing import Any, TypeVar
+from collections.abc import Callable, Iterable
 
 import anyio
 import anyio.to_thread
 
-from catalog.audit import AuditLog, AuditRecord, Outcome, digest_args
+from catalog.audit import AuditLog
 from catalog.compile import next_cursor
 from catalog.contract import ProductContract
-from catalog.errors import AccessDeniedError, DataProductsError, EmbeddingError, NotFoundError
+from catalog.errors import EmbeddingError, NotFoundError
 from catalog.policy import GovernedView, can_read, govern
 from catalog.principal import Principal
 from catalog.query import Query, RowSet
@@ -48,7 +47,7 @@ from embeddings.retrieval import (
     hybrid_search,
     index_catalog,
 )
-from servers._audit_trail import write_audit
+from servers._audit_trail import CallStats, audited_call
 from servers._statements import StatementCache
 from servers._visible import visible_keys
 from servers.results import (
@@ -65,25 +64,10 @@ from servers.settings import Settings
 
 __all__ = ["DataProductsService"]
 
-T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 #: What one page of the index flow may read: more rows than an agent's call, and long texts.
 INDEX_READ_LIMITS = {"max_rows": 5000, "max_bytes": 256_000_000}
-
-
-class _CallStats:
-    """What a use case reports back to its audit row.
-
-    ``objects`` lists the physical objects (tables, views) the statements of the call touched, as the
-    plan or the store's authorizer reports them; it stays empty when no statement ran.
-    """
-
-    def __init__(self) -> None:
-        self.product: str | None = None
-        self.rows = 0
-        self.bytes = 0
-        self.objects: list[str] = []
 
 
 class DataProductsService:
@@ -140,7 +124,7 @@ class DataProductsService:
         """Products the principal may read, best match first: keyword hits fused with semantic hits over
         the indexed catalog (reciprocal rank fusion); keyword only when the catalog is not indexed."""
 
-        async def run(stats: _CallStats) -> SearchResult:
+        async def run(stats: CallStats) -> SearchResult:
             found = await anyio.to_thread.run_sync(lambda: self.registry.search(text, limit=limit * 4))
             keyword = [c.name for c in found]
             semantic = await self._semantic_product_ranking(text, limit * 4)
@@ -156,7 +140,7 @@ class DataProductsService:
             stats.rows = min(len(readable), limit)
             return SearchResult(products=readable[:limit])
 
-        return await self._audited(principal, "search_products", {"text": text, "limit": limit}, run)
+        return await audited_call(self.audit, principal, "search_products", {"text": text, "limit": limit}, run)
 
     async def search_documents(
         self, principal: Principal, text: str, *, product: str | None = None, k: int = 10
@@ -167,26 +151,28 @@ class DataProductsService:
             NotFoundError, AccessDeniedError (``product`` given), EmbeddingError, ConnectorError.
         """
 
-        async def run(stats: _CallStats) -> DocumentsResult:
+        async def run(stats: CallStats) -> DocumentsResult:
             stats.product = product
             hits = await self._governed_hits(principal, text, product=product, k=k)
             stats.rows = len(hits)
             return DocumentsResult(hits=[document_hit(h) for h in hits])
 
-        return await self._audited(principal, "search_documents", {"text": text, "product": product, "k": k}, run)
+        return await audited_call(
+            self.audit, principal, "search_documents", {"text": text, "product": product, "k": k}, run
+        )
 
     async def ask_context(
         self, principal: Principal, question: str, *, product: str | None = None, k: int = 6
     ) -> list[Passage]:
         """The governed passages a local answer to ``question`` may use (audited as ``ask``)."""
 
-        async def run(stats: _CallStats) -> list[Passage]:
+        async def run(stats: CallStats) -> list[Passage]:
             stats.product = product
             hits = await self._governed_hits(principal, question, product=product, k=k)
             stats.rows = len(hits)
             return [Passage(h.product, h.key, h.field, h.chunk, h.text) for h in hits]
 
-        return await self._audited(principal, "ask", {"question": question, "product": product, "k": k}, run)
+        return await audited_call(self.audit, principal, "ask", {"question": question, "product": product, "k": k}, run)
 
     async def ask(
         self,
@@ -310,11 +296,11 @@ class DataProductsService:
             NotFoundError: unknown product. AccessDeniedError: the policy does not grant access.
         """
 
-        async def run(stats: _CallStats) -> ProductDescription:
+        async def run(stats: CallStats) -> ProductDescription:
             stats.product = name
             return await self._description(name, principal)
 
-        return await self._audited(principal, "describe_product", {"product": name}, run)
+        return await audited_call(self.audit, principal, "describe_product", {"product": name}, run)
 
     async def query_product(self, principal: Principal, name: str, query: Query) -> QueryResult:
         """Run a governed, bounded read of one product.
@@ -323,7 +309,7 @@ class DataProductsService:
             NotFoundError, AccessDeniedError, InvalidRequestError, ConnectorError.
         """
 
-        async def run(stats: _CallStats) -> QueryResult:
+        async def run(stats: CallStats) -> QueryResult:
             stats.product = name
             view = await self._view(name, principal)
             connector = await self.connector(view.contract.source.connection)
@@ -339,7 +325,7 @@ class DataProductsService:
             return result
 
         args = {"product": name, **query.model_dump(exclude_defaults=True, by_alias=True)}
-        return await self._audited(principal, "query_product", args, run)
+        return await audited_call(self.audit, principal, "query_product", args, run)
 
     async def run_sql(self, principal: Principal, sql: str) -> QueryResult:
         """Run one read-only SELECT over product names, governed like ``query_product``.
@@ -349,7 +335,7 @@ class DataProductsService:
             NotFoundError, AccessDeniedError, ConnectorError.
         """
 
-        async def run(stats: _CallStats) -> QueryResult:
+        async def run(stats: CallStats) -> QueryResult:
             limits = self.settings.limits
             # parsing and rewriting run in a worker thread: a large statement never holds up the event loop
             parsed = await anyio.to_thread.run_sync(lambda: parse_product_sql(sql, limits=limits))
@@ -366,16 +352,16 @@ class DataProductsService:
             stats.rows, stats.bytes, stats.objects = result.row_count, rowset.bytes, rowset.objects
             return result
 
-        return await self._audited(principal, "run_sql", {"sql": sql}, run)
+        return await audited_call(self.audit, principal, "run_sql", {"sql": sql}, run)
 
     async def product_document(self, principal: Principal, name: str) -> str:
         """The ``product://{name}`` resource: the described product as JSON."""
 
-        async def run(stats: _CallStats) -> str:
+        async def run(stats: CallStats) -> str:
             stats.product = name
             return (await self._description(name, principal)).model_dump_json(indent=2)
 
-        return await self._audited(principal, "read_resource", {"uri": f"product://{name}"}, run)
+        return await audited_call(self.audit, principal, "read_resource", {"uri": f"product://{name}"}, run)
 
     async def readable_products(self, principal: Principal) -> list[ProductContract]:
         """Every registered product the principal may read (for listings and suggestions)."""
@@ -441,42 +427,6 @@ class DataProductsService:
             if name not in self._connectors:
                 self._connectors[name] = connector_for(self.settings.connection(name))
             return self._connectors[name]
-
-    async def _audited(
-        self,
-        principal: Principal,
-        tool: str,
-        args: dict[str, Any],
-        body: Callable[[_CallStats], Awaitable[T]],
-    ) -> T:
-        stats = _CallStats()
-        started = time.perf_counter()
-        outcome: Outcome = "ok"
-        code: str | None = None
-        failure: Exception | None = None
-        try:
-            result = await body(stats)
-        except DataProductsError as exc:
-            outcome = "denied" if isinstance(exc, AccessDeniedError) else "error"
-            code, failure = exc.code, exc
-        except Exception as exc:  # an unexpected bug still leaves its audit row
-            outcome, code, failure = "error", "internal_error", exc
-        record = AuditRecord(
-            principal=principal.name,
-            tool=tool,
-            product=stats.product,
-            args_digest=digest_args(args),
-            rows=stats.rows,
-            bytes=stats.bytes,
-            latency_ms=(time.perf_counter() - started) * 1000,
-            outcome=outcome,
-            error_code=code,
-            objects=sorted(set(stats.objects)) or None,
-        )
-        await write_audit(self.audit, record)  # raises AuditError: fail closed
-        if failure is not None:
-            raise failure
-        return result
 
 
 def _to_result(rowset: RowSet, views: list[GovernedView]) -> QueryResult:

@@ -15,7 +15,7 @@ from sqlglot import exp
 from catalog.errors import ConfigError, ConnectorUnavailableError, QueryExecutionError
 from catalog.query import Limits
 from connectors.base import ConnectionConfig
-from connectors.sqlalchemy import SQLAlchemyConnector
+from connectors.postgresql import PostgreSQLConnector
 from tests.connectors import dataset
 
 pytestmark = pytest.mark.anyio
@@ -26,10 +26,10 @@ def plain_url(url: str) -> str:
 
 
 @pytest.fixture
-async def superuser(pg_url: str) -> AsyncIterator[SQLAlchemyConnector]:
+async def superuser(pg_url: str) -> AsyncIterator[PostgreSQLConnector]:
     """A connector logged in as the cluster's superuser, given a plain ``postgresql://`` URL."""
     dataset.load_postgres(pg_url)
-    connector = SQLAlchemyConnector(ConnectionConfig(name="shop", kind="postgresql", url=SecretStr(plain_url(pg_url))))
+    connector = PostgreSQLConnector(ConnectionConfig(name="shop", kind="postgresql", url=SecretStr(plain_url(pg_url))))
     try:
         yield connector
     finally:
@@ -37,7 +37,7 @@ async def superuser(pg_url: str) -> AsyncIterator[SQLAlchemyConnector]:
 
 
 @pytest.fixture
-async def reader(pg_url: str) -> AsyncIterator[SQLAlchemyConnector]:
+async def reader(pg_url: str) -> AsyncIterator[PostgreSQLConnector]:
     """A connector logged in as an ordinary role that may only select from orders."""
     dataset.load_postgres(pg_url)
     with psycopg.connect(plain_url(pg_url), autocommit=True) as conn:
@@ -45,7 +45,7 @@ async def reader(pg_url: str) -> AsyncIterator[SQLAlchemyConnector]:
         conn.execute("CREATE ROLE shop_reader LOGIN")
         conn.execute("GRANT SELECT ON orders TO shop_reader")
     url = pg_url.replace("postgres@", "shop_reader@")
-    connector = SQLAlchemyConnector(ConnectionConfig(name="shop", kind="postgresql", url=SecretStr(url)))
+    connector = PostgreSQLConnector(ConnectionConfig(name="shop", kind="postgresql", url=SecretStr(url)))
     try:
         yield connector
     finally:
@@ -60,7 +60,7 @@ def command(text: str) -> exp.Query:
     return cast(exp.Query, exp.Command(this=text))
 
 
-async def test_copy_to_program_is_refused_for_a_superuser_login(superuser: SQLAlchemyConnector, tmp_path: Path) -> None:
+async def test_copy_to_program_is_refused_for_a_superuser_login(superuser: PostgreSQLConnector, tmp_path: Path) -> None:
     marker = tmp_path / "ran"
     with pytest.raises(QueryExecutionError):
         await superuser.execute(command(f"COPY (SELECT 1) TO PROGRAM 'touch {marker}'"), Limits())
@@ -76,7 +76,7 @@ async def test_copy_to_program_is_refused_for_a_superuser_login(superuser: SQLAl
     ],
 )
 async def test_a_superuser_login_runs_statements_without_superuser_powers(
-    superuser: SQLAlchemyConnector, text: str
+    superuser: PostgreSQLConnector, text: str
 ) -> None:
     with pytest.raises(QueryExecutionError, match="permission denied"):
         await superuser.execute(cast(exp.Query, sqlglot.parse_one(text, read="postgres")), Limits())
@@ -92,14 +92,14 @@ async def test_a_superuser_login_runs_statements_without_superuser_powers(
     ],
 )
 async def test_smuggled_writes_are_refused_and_the_table_is_unchanged(
-    superuser: SQLAlchemyConnector, text: str
+    superuser: PostgreSQLConnector, text: str
 ) -> None:
     with pytest.raises(QueryExecutionError):
         await superuser.execute(command(text), Limits())
     assert (await superuser.introspect("orders")).row_count == len(dataset.ROWS)
 
 
-async def test_a_read_only_role_reads_and_cannot_write(reader: SQLAlchemyConnector) -> None:
+async def test_a_read_only_role_reads_and_cannot_write(reader: PostgreSQLConnector) -> None:
     assert await reader.list_assets() == ["orders"]
     result = await reader.execute(exp.select("count(*)").from_("orders"), Limits())
     assert result.rows == [(len(dataset.ROWS),)]
@@ -112,7 +112,7 @@ async def test_tables_outside_the_current_schema_are_listed_and_introspected_sch
         conn.execute("CREATE SCHEMA sales")
         conn.execute("CREATE TABLE sales.regions (code CHAR(2) PRIMARY KEY, name TEXT NOT NULL, tags TEXT[])")
         conn.execute("INSERT INTO sales.regions VALUES ('EU', 'Europe', '{a,b}')")
-    async with SQLAlchemyConnector(
+    async with PostgreSQLConnector(
         ConnectionConfig(name="shop", kind="postgresql", url=SecretStr(pg_url))
     ) as connector:
         assert await connector.list_assets() == ["sales.regions"]
@@ -129,7 +129,7 @@ async def test_tables_outside_the_current_schema_are_listed_and_introspected_sch
 
 async def test_an_unreachable_server_makes_the_store_unavailable() -> None:
     config = ConnectionConfig(name="shop", kind="postgresql", url=SecretStr("postgresql://nobody@127.0.0.1:1/none"))
-    async with SQLAlchemyConnector(config) as connector:
+    async with PostgreSQLConnector(config) as connector:
         with pytest.raises(ConnectorUnavailableError, match="cannot reach 'shop'"):
             await connector.list_assets()
         assert await connector.health() is False
@@ -137,9 +137,9 @@ async def test_an_unreachable_server_makes_the_store_unavailable() -> None:
 
 def test_a_url_of_another_database_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="expected a postgresql:// url"):
-        SQLAlchemyConnector(ConnectionConfig(name="shop", kind="postgresql", url=SecretStr("mysql://u@h/db")))
+        PostgreSQLConnector(ConnectionConfig(name="shop", kind="postgresql", url=SecretStr("mysql://u@h/db")))
 
 
 def test_a_postgresql_connection_without_url_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="needs 'url'"):
-        SQLAlchemyConnector(ConnectionConfig(name="shop", kind="postgresql"))
+        PostgreSQLConnector(ConnectionConfig(name="shop", kind="postgresql"))

@@ -11,7 +11,8 @@ from pydantic import SecretStr
 from catalog.errors import ConfigError
 from connectors import ENTRY_POINT_GROUP, ConnectionConfig, connector_for, known_kinds
 from connectors.duckdb import DuckDBConnector
-from connectors.sqlalchemy import SQLAlchemyConnector
+from connectors.postgresql import PostgreSQLConnector
+from connectors.sqlite import SQLiteConnector
 
 
 def test_the_built_in_kinds_are_registered_as_entry_points() -> None:
@@ -21,10 +22,10 @@ def test_the_built_in_kinds_are_registered_as_entry_points() -> None:
 @pytest.mark.parametrize(
     ("config", "cls", "dialect"),
     [
-        (ConnectionConfig(name="a", kind="sqlite", path="shop.sqlite"), SQLAlchemyConnector, "sqlite"),
+        (ConnectionConfig(name="a", kind="sqlite", path="shop.sqlite"), SQLiteConnector, "sqlite"),
         (
             ConnectionConfig(name="b", kind="postgresql", url=SecretStr("postgresql://u@h/db")),
-            SQLAlchemyConnector,
+            PostgreSQLConnector,
             "postgres",
         ),
         (ConnectionConfig(name="c", kind="duckdb", path="lake.duckdb"), DuckDBConnector, "duckdb"),

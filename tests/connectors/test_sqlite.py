@@ -17,16 +17,16 @@ from catalog.errors import ConfigError, ConnectorUnavailableError, QueryExecutio
 from catalog.query import Limits
 from connectors._sqlite_functions import _python_floor
 from connectors.base import ConnectionConfig
-from connectors.sqlalchemy import SQLAlchemyConnector, _sqlite_type
+from connectors.sqlite import SQLiteConnector, _sqlite_type
 from tests.connectors import dataset
 
 pytestmark = pytest.mark.anyio
 
 
 @pytest.fixture
-async def shop(tmp_path: Path) -> AsyncIterator[SQLAlchemyConnector]:
+async def shop(tmp_path: Path) -> AsyncIterator[SQLiteConnector]:
     dataset.load_sqlite(tmp_path / "shop.sqlite")
-    connector = SQLAlchemyConnector(ConnectionConfig(name="shop", kind="sqlite", path=str(tmp_path / "shop.sqlite")))
+    connector = SQLiteConnector(ConnectionConfig(name="shop", kind="sqlite", path=str(tmp_path / "shop.sqlite")))
     try:
         yield connector
     finally:
@@ -48,14 +48,14 @@ def command(text: str) -> exp.Query:
     ],
 )
 async def test_attach_vacuum_into_and_setting_pragmas_are_refused(
-    shop: SQLAlchemyConnector, tmp_path: Path, text: str
+    shop: SQLiteConnector, tmp_path: Path, text: str
 ) -> None:
     with pytest.raises(QueryExecutionError, match="not authorized|authorization denied"):
         await shop.execute(command(text.format(tmp=tmp_path)), Limits())
     assert sorted(p.name for p in tmp_path.iterdir()) == ["shop.sqlite"]
 
 
-async def test_md5_is_deterministic_null_safe_and_hashes_numbers_as_text(shop: SQLAlchemyConnector) -> None:
+async def test_md5_is_deterministic_null_safe_and_hashes_numbers_as_text(shop: SQLiteConnector) -> None:
     statement = sqlglot.parse_one("SELECT md5('abc'), md5(NULL), md5(42), md5(customer) FROM orders WHERE order_id = 1")
     result = await shop.execute(cast(exp.Query, statement), Limits())
 
@@ -64,14 +64,14 @@ async def test_md5_is_deterministic_null_safe_and_hashes_numbers_as_text(shop: S
     ]
 
 
-async def test_floor_is_sqlites_own_null_safe_function_not_the_drivers(shop: SQLAlchemyConnector) -> None:
+async def test_floor_is_sqlites_own_null_safe_function_not_the_drivers(shop: SQLiteConnector) -> None:
     # SQLAlchemy installs math.floor on every connection, which raises on NULL and text
     statement = sqlglot.parse_one("SELECT floor(NULL), floor(2.5), floor(-2.5), floor(7), floor('3.7'), floor('x')")
     result = await shop.execute(cast(exp.Query, statement), Limits())
     assert result.rows == [(None, 2.0, -3.0, 7, 3.0, None)]
 
 
-async def test_regexp_matches_with_re2_in_linear_time(shop: SQLAlchemyConnector) -> None:
+async def test_regexp_matches_with_re2_in_linear_time(shop: SQLiteConnector) -> None:
     # Python's backtracking re takes 2^n steps here, holding the GIL where no time budget can stop it
     value = "a" * 200 + "!"
     statement = sqlglot.parse_one(
@@ -82,20 +82,20 @@ async def test_regexp_matches_with_re2_in_linear_time(shop: SQLAlchemyConnector)
     assert result.rows == [(0, 1, None)]
 
 
-async def test_a_pattern_re2_rejects_fails_with_a_hint_at_re2_syntax(shop: SQLAlchemyConnector) -> None:
+async def test_a_pattern_re2_rejects_fails_with_a_hint_at_re2_syntax(shop: SQLiteConnector) -> None:
     statement = sqlglot.parse_one(r"SELECT REGEXP_LIKE('aa', '(a)\1')")  # backreferences are not RE2
     with pytest.raises(QueryExecutionError, match="RE2 syntax"):
         await shop.execute(cast(exp.Query, statement), Limits())
 
 
-async def test_two_statements_in_one_call_are_refused(shop: SQLAlchemyConnector) -> None:
+async def test_two_statements_in_one_call_are_refused(shop: SQLiteConnector) -> None:
     with pytest.raises(QueryExecutionError):
         await shop.execute(command("SELECT 1; SELECT 2"), Limits())
 
 
 async def test_a_missing_database_file_makes_the_store_unavailable_and_is_not_created(tmp_path: Path) -> None:
     path = tmp_path / "missing.sqlite"
-    async with SQLAlchemyConnector(ConnectionConfig(name="shop", kind="sqlite", path=str(path))) as connector:
+    async with SQLiteConnector(ConnectionConfig(name="shop", kind="sqlite", path=str(path))) as connector:
         with pytest.raises(ConnectorUnavailableError, match="does not exist"):
             await connector.list_assets()
     assert not path.exists()
@@ -104,26 +104,26 @@ async def test_a_missing_database_file_makes_the_store_unavailable_and_is_not_cr
 async def test_a_path_with_spaces_hash_question_mark_and_percent_is_opened_as_is(tmp_path: Path) -> None:
     path = tmp_path / "my shop #1?%20.sqlite"
     dataset.load_sqlite(path)
-    async with SQLAlchemyConnector(ConnectionConfig(name="shop", kind="sqlite", path=str(path))) as connector:
+    async with SQLiteConnector(ConnectionConfig(name="shop", kind="sqlite", path=str(path))) as connector:
         assert await connector.list_assets() == ["orders"]
 
 
 async def test_a_sqlite_url_names_the_file_like_path_does(tmp_path: Path) -> None:
     dataset.load_sqlite(tmp_path / "shop.sqlite")
     config = ConnectionConfig(name="shop", kind="sqlite", url=SecretStr(f"sqlite:///{tmp_path}/shop.sqlite"))
-    async with SQLAlchemyConnector(config) as connector:
+    async with SQLiteConnector(config) as connector:
         assert (await connector.introspect("orders")).row_count == len(dataset.ROWS)
 
 
 @pytest.mark.parametrize("url", ["sqlite://", "sqlite:///:memory:", "sqlite:///file:x.db?mode=rw&uri=true"])
 def test_an_in_memory_or_uri_database_is_a_config_error(url: str) -> None:
     with pytest.raises(ConfigError, match="file path"):
-        SQLAlchemyConnector(ConnectionConfig(name="shop", kind="sqlite", url=SecretStr(url)))
+        SQLiteConnector(ConnectionConfig(name="shop", kind="sqlite", url=SecretStr(url)))
 
 
 def test_another_kind_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="serves kinds"):
-        SQLAlchemyConnector(ConnectionConfig(name="shop", kind="duckdb", path="x.duckdb"))
+        SQLiteConnector(ConnectionConfig(name="shop", kind="duckdb", path="x.duckdb"))
 
 
 @pytest.mark.parametrize(
@@ -162,7 +162,7 @@ async def test_a_view_is_introspected_like_a_table(tmp_path: Path) -> None:
             conn.execute("CREATE VIEW paid_orders AS SELECT order_id, amount FROM orders WHERE paid")
     finally:
         conn.close()
-    async with SQLAlchemyConnector(ConnectionConfig(name="shop", kind="sqlite", path=str(path))) as connector:
+    async with SQLiteConnector(ConnectionConfig(name="shop", kind="sqlite", path=str(path))) as connector:
         schema = await connector.introspect("paid_orders")
     assert schema.column_names == ["order_id", "amount"]
     assert schema.row_count == 3

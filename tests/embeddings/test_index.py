@@ -1,4 +1,4 @@
-"""The index flow on a real SQLite product through the SQLAlchemy connector: incremental, atomic, masking-aware."""
+"""The index flow on a real SQLite product through the SQLite connector: incremental, atomic, masking-aware."""
 
 from __future__ import annotations
 

@@ -14,13 +14,14 @@ import pytest
 from mcp import Client
 from mcp.shared.exceptions import MCPError
 from mcp_types import INTERNAL_ERROR, INVALID_PARAMS
+from pydantic import ValidationError
 from sqlglot import exp
 
 from catalog.audit import AuditLog, AuditRecord
-from catalog.query import Limits, RowSet
+from catalog.query import Limits, Query, RowSet
 from catalog.registry import Registry
 from connectors.base import Connector, Prepared
-from connectors.sqlalchemy import SQLAlchemyConnector
+from connectors.sqlite import SQLiteConnector
 from servers.mcp import create_server
 from servers.service import DataProductsService
 from servers.settings import Settings
@@ -116,7 +117,7 @@ async def test_a_call_that_reaches_the_service_is_audited_once(settings: Setting
     ]
 
 
-class FailingConnector(SQLAlchemyConnector):
+class FailingConnector(SQLiteConnector):
     """A store whose driver fails with something that is not a DataProductsError (a bug to the server)."""
 
     failure: BaseException = RuntimeError("driver crashed while reading 4111-1111-1111-1111")
@@ -129,6 +130,20 @@ class RecursingConnector(FailingConnector):
     failure = RecursionError("maximum recursion depth exceeded")
 
 
+def _validation_error() -> ValidationError:
+    try:
+        Query(limit=0)
+    except ValidationError as exc:
+        return exc
+    raise AssertionError("Query(limit=0) validated")
+
+
+class InvalidatingConnector(FailingConnector):
+    """A ValidationError past the tool's arguments is a bug too, never the caller's invalid_arguments."""
+
+    failure = _validation_error()
+
+
 class ServiceOnFailingStores(DataProductsService):
     connector_type: type[Connector] = FailingConnector
 
@@ -136,7 +151,7 @@ class ServiceOnFailingStores(DataProductsService):
         return self.connector_type(self.settings.connection(name))
 
 
-@pytest.mark.parametrize("connector_type", [FailingConnector, RecursingConnector])
+@pytest.mark.parametrize("connector_type", [FailingConnector, RecursingConnector, InvalidatingConnector])
 async def test_a_crash_reads_as_one_internal_error_line_and_its_traceback_is_logged(
     settings: Settings,
     audit_log: AuditLog,

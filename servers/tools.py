@@ -1,0 +1,114 @@
+"""What the MCP server offers: the tools and the ``product://{name}`` resource, one function each.
+
+A tool is a typed async function: its name is the tool's name, its docstring the description, its
+``Annotated`` parameters the input schema and its return model the output schema. The body is a few
+lines over :class:`~servers.service.DataProductsService`, which it takes from the server's lifespan
+through ``ctx``, for the caller :func:`~servers._audited_server.caller` names.
+
+:data:`TOOLS` lists every tool once; :func:`servers.mcp.create_server` registers those the configured
+allow-list names, in this order. Adding a tool is writing its function and listing it there (and
+naming it in :data:`servers.settings.ToolName`, the names a configuration may allow).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Annotated, Any, cast
+
+from mcp.server.mcpserver import Context
+from pydantic import Field
+
+from catalog.query import Aggregate, Filter, OrderBy, Query
+from servers._audited_server import caller, refusing_invalid_arguments
+from servers.results import DocumentsResult, ProductDescription, QueryResult, SearchResult
+from servers.service import DataProductsService
+
+__all__ = ["TOOLS", "product_resource"]
+
+
+def _service(ctx: Context) -> DataProductsService:
+    """The service the server's lifespan opened (or was given)."""
+    return cast(DataProductsService, ctx.request_context.lifespan_context)
+
+
+@refusing_invalid_arguments
+def _query(arguments: Mapping[str, Any]) -> Query:
+    """The query that ``query_product``'s arguments describe.
+
+    Arguments named like a field of :class:`~catalog.query.Query` fill it; one left out (None) takes
+    the query's default; the others (``product``, ``ctx``) are not the query's.
+    """
+    fields = Query.model_fields
+    return Query.model_validate(
+        {name: value for name, value in arguments.items() if name in fields and value is not None}
+    )
+
+
+async def search_products(
+    query: Annotated[str, Field(description="keywords: subject, column, tag or owner", min_length=1)],
+    ctx: Context,
+    limit: Annotated[int, Field(ge=1, le=50)] = 10,
+) -> SearchResult:
+    """Find data products you may read, best match first."""
+    return await _service(ctx).search_products(caller(ctx), query, limit=limit)
+
+
+async def describe_product(
+    product: Annotated[str, Field(description="product name, e.g. shop.orders")], ctx: Context
+) -> ProductDescription:
+    """A product's meaning: columns (type, unit, PII, masking), metrics, owner, freshness SLA."""
+    return await _service(ctx).describe_product(caller(ctx), product)
+
+
+async def query_product(
+    product: Annotated[str, Field(description="product name, e.g. shop.orders")],
+    ctx: Context,
+    columns: Annotated[list[str] | None, Field(description="columns to return; default all")] = None,
+    where: Annotated[
+        list[Filter] | None,
+        Field(description='ANDed conditions: {"column","op","value"} or {"or":[...]}/{"and":[...]}'),
+    ] = None,
+    group_by: list[str] | None = None,
+    aggregates: Annotated[
+        list[Aggregate] | None, Field(description='e.g. [{"fn":"sum","column":"amount","as":"total"}]')
+    ] = None,
+    order_by: list[OrderBy] | None = None,
+    limit: Annotated[int | None, Field(ge=1)] = None,
+    cursor: Annotated[str | None, Field(description="next_cursor of the previous page")] = None,
+) -> QueryResult:
+    """Read rows of one product, governed and bounded; aggregate with group_by + aggregates."""
+    query = _query(locals())  # first: the arguments are checked before the caller is
+    return await _service(ctx).query_product(caller(ctx), product, query)
+
+
+async def run_sql(
+    sql: Annotated[str, Field(description="one SELECT; tables are product names, e.g. FROM shop.orders")],
+    ctx: Context,
+) -> QueryResult:
+    """Run one read-only SELECT over products (joins, CTEs, aggregates), governed like query_product."""
+    return await _service(ctx).run_sql(caller(ctx), sql)
+
+
+async def search_documents(
+    query: Annotated[str, Field(description="what to find, in plain words", min_length=1)],
+    ctx: Context,
+    product: Annotated[str | None, Field(description="only this product, e.g. docs.handbook")] = None,
+    k: Annotated[int, Field(ge=1, le=50)] = 10,
+) -> DocumentsResult:
+    """Find passages in products' indexed text (keyword + semantic); each hit cites its product and row."""
+    return await _service(ctx).search_documents(caller(ctx), query, product=product, k=k)
+
+
+#: Every tool, in the order a client lists them; each is named after its function.
+TOOLS: tuple[Callable[..., Awaitable[object]], ...] = (
+    search_products,
+    describe_product,
+    query_product,
+    run_sql,
+    search_documents,
+)
+
+
+async def product_resource(name: str, ctx: Context) -> str:
+    """The resource ``product://{name}``: the product as the caller may see it, as JSON."""
+    return await _service(ctx).product_document(caller(ctx), name)
