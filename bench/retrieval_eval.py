@@ -44,7 +44,7 @@ from rich.progress import Progress  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 from bench._metrics import mean_metric  # noqa: E402
-from connectors.search_base import Chunk, SearchHit, SearchStore  # noqa: E402
+from connectors.search_base import Chunk, ChunkHit, SearchStore  # noqa: E402
 from embeddings.base import Embedder, Vectors, content_hash  # noqa: E402
 from embeddings.chunking import chunk_text  # noqa: E402
 from embeddings.retrieval import RRF_K, reciprocal_rank_fusion  # noqa: E402
@@ -122,7 +122,7 @@ def open_embedder(model: str, models_dir: Path | None) -> Embedder:
     return LlamaCppEmbedder(resolve_model(model, models_dir))
 
 
-def doc_ranking(hits: list[SearchHit]) -> list[str]:
+def doc_ranking(hits: list[ChunkHit]) -> list[str]:
     """Document ids in order of their best chunk (max-pooling over chunks)."""
     return list(dict.fromkeys(str(h.key["id"]) for h in hits))
 

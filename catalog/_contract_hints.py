@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import re
 import types
 from collections.abc import Mapping
@@ -13,6 +12,7 @@ from pydantic_core import ErrorDetails
 
 from catalog.contract import IDENTIFIER, PRODUCT_NAME, SEMVER, SUBJECT, ProductContract
 from catalog.errors import ContractProblem
+from catalog.suggest import close_matches
 
 __all__ = ["close_match_hint", "line_of", "problem_from_pydantic", "problems_from_validation_error"]
 
@@ -28,12 +28,9 @@ _PREFIXES = ("Value error, ", "Assertion failed, ")
 
 def close_match_hint(word: str, choices: list[str], *, label: str) -> str:
     """``"did you mean 'x'? <label>: a, b, c"`` (the question only when a close match exists)."""
-    matches = difflib.get_close_matches(word.lower(), [c.lower() for c in choices], n=1, cutoff=0.6)
+    matches = close_matches(word, choices, ignore_case=True)
     listing = f"{label}: {', '.join(choices)}"
-    if not matches:
-        return listing
-    original = next(c for c in choices if c.lower() == matches[0])
-    return f"did you mean {original!r}? {listing}"
+    return f"did you mean {matches[0]!r}? {listing}" if matches else listing
 
 
 def problems_from_validation_error(

@@ -11,17 +11,16 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Iterator
 
-from pydantic import BaseModel, ConfigDict
-
+from catalog._model import FrozenModel
 from catalog.contract import ProductContract
 
-__all__ = ["SearchHit", "rank", "tokens"]
+__all__ = ["ProductMatch", "rank", "tokens"]
 
 _STOPWORDS = frozenset("a an and are as at by for from in is of on or per the to with".split())
 
 
-class SearchHit(BaseModel):
-    model_config = ConfigDict(frozen=True)
+class ProductMatch(FrozenModel):
+    """A product that matched a keyword search: its contract, its score and which of its fields matched."""
 
     contract: ProductContract  # the latest version, deprecation applied
     score: float
@@ -38,12 +37,12 @@ def tokens(text: str) -> list[str]:
     return [w[:-1] if len(w) > 3 and w.endswith("s") and not w.endswith("ss") else w for w in words]
 
 
-def rank(contracts: Iterable[ProductContract], text: str, *, limit: int) -> list[SearchHit]:
+def rank(contracts: Iterable[ProductContract], text: str, *, limit: int) -> list[ProductMatch]:
     """The contracts matching any word of ``text``, best first (ties by name), at most ``limit``."""
     words = [w for w in tokens(text) if w not in _STOPWORDS]
     if not words:
         return []
-    hits: list[SearchHit] = []
+    matches: list[ProductMatch] = []
     for contract in contracts:
         score = 0.0
         matched: list[str] = []
@@ -62,9 +61,9 @@ def rank(contracts: Iterable[ProductContract], text: str, *, limit: int) -> list
                     scored.add((word, category))
                     score += gain
         if score > 0:
-            hits.append(SearchHit(contract=contract, score=score, matched=matched))
-    hits.sort(key=lambda h: (-h.score, h.name))
-    return hits[:limit]
+            matches.append(ProductMatch(contract=contract, score=score, matched=matched))
+    matches.sort(key=lambda m: (-m.score, m.name))
+    return matches[:limit]
 
 
 def _fields(contract: ProductContract) -> Iterator[tuple[str, str, float, set[str]]]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
-import difflib
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -12,6 +11,7 @@ from typing import Any
 from sqlglot import exp
 
 from catalog.errors import InvalidRequestError
+from catalog.suggest import close_matches
 
 __all__ = ["column_ref", "literal", "mask_expression", "resolve_column", "unknown_column_message"]
 
@@ -73,9 +73,8 @@ def column_ref(name: str, table: str | None = None) -> exp.Column:
 
 def unknown_column_message(name: str, known: Sequence[str], *, where: str = "") -> str:
     """``unknown column 'amout' in sales.orders; did you mean 'amount'? columns are …``."""
-    close = difflib.get_close_matches(name.lower(), [k.lower() for k in known], n=1, cutoff=0.6)
-    lower = {k.lower(): k for k in known}
-    hint = f"; did you mean {lower[close[0]]!r}?" if close else ";"
+    close = close_matches(name, known, ignore_case=True)
+    hint = f"; did you mean {close[0]!r}?" if close else ";"
     place = f" in {where}" if where else ""
     return f"unknown column {name!r}{place}{hint} columns are {', '.join(known)}"
 

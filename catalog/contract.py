@@ -12,9 +12,11 @@ from datetime import timedelta
 from typing import Annotated, Any, Literal
 
 import sqlglot
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import AfterValidator, Field, ValidationInfo, field_validator, model_validator
 from sqlglot import exp
 from sqlglot.errors import ParseError
+
+from catalog._model import StrictModel
 
 __all__ = [
     "COLUMN_TYPES",
@@ -79,16 +81,21 @@ def parse_duration(text: str) -> timedelta:
     return timedelta(**{_DURATION_UNITS[match.group(2)]: int(match.group(1))})
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+def _checked_duration(text: str) -> str:
+    parse_duration(text)
+    return text
 
 
-class Owner(_Model):
+#: A duration as a contract writes it (``24h``), kept as written once :func:`parse_duration` accepts it.
+Duration = Annotated[str, AfterValidator(_checked_duration)]
+
+
+class Owner(StrictModel):
     team: str = Field(min_length=1)
     email: str | None = Field(default=None, pattern=r"^[^@\s]+@[^@\s]+$")
 
 
-class Source(_Model):
+class Source(StrictModel):
     """Where the product's rows live: a table (optionally in a schema) or a query, on a named connection."""
 
     connection: Identifier
@@ -109,7 +116,7 @@ class Source(_Model):
         return self
 
 
-class Column(_Model):
+class Column(StrictModel):
     name: Identifier
     type: ColumnType
     description: str = Field(min_length=1)
@@ -118,38 +125,31 @@ class Column(_Model):
     nullable: bool = True
 
 
-class Metric(_Model):
+class Metric(StrictModel):
     name: Identifier
     expr: str = Field(min_length=1, description="aggregate SQL expression over the product's columns")
     description: str = Field(min_length=1)
     unit: str | None = None
 
 
-class Dimension(_Model):
+class Dimension(StrictModel):
     name: Identifier
     column: Identifier
     time_grains: list[Literal["hour", "day", "week", "month", "quarter", "year"]] = Field(default_factory=list)
     description: str | None = None
 
 
-class QualityCheck(_Model):
+class QualityCheck(StrictModel):
     check: Literal["not_null", "unique", "accepted_values", "range", "freshness", "row_count"]
     column: Identifier | None = None
     columns: list[Identifier] | None = None
     values: list[Any] | None = None
     min: float | None = None
     max: float | None = None
-    max_age: str | None = None
-
-    @field_validator("max_age")
-    @classmethod
-    def _duration(cls, value: str | None) -> str | None:
-        if value is not None:
-            parse_duration(value)
-        return value
+    max_age: Duration | None = None
 
 
-class RowFilter(_Model):
+class RowFilter(StrictModel):
     """Rows matching ``where`` are the only rows visible to subjects matching ``when`` (ANDed together)."""
 
     when: Subject
@@ -168,7 +168,7 @@ class RowFilter(_Model):
         return value
 
 
-class MaskingRule(_Model):
+class MaskingRule(StrictModel):
     columns: list[Identifier] = Field(min_length=1)
     method: MaskMethod = "hash"
     unless: Subject | list[Subject] | None = Field(default=None, description="subjects who see the raw value")
@@ -180,13 +180,13 @@ class MaskingRule(_Model):
         return [self.unless] if isinstance(self.unless, str) else list(self.unless)
 
 
-class Policy(_Model):
+class Policy(StrictModel):
     access: list[Subject] = Field(default_factory=list, description="who may read the product at all")
     row_filters: list[RowFilter] = Field(default_factory=list)
     masking: list[MaskingRule] = Field(default_factory=list)
 
 
-class Chunking(_Model):
+class Chunking(StrictModel):
     size: int = Field(default=512, ge=32, le=8192, description="characters per chunk")
     overlap: int = Field(default=64, ge=0, description="characters shared by neighbouring chunks")
 
@@ -197,29 +197,22 @@ class Chunking(_Model):
         return self
 
 
-class Retrieval(_Model):
+class Retrieval(StrictModel):
     text_fields: list[Identifier] = Field(min_length=1)
     chunk: Chunking = Field(default_factory=Chunking)
 
 
-class Lineage(_Model):
+class Lineage(StrictModel):
     upstream: list[str] = Field(default_factory=list)
     downstream: list[str] = Field(default_factory=list)
 
 
-class SLA(_Model):
-    freshness: str | None = None
+class SLA(StrictModel):
+    freshness: Duration | None = None
     on_stale: Literal["warn", "refuse"] = "warn"
 
-    @field_validator("freshness")
-    @classmethod
-    def _duration(cls, value: str | None) -> str | None:
-        if value is not None:
-            parse_duration(value)
-        return value
 
-
-class ProductContract(_Model):
+class ProductContract(StrictModel):
     """One governed data product."""
 
     name: str = Field(pattern=PRODUCT_NAME, description="<domain>.<product>, lower case")

@@ -8,7 +8,6 @@ too. All problems of all documents come back in one :class:`~catalog.errors.Cont
 
 from __future__ import annotations
 
-import difflib
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
@@ -21,6 +20,7 @@ from pydantic import ValidationError
 from catalog._contract_hints import line_of, problems_from_validation_error
 from catalog.contract import ProductContract
 from catalog.errors import ContractError, ContractProblem
+from catalog.suggest import close_matches
 
 __all__ = [
     "LoadedContract",
@@ -187,7 +187,7 @@ def _reference_hint(message: str, columns: list[str]) -> str | None:
     match = re.search(r"unknown column '([^']*)'", message)
     if not match:
         return None
-    close = difflib.get_close_matches(match.group(1), columns, n=1, cutoff=0.6)
+    close = close_matches(match.group(1), columns)
     return f"did you mean {close[0]!r}?" if close else None
 
 

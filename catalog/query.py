@@ -22,7 +22,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, Field, model_validator
+
+from catalog._model import StrictModel
 
 __all__ = [
     "AggFn",
@@ -43,11 +45,7 @@ AggFn = Literal["count", "count_distinct", "sum", "avg", "min", "max"]
 Scalar = str | int | float | bool | None
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
-
-
-class Condition(_Model):
+class Condition(StrictModel):
     """``column op value``. ``in``/``not_in`` take a list, ``between`` a [low, high] pair, null tests no value."""
 
     column: str
@@ -70,23 +68,23 @@ class Condition(_Model):
         return self
 
 
-class AllOf(_Model):
+class AllOf(StrictModel):
     all_of: list[Filter] = Field(alias="and", min_length=1)
 
 
-class AnyOf(_Model):
+class AnyOf(StrictModel):
     any_of: list[Filter] = Field(alias="or", min_length=1)
 
 
 Filter = Annotated[Condition | AllOf | AnyOf, Field(union_mode="left_to_right")]
 
 
-class OrderBy(_Model):
+class OrderBy(StrictModel):
     column: str = Field(description="a column, group-by column or aggregate alias")
     direction: Literal["asc", "desc"] = "asc"
 
 
-class Aggregate(_Model):
+class Aggregate(StrictModel):
     fn: AggFn
     column: str | None = Field(default=None, description="omit only for count(*)")
     alias: str | None = Field(default=None, alias="as", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -104,7 +102,7 @@ class Aggregate(_Model):
         return f"{self.fn}_{self.column}" if self.column else "count"
 
 
-class Query(_Model):
+class Query(StrictModel):
     """A read of one product. Without ``columns`` all visible columns are returned."""
 
     columns: list[str] | None = None
@@ -128,7 +126,7 @@ class Query(_Model):
         return self
 
 
-class Limits(_Model):
+class Limits(StrictModel):
     """Guardrails applied to every statement a connector runs."""
 
     max_rows: int = Field(default=1000, ge=1)

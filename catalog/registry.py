@@ -7,19 +7,17 @@ write runs in one transaction: a refused or failed registration leaves the regis
 
 from __future__ import annotations
 
-import builtins
-import difflib
 import json
 from collections.abc import Sequence
 from datetime import datetime
 from types import TracebackType
 from typing import Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict
 from sqlalchemy import Connection, Engine, Row, func, select
 from sqlalchemy.exc import IntegrityError, ProgrammingError
 
-from catalog._registry_search import SearchHit, rank
+from catalog._model import FrozenModel
+from catalog._registry_search import ProductMatch, rank
 from catalog._registry_tables import (
     engine_for,
     metadata,
@@ -31,19 +29,16 @@ from catalog._registry_tables import (
 )
 from catalog.contract import ProductContract
 from catalog.errors import ContractError, ContractProblem, NotFoundError, RegistrationError
+from catalog.suggest import close_matches
 from catalog.versioning import ContractDiff, canonical_json, content_hash, diff_contracts, version_refusal
 
-__all__ = ["HistoryEntry", "ProductSummary", "RegistrationResult", "Registry", "SearchHit", "unknown_product"]
+__all__ = ["HistoryEntry", "ProductMatch", "RegistrationResult", "Registry", "RegistryEntry", "unknown_product"]
 
 
 _INSERT_RACE_RETRIES = 3
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
-
-class RegistrationResult(_Model):
+class RegistrationResult(FrozenModel):
     name: str
     version: str
     status: Literal["created", "new_version", "unchanged"]
@@ -52,7 +47,9 @@ class RegistrationResult(_Model):
     message: str
 
 
-class ProductSummary(_Model):
+class RegistryEntry(FrozenModel):
+    """One product as the registry lists it: its latest version, owner, status and last change."""
+
     name: str
     domain: str
     version: str
@@ -65,7 +62,7 @@ class ProductSummary(_Model):
     updated_at: datetime
 
 
-class HistoryEntry(_Model):
+class HistoryEntry(FrozenModel):
     at: datetime
     actor: str
     event: Literal["registered", "deprecated"]
@@ -250,7 +247,7 @@ class Registry:
             contract = self._contract(conn, name, version or product.latest_version)
         return _deprecated(contract, product.deprecation_note) if product.deprecated else contract
 
-    def versions(self, name: str) -> builtins.list[str]:
+    def versions(self, name: str) -> list[str]:
         """Registered versions of ``name``, oldest first.
 
         Raises:
@@ -260,7 +257,7 @@ class Registry:
             self._product(conn, name)
             return self._versions(conn, name)
 
-    def history(self, name: str) -> builtins.list[HistoryEntry]:
+    def history(self, name: str) -> list[HistoryEntry]:
         """Registrations and deprecations of ``name``, newest first: who, when, version, what changed.
 
         Raises:
@@ -301,29 +298,27 @@ class Registry:
             )
             self._insert_event(conn, name, "deprecated", product.latest_version, actor, now, note)
 
-    def search(self, text: str, *, limit: int = 20, include_deprecated: bool = False) -> builtins.list[ProductContract]:
-        """Latest contracts of the products matching the words of ``text``, best first (see :meth:`search_hits`).
+    def search(self, text: str, *, limit: int = 20, include_deprecated: bool = False) -> list[ProductContract]:
+        """Latest contracts of the products matching the words of ``text``, best first (see :meth:`search_matches`).
 
         Callers filter the result by policy before showing it.
         """
-        return [hit.contract for hit in self.search_hits(text, limit=limit, include_deprecated=include_deprecated)]
+        return [
+            match.contract for match in self.search_matches(text, limit=limit, include_deprecated=include_deprecated)
+        ]
 
-    def search_hits(self, text: str, *, limit: int = 20, include_deprecated: bool = False) -> builtins.list[SearchHit]:
+    def search_matches(self, text: str, *, limit: int = 20, include_deprecated: bool = False) -> list[ProductMatch]:
         """Products matching the words of ``text``, best first, with their score and matched fields.
 
-        Ranking: :func:`catalog._registry_search.rank` (weighted word hits).
+        Ranking: :func:`catalog._registry_search.rank` (weighted word matches).
         """
         return rank(self._latest_contracts(include_deprecated=include_deprecated), text, limit=limit)
 
-    def list_contracts(
-        self, domain: str | None = None, include_deprecated: bool = True
-    ) -> builtins.list[ProductContract]:
+    def list_contracts(self, domain: str | None = None, include_deprecated: bool = True) -> list[ProductContract]:
         """The latest contract of every product (optionally of one domain), by name, deprecation applied."""
         return self._latest_contracts(include_deprecated=include_deprecated, domain=domain)
 
-    def _latest_contracts(
-        self, *, include_deprecated: bool, domain: str | None = None
-    ) -> builtins.list[ProductContract]:
+    def _latest_contracts(self, *, include_deprecated: bool, domain: str | None = None) -> list[ProductContract]:
         rows = self._latest_rows(include_deprecated=include_deprecated, domain=domain)
         return [_with_deprecation(r.contract, r.deprecated, r.deprecation_note) for r in rows]
 
@@ -344,12 +339,12 @@ class Registry:
         row = conn.execute(select(products).where(products.c.name == name)).first()
         if row is not None:
             return row
-        names = builtins.list(conn.execute(select(products.c.name).order_by(products.c.name)).scalars())
+        names = list(conn.execute(select(products.c.name).order_by(products.c.name)).scalars())
         raise unknown_product(name, names)
 
-    def _versions(self, conn: Connection, name: str) -> builtins.list[str]:
+    def _versions(self, conn: Connection, name: str) -> list[str]:
         query = select(product_versions.c.version).where(product_versions.c.name == name)
-        return builtins.list(conn.execute(query.order_by(product_versions.c.seq)).scalars())
+        return list(conn.execute(query.order_by(product_versions.c.seq)).scalars())
 
     def _contract(self, conn: Connection, name: str, version: str) -> ProductContract:
         text = conn.execute(
@@ -363,13 +358,13 @@ class Registry:
             )
         return ProductContract.model_validate(json.loads(text))
 
-    def list(self, domain: str | None = None, include_deprecated: bool = True) -> builtins.list[ProductSummary]:
-        """The latest version of every product (optionally of one domain), by name."""
-        summaries = []
+    def list_entries(self, domain: str | None = None, include_deprecated: bool = True) -> list[RegistryEntry]:
+        """The entry of every product (optionally of one domain), by name: its latest version and status."""
+        entries = []
         for row in self._latest_rows(include_deprecated=include_deprecated, domain=domain):
             contract = ProductContract.model_validate(json.loads(row.contract))
-            summaries.append(
-                ProductSummary(
+            entries.append(
+                RegistryEntry(
                     name=row.name,
                     domain=row.domain,
                     version=row.latest_version,
@@ -382,7 +377,7 @@ class Registry:
                     updated_at=row.updated_at,
                 )
             )
-        return summaries
+        return entries
 
 
 def unknown_product(
@@ -399,7 +394,7 @@ def unknown_product(
     candidates; ``empty`` is the hint when there are none.
     """
     names = sorted(candidates)
-    close = difflib.get_close_matches(name, names, n=3, cutoff=0.5)
+    close = close_matches(name, names, n=3, cutoff=0.5)
     if close:
         hint = f"did you mean {', '.join(repr(c) for c in close)}?"
     elif names:

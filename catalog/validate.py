@@ -7,12 +7,12 @@ do — :class:`connectors.base.Connector` and its :class:`~connectors.base.Table
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Sequence
 from typing import Protocol
 
 from catalog.contract import ColumnType, ProductContract
 from catalog.errors import ContractProblem, NotFoundError
+from catalog.suggest import close_matches
 
 __all__ = ["Introspector", "SourceColumn", "SourceSchema", "compatible_types", "validate_against_source"]
 
@@ -119,7 +119,6 @@ async def validate_against_source(contract: ProductContract, connector: Introspe
 
 
 def _closest(name: str, real: list[str]) -> str:
-    lowered = {r.lower(): r for r in real}
-    match = difflib.get_close_matches(name.lower(), list(lowered), n=1, cutoff=0.5)
+    match = close_matches(name, real, cutoff=0.5, ignore_case=True)
     listing = f"source columns: {', '.join(real)}"
-    return f"did you mean {lowered[match[0]]!r}? {listing}" if match else listing
+    return f"did you mean {match[0]!r}? {listing}" if match else listing

@@ -11,8 +11,9 @@ import hashlib
 import json
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
+from catalog._model import FrozenModel
 from catalog.contract import ProductContract
 
 __all__ = [
@@ -52,24 +53,20 @@ def parse_semver(version: str) -> tuple[int, int, int]:
     return int(parts[0]), int(parts[1]), int(parts[2])
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
-
-class ColumnChange(_Model):
+class ColumnChange(FrozenModel):
     column: str
     field: str  # type, description, unit, pii, nullable
     old: Any = None
     new: Any = None
 
 
-class FieldChange(_Model):
+class FieldChange(FrozenModel):
     path: str  # e.g. "owner.email", "sla"
     old: Any = None
     new: Any = None
 
 
-class ContractDiff(_Model):
+class ContractDiff(FrozenModel):
     """Differences from ``from_version`` to ``to_version`` of one product."""
 
     name: str

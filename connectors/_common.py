@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import re
 import time
 from collections.abc import Callable, Sequence
@@ -11,6 +10,7 @@ from typing import Any
 from catalog.contract import ColumnType
 from catalog.errors import NotFoundError, QueryTimeoutError
 from catalog.query import Limits, RowSet
+from catalog.suggest import close_matches
 from connectors.base import estimate_row_bytes
 
 __all__ = [
@@ -87,7 +87,7 @@ def fetch_capped(
 
 def unknown_table(connection: str, table: str, assets: list[str]) -> NotFoundError:
     """A not-found error naming the tables that exist, closest matches first."""
-    close = difflib.get_close_matches(table, assets, n=3, cutoff=0.5)
+    close = close_matches(table, assets, n=3, cutoff=0.5)
     ordered = close + sorted(a for a in assets if a not in close)
     listed = ", ".join(ordered[:_LISTED]) + (f", … ({len(ordered) - _LISTED} more)" if len(ordered) > _LISTED else "")
     hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""

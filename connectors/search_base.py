@@ -11,6 +11,9 @@ the upserts and deletes so that an interrupted run leaves the previous index usa
 store commits them in one transaction; Elasticsearch applies them per document, never leaving a
 half-written chunk).
 
+Every record of a chunk is a :class:`ChunkRef` (product, primary key, field, chunk number) with more
+fields; the ref spells the chunk's id, citation and prompt label, so each is written one way only.
+
 Implementations: ``connectors/search_embedded.py`` (one local file, single machine) and
 ``connectors/search_elasticsearch.py`` (a cluster). One contract test suite runs on both.
 """
@@ -18,38 +21,108 @@ Implementations: ``connectors/search_embedded.py`` (one local file, single machi
 from __future__ import annotations
 
 import abc
-from collections.abc import Sequence
+import json
+from collections.abc import Mapping, Sequence
 from types import TracebackType
-from typing import Any, ClassVar, Self
+from typing import Annotated, Any, ClassVar, Self
 
 import numpy as np
 import numpy.typing as npt
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
+from pydantic.dataclasses import dataclass
 
-__all__ = ["Chunk", "IndexedChunk", "SearchHit", "SearchStore", "chunk_id"]
+__all__ = [
+    "Chunk",
+    "ChunkHit",
+    "ChunkRef",
+    "IndexedChunk",
+    "SearchStore",
+    "chunk_id",
+    "key_token",
+    "row_id",
+    "split_chunk_id",
+]
 
 
-def chunk_id(product: str, key: dict[str, Any], field: str, chunk: int) -> str:
-    """A stable id of one chunk: product, primary-key values (in key order), field and chunk number."""
-    key_text = "|".join(f"{k}={key[k]}" for k in key)
-    return f"{product}|{key_text}|{field}|{chunk}"
+def _pairs(key: Mapping[str, Any], separator: str) -> str:
+    """``k=v`` for each primary-key value, in key order: how every text form of a chunk shows its key."""
+    return separator.join(f"{k}={v}" for k, v in key.items())
 
 
-class Chunk(BaseModel):
-    """One piece of one text field of one product row."""
+def row_id(product: str, key: Mapping[str, Any]) -> str:
+    """The id of one product row, the start of its chunks' ids: ``product|k=v|…``."""
+    return f"{product}|{_pairs(key, '|')}"
 
-    model_config = ConfigDict(frozen=True)
+
+def chunk_id(product: str, key: Mapping[str, Any], field: str, chunk: int) -> str:
+    """The id of one chunk, as every search store keeps it: ``product|k=v|…|field|chunk``.
+
+    Stores persist it (the embedded store's ``id`` column; Elasticsearch's ``id`` field and, hashed, its
+    ``_id``), so changing this text would orphan every existing index.
+    """
+    return f"{row_id(product, key)}|{field}|{chunk}"
+
+
+def split_chunk_id(chunk_id: str) -> tuple[str, str, int]:
+    """``(row id, field, chunk number)`` of a :func:`chunk_id`."""
+    row, field, chunk = chunk_id.rsplit("|", 2)
+    return row, field, int(chunk)
+
+
+def key_token(key: Mapping[str, Any]) -> str:
+    """A primary key as text for telling rows apart exactly: types kept (``1`` is not ``"1"``), key order ignored.
+
+    Ids show key values as plain text, so distinct keys may share one (``{"a": "1|b=2", "b": "3"}`` and
+    ``{"a": "1", "b": "2|b=3"}``); a governance check, where one row's visibility must never vouch for
+    another's, compares keys by this token instead.
+    """
+    return json.dumps(key, sort_keys=True, default=str)
+
+
+@dataclass(frozen=True)
+class ChunkRef:
+    """Where a piece of product text comes from: one chunk of one text field of one product row.
+
+    Every record of a chunk (:class:`Chunk`, :class:`ChunkHit`, a retrieved chunk, a prompt passage)
+    is a ``ChunkRef`` with more fields, and its text forms are spelled here: :attr:`id` (what the
+    stores keep and what tells chunks apart), :attr:`citation` (what clients see) and :attr:`source`
+    (what a prompt shows).
+    """
 
     product: str
-    key: dict[str, Any] = Field(description="primary-key values of the row, JSON-compatible")
+    key: Annotated[dict[str, Any], Field(description="primary-key values of the row, JSON-compatible")]
     field: str
-    chunk: int = Field(ge=0)
-    text: str
-    content_hash: str = Field(description="hash of the field text and the chunk settings (shared by its chunks)")
+    chunk: Annotated[int, Field(ge=0)]
 
     @property
     def id(self) -> str:
+        """:func:`chunk_id`, e.g. ``docs.handbook|filename=a.md|content|2``."""
         return chunk_id(self.product, self.key, self.field, self.chunk)
+
+    @property
+    def key_token(self) -> str:
+        """:func:`key_token` of the chunk's primary key."""
+        return key_token(self.key)
+
+    @property
+    def citation(self) -> str:
+        """``product[key=value,…].field#chunk``, e.g. ``docs.handbook[filename=a.md].content#2``."""
+        return f"{self.product}[{_pairs(self.key, ',')}].{self.field}#{self.chunk}"
+
+    @property
+    def source(self) -> str:
+        """``product (key=value, …) field#chunk``, e.g. ``docs.handbook (filename=a.md) content#2``."""
+        return f"{self.product} ({_pairs(self.key, ', ')}) {self.field}#{self.chunk}"
+
+
+@dataclass(frozen=True)
+class Chunk(ChunkRef):
+    """One piece of one text field of one product row, as a store indexes it."""
+
+    text: str
+    content_hash: Annotated[
+        str, Field(description="hash of the field text and the chunk settings (shared by its chunks)")
+    ]
 
 
 class IndexedChunk(BaseModel):
@@ -59,13 +132,10 @@ class IndexedChunk(BaseModel):
     field_hash: str
 
 
-class SearchHit(BaseModel):
+@dataclass(frozen=True)
+class ChunkHit(ChunkRef):
     """One ranked chunk; ``score`` is the store's (BM25 or cosine), ``rank`` starts at 1."""
 
-    product: str
-    key: dict[str, Any]
-    field: str
-    chunk: int
     text: str
     score: float
     rank: int
@@ -98,13 +168,13 @@ class SearchStore(abc.ABC):
         """Every stored chunk id of ``product`` with the hash of the field text it was made from."""
 
     @abc.abstractmethod
-    async def bm25(self, query: str, *, k: int, products: Sequence[str] | None = None) -> list[SearchHit]:
+    async def bm25(self, query: str, *, k: int, products: Sequence[str] | None = None) -> list[ChunkHit]:
         """The ``k`` best chunks for ``query`` by BM25, optionally only of ``products``."""
 
     @abc.abstractmethod
     async def knn(
         self, vector: npt.NDArray[np.float32], *, k: int, products: Sequence[str] | None = None
-    ) -> list[SearchHit]:
+    ) -> list[ChunkHit]:
         """The ``k`` chunks nearest to ``vector`` (cosine), optionally only of ``products``."""
 
     @abc.abstractmethod

@@ -46,7 +46,7 @@ from catalog.errors import (
     QueryTimeoutError,
 )
 from connectors._search import checked_vectors, model_mismatch
-from connectors.search_base import Chunk, IndexedChunk, SearchHit, SearchStore
+from connectors.search_base import Chunk, ChunkHit, IndexedChunk, SearchStore
 
 if TYPE_CHECKING:
     from elasticsearch import AsyncElasticsearch
@@ -295,7 +295,7 @@ class ElasticsearchSearchStore(SearchStore):
             return f"{self.index_prefix}-chunks-*"
         return ",".join(index_name(self.index_prefix, p) for p in products)
 
-    async def bm25(self, query: str, *, k: int, products: Sequence[str] | None = None) -> list[SearchHit]:
+    async def bm25(self, query: str, *, k: int, products: Sequence[str] | None = None) -> list[ChunkHit]:
         """Any text is a valid query (analysed, terms OR-ed); a text without terms finds nothing.
 
         Raises:
@@ -320,7 +320,7 @@ class ElasticsearchSearchStore(SearchStore):
 
     async def knn(
         self, vector: npt.NDArray[np.float32], *, k: int, products: Sequence[str] | None = None
-    ) -> list[SearchHit]:
+    ) -> list[ChunkHit]:
         """Approximate (HNSW) cosine search over the products indexed with ``len(vector)`` dimensions.
 
         Raises:
@@ -367,8 +367,8 @@ def _product_filter(products: Sequence[str] | None) -> list[dict[str, Any]]:
     return [] if products is None else [{"terms": {"product": list(products)}}]
 
 
-def _hits(body: dict[str, Any], score: Any) -> list[SearchHit]:
+def _hits(body: dict[str, Any], score: Any) -> list[ChunkHit]:
     return [
-        SearchHit(**{k: hit["_source"][k] for k in _HIT_SOURCE}, score=score(hit["_score"]), rank=rank)
+        ChunkHit(**{k: hit["_source"][k] for k in _HIT_SOURCE}, score=score(hit["_score"]), rank=rank)
         for rank, hit in enumerate(body["hits"]["hits"], start=1)
     ]

@@ -64,7 +64,7 @@ import numpy.typing as npt
 from catalog.errors import ConnectorError, ConnectorUnavailableError, InvalidRequestError, QueryExecutionError
 from connectors._common import driver_message
 from connectors._search import checked_vectors, model_mismatch
-from connectors.search_base import Chunk, IndexedChunk, SearchHit, SearchStore
+from connectors.search_base import Chunk, ChunkHit, IndexedChunk, SearchStore
 
 __all__ = ["EmbeddedSearchStore", "fts5_query"]
 
@@ -327,7 +327,7 @@ class EmbeddedSearchStore(SearchStore):
             ).fetchall()
         return [IndexedChunk(id=i, field_hash=h) for i, h in rows]
 
-    async def bm25(self, query: str, *, k: int, products: Sequence[str] | None = None) -> list[SearchHit]:
+    async def bm25(self, query: str, *, k: int, products: Sequence[str] | None = None) -> list[ChunkHit]:
         """Any text is a valid query (words OR-ed); a text without words finds nothing.
 
         Raises:
@@ -338,7 +338,7 @@ class EmbeddedSearchStore(SearchStore):
             return []
         return await anyio.to_thread.run_sync(self._bm25_sync, match, k, products)
 
-    def _bm25_sync(self, match: str, k: int, products: Sequence[str] | None) -> list[SearchHit]:
+    def _bm25_sync(self, match: str, k: int, products: Sequence[str] | None) -> list[ChunkHit]:
         where, params = _product_filter(products)
         sql = (
             f"SELECT {_HIT_COLUMNS}, -bm25(chunks_fts) AS score"
@@ -351,7 +351,7 @@ class EmbeddedSearchStore(SearchStore):
 
     async def knn(
         self, vector: npt.NDArray[np.float32], *, k: int, products: Sequence[str] | None = None
-    ) -> list[SearchHit]:
+    ) -> list[ChunkHit]:
         """Exact cosine search over the products indexed with ``len(vector)`` dimensions.
 
         Raises:
@@ -364,7 +364,7 @@ class EmbeddedSearchStore(SearchStore):
             return []
         return await anyio.to_thread.run_sync(self._knn_sync, query / norm, k, products)
 
-    def _knn_sync(self, query: npt.NDArray[np.float32], k: int, products: Sequence[str] | None) -> list[SearchHit]:
+    def _knn_sync(self, query: npt.NDArray[np.float32], k: int, products: Sequence[str] | None) -> list[ChunkHit]:
         with self._read() as conn:
             known = conn.execute("SELECT product, dimensions, generation FROM products ORDER BY product").fetchall()
             self._forget_dropped({p for p, _, _ in known})
@@ -435,6 +435,6 @@ def _product_filter(products: Sequence[str] | None) -> tuple[str, list[str]]:
     return f" AND c.product IN ({','.join('?' * len(products))})", list(products)
 
 
-def _hit(row: tuple[Any, ...], score: float, rank: int) -> SearchHit:
+def _hit(row: tuple[Any, ...], score: float, rank: int) -> ChunkHit:
     _, product, key, field, chunk, text = row[:6]
-    return SearchHit(product=product, key=json.loads(key), field=field, chunk=chunk, text=text, score=score, rank=rank)
+    return ChunkHit(product=product, key=json.loads(key), field=field, chunk=chunk, text=text, score=score, rank=rank)

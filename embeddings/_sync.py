@@ -28,7 +28,7 @@ import anyio.to_thread
 import numpy as np
 
 from catalog.contract import Chunking
-from connectors.search_base import Chunk, SearchStore, chunk_id
+from connectors.search_base import Chunk, SearchStore, row_id, split_chunk_id
 from embeddings.base import Embedder, Vectors, content_hash
 from embeddings.chunking import chunk_text
 
@@ -83,10 +83,6 @@ def field_hash(text: str, chunking: Chunking) -> str:
     return content_hash(f"chunk:{chunking.size}:{chunking.overlap}\n{text}")
 
 
-def _record_prefix(product: str, key: dict[str, Any]) -> str:
-    return chunk_id(product, key, "-", 0).rsplit("|", 2)[0]
-
-
 @dataclass
 class _StoredField:
     field_hash: str
@@ -118,8 +114,8 @@ class IndexRun:
         self._started = time.perf_counter()
         self._truncated_before = embedder.truncated
         self._stored: dict[str, dict[str, _StoredField]] = {}
-        for item in stored:  # IndexedChunk: id = product|key…|field|n
-            prefix, name, _number = item.id.rsplit("|", 2)
+        for item in stored:  # IndexedChunk
+            prefix, name, _number = split_chunk_id(item.id)
             fields = self._stored.setdefault(prefix, {})
             entry = fields.setdefault(name, _StoredField(item.field_hash))
             if rebuild:
@@ -139,7 +135,7 @@ class IndexRun:
         """
         report = self.report
         report.rows_seen += 1
-        prefix = _record_prefix(self.product, key)
+        prefix = row_id(self.product, key)
         if prefix in self._seen:
             report.duplicate_keys += 1
             return

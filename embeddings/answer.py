@@ -15,7 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pydantic.dataclasses import dataclass as pydantic_dataclass
+
 from catalog.errors import EmbeddingError
+from connectors.search_base import ChunkRef
 
 __all__ = ["NO_ANSWER", "SYSTEM_PROMPT", "Answer", "LocalChatModel", "Passage", "build_messages", "cited_numbers"]
 
@@ -29,20 +32,11 @@ SYSTEM_PROMPT = (
 _CITATION = re.compile(r"\[(\d+)\]")
 
 
-@dataclass(frozen=True)
-class Passage:
-    """One retrieved chunk as the model sees it, with what a citation points to."""
+@pydantic_dataclass(frozen=True)
+class Passage(ChunkRef):
+    """One retrieved chunk as the model sees it; its :attr:`~ChunkRef.source` is what a citation points to."""
 
-    product: str
-    key: dict[str, Any]
-    field: str
-    chunk: int
     text: str
-
-    @property
-    def source(self) -> str:
-        key = ", ".join(f"{k}={v}" for k, v in self.key.items())
-        return f"{self.product} ({key}) {self.field}#{self.chunk}"
 
 
 @dataclass

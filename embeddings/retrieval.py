@@ -25,14 +25,14 @@ name.
 from __future__ import annotations
 
 from collections.abc import Hashable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any, Literal, TypeVar
+from typing import Literal, TypeVar
 
 import anyio
 import anyio.to_thread
+from pydantic.dataclasses import dataclass
 
 from catalog.contract import Chunking, ProductContract
-from connectors.search_base import SearchHit, SearchStore
+from connectors.search_base import ChunkHit, ChunkRef, SearchStore
 from embeddings._sync import IndexReport, IndexRun
 from embeddings.base import Embedder
 
@@ -58,27 +58,17 @@ Mode = Literal["hybrid", "bm25", "dense"]
 
 
 @dataclass(frozen=True)
-class RetrievedChunk:
-    """One retrieved chunk and where it comes from.
+class RetrievedChunk(ChunkRef):
+    """One retrieved chunk and where it comes from (its :attr:`~ChunkRef.citation`).
 
     ``score`` is the fused RRF score in hybrid mode, the store's BM25 score or cosine otherwise;
     ``bm25_rank`` / ``dense_rank`` are its ranks in each list (None when absent from that list).
     """
 
-    product: str
-    key: dict[str, Any]
-    field: str
-    chunk: int
     text: str
     score: float
     bm25_rank: int | None = None
     dense_rank: int | None = None
-
-    @property
-    def citation(self) -> str:
-        """``product[key=value,…].field#chunk``, e.g. ``docs.handbook[filename=a.md].content#2``."""
-        key = ",".join(f"{k}={v}" for k, v in self.key.items())
-        return f"{self.product}[{key}].{self.field}#{self.chunk}"
 
 
 K = TypeVar("K", bound=Hashable)
@@ -109,29 +99,24 @@ def fuse_rankings(rankings: Mapping[str, Sequence[K]], *, rrf_k: int = RRF_K) ->
     return [(item, scores[item], ranks[item]) for item in order]
 
 
-def _hit_id(hit: SearchHit) -> tuple[str, str, str, int]:
-    key = "|".join(f"{k}={hit.key[k]}" for k in hit.key)
-    return hit.product, key, hit.field, hit.chunk
-
-
-def reciprocal_rank_fusion(rankings: dict[str, Sequence[SearchHit]], *, rrf_k: int = RRF_K) -> list[RetrievedChunk]:
+def reciprocal_rank_fusion(rankings: dict[str, Sequence[ChunkHit]], *, rrf_k: int = RRF_K) -> list[RetrievedChunk]:
     """Fuse named rankings of hits (e.g. ``{"bm25": [...], "dense": [...]}``) by :func:`fuse_rankings`.
 
     Raises:
         ValueError: ``rrf_k`` is negative.
     """
-    first: dict[tuple[str, str, str, int], SearchHit] = {}
+    first: dict[str, ChunkHit] = {}
     for hits in rankings.values():
         for hit in hits:
-            first.setdefault(_hit_id(hit), hit)
-    ids = {name: [_hit_id(h) for h in hits] for name, hits in rankings.items()}
+            first.setdefault(hit.id, hit)
+    ids = {name: [h.id for h in hits] for name, hits in rankings.items()}
     return [
         _retrieved(first[hit_id], score, bm25_rank=ranks.get("bm25"), dense_rank=ranks.get("dense"))
         for hit_id, score, ranks in fuse_rankings(ids, rrf_k=rrf_k)
     ]
 
 
-def _retrieved(hit: SearchHit, score: float, *, bm25_rank: int | None, dense_rank: int | None) -> RetrievedChunk:
+def _retrieved(hit: ChunkHit, score: float, *, bm25_rank: int | None, dense_rank: int | None) -> RetrievedChunk:
     return RetrievedChunk(hit.product, dict(hit.key), hit.field, hit.chunk, hit.text, score, bm25_rank, dense_rank)
 
 
@@ -163,7 +148,7 @@ async def hybrid_search(
     if not query.strip() or (products is not None and not products):
         return []
     depth = max(candidates, k)
-    found: dict[str, list[SearchHit]] = {"bm25": [], "dense": []}
+    found: dict[str, list[ChunkHit]] = {"bm25": [], "dense": []}
 
     async def lexical() -> None:
         found["bm25"] = _unreserved(await store.bm25(query, k=depth, products=products), products)
@@ -188,7 +173,7 @@ async def hybrid_search(
     return reciprocal_rank_fusion({"bm25": bm25, "dense": dense}, rrf_k=rrf_k)[:k]
 
 
-def _unreserved(hits: list[SearchHit], products: Sequence[str] | None) -> list[SearchHit]:
+def _unreserved(hits: list[ChunkHit], products: Sequence[str] | None) -> list[ChunkHit]:
     if products is not None:
         return hits
     return [h for h in hits if not h.product.startswith("_")]

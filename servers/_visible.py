@@ -8,7 +8,6 @@ field masked for the principal is never shown.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from typing import Any
 
@@ -17,13 +16,9 @@ from catalog.policy import GovernedView
 from catalog.query import AllOf, AnyOf, Condition, Filter, Query
 from catalog.values import json_value
 from connectors.base import Connector
+from connectors.search_base import key_token
 
-__all__ = ["key_token", "visible_keys"]
-
-
-def key_token(key: dict[str, Any]) -> str:
-    """A hashable, order-stable form of a primary-key dict."""
-    return json.dumps(key, sort_keys=True, default=str)
+__all__ = ["visible_keys"]
 
 
 async def visible_keys(

@@ -8,6 +8,7 @@ from pydantic import BaseModel, Field
 
 from catalog.contract import ProductContract
 from catalog.policy import GovernedView
+from embeddings.retrieval import RetrievedChunk
 
 __all__ = [
     "ColumnInfo",
@@ -19,10 +20,15 @@ __all__ = [
     "QueryResult",
     "SearchResult",
     "describe",
+    "document_hit",
     "summarize",
 ]
 
 
+# No class docstrings on these models: pydantic would put them in the output schemas MCP clients read.
+
+
+# A product as search_products lists it; the registry's own listing is catalog.registry.RegistryEntry.
 class ProductSummary(BaseModel):
     name: str
     title: str
@@ -105,6 +111,11 @@ def summarize(contract: ProductContract, *, max_description: int = 240) -> Produ
         tags=list(contract.tags),
         deprecated=contract.deprecated,
     )
+
+
+def document_hit(chunk: RetrievedChunk) -> DocumentHit:
+    """A retrieved chunk as search_documents returns it: its reference, text, score and citation."""
+    return DocumentHit.model_validate(chunk, from_attributes=True)
 
 
 def describe(view: GovernedView) -> ProductDescription:

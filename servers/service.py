@@ -50,14 +50,14 @@ from embeddings.retrieval import (
 )
 from servers._audit_trail import CallStats, audited_call
 from servers._statements import StatementCache
-from servers._visible import key_token, visible_keys
+from servers._visible import visible_keys
 from servers.results import (
-    DocumentHit,
     DocumentsResult,
     ProductDescription,
     QueryResult,
     SearchResult,
     describe,
+    document_hit,
     summarize,
 )
 from servers.retrieval_backend import RetrievalBackend
@@ -157,20 +157,7 @@ class DataProductsService:
             stats.product = product
             hits = await self._governed_hits(principal, text, product=product, k=k)
             stats.rows = len(hits)
-            return DocumentsResult(
-                hits=[
-                    DocumentHit(
-                        product=h.product,
-                        key=h.key,
-                        field=h.field,
-                        chunk=h.chunk,
-                        text=h.text,
-                        score=h.score,
-                        citation=h.citation,
-                    )
-                    for h in hits
-                ]
-            )
+            return DocumentsResult(hits=[document_hit(h) for h in hits])
 
         return await audited_call(
             self.audit, principal, "search_documents", {"text": text, "product": product, "k": k}, run
@@ -278,7 +265,7 @@ class DataProductsService:
             connector = await self.connector(view.contract.source.connection)
             keys = [h.key for h in kept if h.product == name]
             visible[name] = await visible_keys(view, connector, self.compiler(connector), keys)
-        return [h for h in kept if key_token(h.key) in visible[h.product]][:k]
+        return [h for h in kept if h.key_token in visible[h.product]][:k]
 
     async def _semantic_product_ranking(self, text: str, k: int) -> list[str]:
         """Product names ranked by hybrid search over their indexed descriptions.

@@ -154,7 +154,7 @@ def test_a_contract_with_unresolved_references_is_not_registered(registry: Regis
     broken = ProductContract.model_validate(data, context={"defer_references": True})
     with pytest.raises(ContractError, match="order_no"):
         registry.register(broken, actor="alice")
-    assert registry.list() == []
+    assert registry.list_entries() == []
 
 
 def test_an_unknown_product_suggests_close_names(registry: Registry, orders: ProductContract) -> None:
@@ -205,9 +205,9 @@ def test_a_deprecated_product_says_so_everywhere_and_leaves_search(registry: Reg
     registry.deprecate("sales.orders", actor="carol", note="use sales.order_lines")
     contract = registry.get("sales.orders")
     assert (contract.deprecated, contract.deprecation_note) == (True, "use sales.order_lines")
-    [summary] = registry.list()
+    [summary] = registry.list_entries()
     assert summary.deprecated and summary.deprecation_note == "use sales.order_lines"
-    assert registry.list(include_deprecated=False) == []
+    assert registry.list_entries(include_deprecated=False) == []
     assert registry.list_contracts()[0].deprecated
     assert registry.search("orders") == []
     assert [c.name for c in registry.search("orders", include_deprecated=True)] == ["sales.orders"]
@@ -220,8 +220,8 @@ def test_list_filters_by_domain_and_summarises_the_latest_version(registry: Regi
     registry.register(add_region(orders, "1.3.0"), actor="alice")
     for contract in load_contract_file(FIXTURES / "two_products.yaml"):
         registry.register(contract, actor="alice")
-    assert [s.name for s in registry.list()] == ["crm.customers", "crm.segments", "sales.orders"]
-    [sales] = registry.list(domain="sales")
+    assert [s.name for s in registry.list_entries()] == ["crm.customers", "crm.segments", "sales.orders"]
+    [sales] = registry.list_entries(domain="sales")
     assert (sales.version, sales.title, sales.owner_team, sales.tags) == (
         "1.3.0",
         "Customer orders",
@@ -238,7 +238,7 @@ def test_search_ranks_name_and_title_hits_above_description_and_column_hits(
     registry.register(orders, actor="alice")
     for contract in load_contract_file(FIXTURES / "two_products.yaml"):
         registry.register(contract, actor="alice")
-    hits = registry.search_hits("customer")
+    hits = registry.search_matches("customer")
     assert [h.name for h in hits] == ["crm.customers", "crm.segments", "sales.orders"]
     assert hits[0].score > hits[1].score > hits[2].score
     assert "column customer_email" in hits[2].matched

@@ -16,7 +16,7 @@ from catalog.contract import ProductContract
 from catalog.errors import ConnectorError, EmbeddingError, InvalidRequestError
 from connectors import ConnectionConfig, connector_for
 from connectors.base import Connector
-from connectors.search_base import Chunk, IndexedChunk, SearchHit, SearchStore
+from connectors.search_base import Chunk, ChunkHit, IndexedChunk, SearchStore
 from connectors.search_embedded import EmbeddedSearchStore
 from embeddings.base import Vectors
 from embeddings.chunking import chunk_text
@@ -215,12 +215,12 @@ class _FailingStore(SearchStore):
     async def indexed(self, product: str) -> list[IndexedChunk]:
         return await self.inner.indexed(product)
 
-    async def bm25(self, query: str, *, k: int, products: Sequence[str] | None = None) -> list[SearchHit]:
+    async def bm25(self, query: str, *, k: int, products: Sequence[str] | None = None) -> list[ChunkHit]:
         return await self.inner.bm25(query, k=k, products=products)
 
     async def knn(
         self, vector: npt.NDArray[np.float32], *, k: int, products: Sequence[str] | None = None
-    ) -> list[SearchHit]:
+    ) -> list[ChunkHit]:
         return await self.inner.knn(vector, k=k, products=products)
 
     async def drop(self, product: str) -> None:

@@ -13,7 +13,7 @@ from catalog.compiler import Compiler
 from catalog.contract import ProductContract
 from catalog.errors import ConnectorError
 from connectors import ConnectionConfig, connector_for
-from connectors.search_base import Chunk, SearchHit, SearchStore
+from connectors.search_base import Chunk, ChunkHit, SearchStore
 from connectors.search_embedded import EmbeddedSearchStore
 from embeddings.base import Embedder, content_hash
 from embeddings.index import index_product
@@ -60,8 +60,8 @@ async def _load(store: SearchStore, product: str, docs: dict[str, str], embedder
     await store.apply(product, chunks, vectors, [], model_id=embedder.model_id)
 
 
-def _hit(name: str, rank: int, product: str = "p.docs") -> SearchHit:
-    return SearchHit(product=product, key={"id": name}, field="text", chunk=0, text=name, score=0.0, rank=rank)
+def _hit(name: str, rank: int, product: str = "p.docs") -> ChunkHit:
+    return ChunkHit(product=product, key={"id": name}, field="text", chunk=0, text=name, score=0.0, rank=rank)
 
 
 def test_rrf_sums_reciprocal_ranks_with_k_60() -> None:
@@ -137,7 +137,7 @@ async def test_bad_arguments_are_refused(store: SearchStore, bad: dict[str, Any]
 
 
 class _BrokenLexicalStore(EmbeddedSearchStore):
-    async def bm25(self, query: str, *, k: int, products: Sequence[str] | None = None) -> list[SearchHit]:
+    async def bm25(self, query: str, *, k: int, products: Sequence[str] | None = None) -> list[ChunkHit]:
         raise ConnectorError("fts index unavailable")
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from catalog.errors import ConnectorError, InvalidRequestError
-from connectors.search_base import Chunk, SearchHit
+from connectors.search_base import Chunk, ChunkHit
 from embeddings.base import content_hash
 from tests.connectors.search.conftest import POISON, SearchStoreCase
 from tests.fakes import FakeEmbedder
@@ -61,7 +61,7 @@ async def index(store: SearchStoreCase, product: str, chunks: Sequence[Chunk], d
     await store.store.apply(product, chunks, vectors, deletes, model_id=EMBEDDER.model_id)
 
 
-def texts(hits: list[SearchHit]) -> list[str]:
+def texts(hits: list[ChunkHit]) -> list[str]:
     return [h.text for h in hits]
 
 
