@@ -29,6 +29,7 @@ from catalog._registry_tables import (
 )
 from catalog.contract import ProductContract
 from catalog.errors import ContractError, ContractProblem, NotFoundError, RegistrationError
+from catalog.lineage import LineageGraph, build_lineage
 from catalog.suggest import close_matches
 from catalog.versioning import ContractDiff, canonical_json, content_hash, diff_contracts, version_refusal
 
@@ -180,7 +181,7 @@ class Registry:
                     previous_version=latest,
                     message=f"{contract.name} {contract.version} is already registered with this content{note}",
                 )
-            diff = diff_contracts(self._contract(conn, contract.name, latest), contract)
+            diff = self._with_impact(conn, diff_contracts(self._contract(conn, contract.name, latest), contract))
             refusal = version_refusal(latest, contract.version, diff)
             if refusal:
                 raise RegistrationError(refusal)
@@ -194,13 +195,15 @@ class Registry:
                 values |= {"deprecated": True, "deprecation_note": contract.deprecation_note}
             conn.execute(products.update().where(products.c.name == contract.name).values(**values))
             self._insert_event(conn, contract.name, "registered", contract.version, actor, now, summary)
+            affected = ", ".join(i.product for i in diff.affected_downstream)
             return RegistrationResult(
                 name=contract.name,
                 version=contract.version,
                 status="new_version",
                 previous_version=latest,
                 diff=diff,
-                message=f"registered {contract.name} {contract.version} (was {latest}): {summary}",
+                message=f"registered {contract.name} {contract.version} (was {latest}): {summary}"
+                + (f"; affects downstream: {affected}" if affected else ""),
             )
 
     def _insert_version(
@@ -280,7 +283,7 @@ class Registry:
         """
         with self.engine.connect() as conn:
             self._product(conn, name)
-            return diff_contracts(self._contract(conn, name, a), self._contract(conn, name, b))
+            return self._with_impact(conn, diff_contracts(self._contract(conn, name, a), self._contract(conn, name, b)))
 
     def deprecate(self, name: str, *, actor: str, note: str) -> None:
         """Mark ``name`` deprecated (all versions), recorded in its history.
@@ -378,6 +381,33 @@ class Registry:
                 )
             )
         return entries
+
+    # -- lineage -------------------------------------------------------------------------------------
+
+    def lineage_graph(self, *, dialects: dict[str, str] | None = None) -> LineageGraph:
+        """The lineage graph of the latest contracts (:func:`catalog.lineage.build_lineage`)."""
+        return build_lineage(self.list_contracts(), dialects=dialects)
+
+    def _with_impact(self, conn: Connection, diff: ContractDiff) -> ContractDiff:
+        """``diff`` with the downstream products its breaking change reaches (unchanged when not breaking).
+
+        The graph holds the latest contract of every other product and the ``from_version`` of this
+        one: its consumers were built on that version's columns.
+        """
+        if not diff.breaking:
+            return diff
+        before = self._contract(conn, diff.name, diff.from_version)
+        rows = conn.execute(
+            select(product_versions.c.contract).join(
+                products,
+                (products.c.name == product_versions.c.name)
+                & (products.c.latest_version == product_versions.c.version),
+            )
+        ).scalars()
+        others = [ProductContract.model_validate(json.loads(text)) for text in rows]
+        graph = build_lineage([before, *(c for c in others if c.name != diff.name)])
+        impact = graph.downstream_impact(diff.name, diff.breaking_columns)
+        return diff.model_copy(update={"affected_downstream": impact})
 
 
 def unknown_product(

@@ -3,6 +3,9 @@
 Breaking changes (a column removed, renamed — seen as removed plus added — or retyped, or the primary
 key changed) need a MAJOR bump; any other change needs at least a minor or patch bump. Identity is
 the canonical content hash: equal hashes mean nothing changed.
+
+A diff knows only the two contracts; the registry adds the downstream products a breaking change
+reaches (``affected_downstream``, from :mod:`catalog.lineage`), and :meth:`ContractDiff.render` lists them.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from pydantic import Field
 
 from catalog._model import FrozenModel
 from catalog.contract import ProductContract
+from catalog.lineage import DownstreamImpact, render_impact
 
 __all__ = [
     "ColumnChange",
@@ -84,6 +88,7 @@ class ContractDiff(FrozenModel):
     metrics_changed: list[str] = Field(default_factory=list)
     policy_changes: list[str] = Field(default_factory=list)
     field_changes: list[FieldChange] = Field(default_factory=list)
+    affected_downstream: list[DownstreamImpact] = Field(default_factory=list)
 
     @property
     def primary_key_changed(self) -> bool:
@@ -142,7 +147,18 @@ class ContractDiff(FrozenModel):
         if self.is_empty:
             return f"{header}: no changes"
         flag = "BREAKING (needs a major version)" if self.breaking else "compatible"
-        return "\n".join([f"{header}: {flag}", *(f"  - {line}" for line in self.changes())])
+        lines = [f"{header}: {flag}", *(f"  - {line}" for line in self.changes())]
+        if self.affected_downstream:
+            lines.append("  affects downstream:")
+            lines += [f"    - {line}" for line in render_impact(self.affected_downstream)]
+        return "\n".join(lines)
+
+    @property
+    def breaking_columns(self) -> list[str] | None:
+        """The columns a breaking change touches (removed, retyped); None: the whole product (primary key)."""
+        if self.primary_key_changed:
+            return None
+        return [*self.columns_removed, *(c.column for c in self.columns_retyped)]
 
 
 def diff_contracts(old: ProductContract, new: ProductContract) -> ContractDiff:
@@ -198,9 +214,13 @@ def version_refusal(latest: str, candidate: str, diff: ContractDiff) -> str | No
         return f"version {candidate} is lower than the latest registered version {latest} of {diff.name}"
     if diff.breaking and parse_semver(candidate)[0] <= parse_semver(latest)[0]:
         required = _bump(latest, breaking=True)
+        affected = ""
+        if diff.affected_downstream:
+            affected = f"; it affects downstream {'; '.join(render_impact(diff.affected_downstream))}"
         return (
             f"{diff.name} {candidate} makes a breaking change ({'; '.join(diff.breaking_reasons)}), "
             f"which needs a major version bump: register it as {required}, or keep the columns compatible"
+            f"{affected}"
         )
     return None
 
