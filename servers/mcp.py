@@ -2,8 +2,8 @@
 
 :func:`create_server` opens the service in the server's lifespan, builds the server and registers
 the tools of :mod:`servers.tools` that the configured allow-list names (``search_products``,
-``describe_product``, ``query_product``, ``run_sql``, ``search_documents``; all read-only) and the
-resource template ``product://{name}``. Errors come back as tool errors whose message says what would
+``describe_product``, ``query_product``, ``run_sql``, ``search_documents``, ``get_lineage``; all
+read-only) and the resource template ``product://{name}``. Errors come back as tool errors whose message says what would
 work.
 
 Every tool call and resource read leaves one audit row, refusals before the service included, and a
@@ -36,8 +36,8 @@ INSTRUCTIONS = (
     "Governed data products. Find products with search_products, read one's columns, metrics and units "
     "with describe_product, then read rows with query_product (filters, group_by/aggregates, order, cursor "
     "paging) or run_sql (one SELECT over product names such as sales.orders); find passages of text with "
-    "search_documents. Masked columns hold masked "
-    "values; rows may be filtered for you."
+    "search_documents; see where a product's data comes from and goes with get_lineage. Masked columns "
+    "hold masked values; rows may be filtered for you."
 )
 
 

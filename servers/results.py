@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
 from catalog.contract import ProductContract
+from catalog.lineage import LineageGraph
 from catalog.policy import GovernedView
 from embeddings.retrieval import RetrievedChunk
 
@@ -14,6 +15,9 @@ __all__ = [
     "ColumnInfo",
     "DocumentHit",
     "DocumentsResult",
+    "LineageEdgeInfo",
+    "LineageNodeInfo",
+    "LineageResult",
     "MetricInfo",
     "ProductDescription",
     "ProductSummary",
@@ -21,6 +25,7 @@ __all__ = [
     "SearchResult",
     "describe",
     "document_hit",
+    "lineage_result",
     "summarize",
 ]
 
@@ -150,3 +155,51 @@ def describe(view: GovernedView) -> ProductDescription:
         deprecated=contract.deprecated,
         deprecation_note=contract.deprecation_note,
     )
+
+
+class LineageNodeInfo(BaseModel):
+    id: str = Field(description="product name, or connection:table")
+    kind: Literal["product", "table"]
+    pii: dict[str, list[str]] = Field(default_factory=dict, description="column: PII kinds, carried ones included")
+    untagged_pii: dict[str, list[str]] = Field(default_factory=dict)
+
+
+class LineageEdgeInfo(BaseModel):
+    source: str
+    target: str
+    declared: bool
+    derived: bool
+    columns: dict[str, list[str]] | None = Field(description="target column: source columns; null if unknown")
+    reads: list[str] = Field(default_factory=list)
+    pii: list[str] = Field(default_factory=list)
+    note: str | None = None
+
+
+class LineageResult(BaseModel):
+    nodes: list[LineageNodeInfo]
+    edges: list[LineageEdgeInfo]
+
+
+def lineage_result(graph: LineageGraph) -> LineageResult:
+    """A lineage graph as get_lineage returns it: node ids, PII per column, column links per edge."""
+    nodes = [LineageNodeInfo(id=n.id, kind=n.kind, pii=n.pii, untagged_pii=n.carried_pii) for n in graph.nodes.values()]
+    edges = []
+    for e in graph.edges:
+        columns: dict[str, list[str]] | None = None
+        if e.columns is not None:
+            columns = {}
+            for link in e.columns:
+                columns.setdefault(link.target, []).append(link.source)
+        edges.append(
+            LineageEdgeInfo(
+                source=e.source,
+                target=e.target,
+                declared=e.declared,
+                derived=e.derived,
+                columns=columns,
+                reads=e.reads,
+                pii=e.pii,
+                note=e.note,
+            )
+        )
+    return LineageResult(nodes=nodes, edges=edges)

@@ -29,7 +29,8 @@ from catalog.audit import AuditLog
 from catalog.compile import next_cursor
 from catalog.compiler import Compiler
 from catalog.contract import ProductContract
-from catalog.errors import EmbeddingError, NotFoundError
+from catalog.errors import ConfigError, EmbeddingError, InvalidRequestError, NotFoundError
+from catalog.lineage import Direction, LineageGraph, build_lineage
 from catalog.policy import GovernedView, can_read, govern
 from catalog.principal import Principal
 from catalog.query import Query, RowSet
@@ -53,11 +54,13 @@ from servers._statements import StatementCache
 from servers._visible import visible_keys
 from servers.results import (
     DocumentsResult,
+    LineageResult,
     ProductDescription,
     QueryResult,
     SearchResult,
     describe,
     document_hit,
+    lineage_result,
     summarize,
 )
 from servers.retrieval_backend import RetrievalBackend
@@ -69,6 +72,8 @@ __all__ = ["DataProductsService"]
 log = logging.getLogger(__name__)
 #: The bytes one page of the index flow may read: documents are long.
 INDEX_MAX_BYTES = 256_000_000
+#: How many hops get_lineage may walk.
+MAX_LINEAGE_DEPTH = 10
 
 
 class DataProductsService:
@@ -358,6 +363,52 @@ class DataProductsService:
         """Every registered product the principal may read (for listings and suggestions)."""
         contracts = await anyio.to_thread.run_sync(self.registry.list_contracts)
         return [c for c in contracts if can_read(c, principal)]
+
+    async def get_lineage(
+        self, principal: Principal, name: str, *, direction: Direction = "both", depth: int = 3
+    ) -> LineageResult:
+        """The products upstream and/or downstream of ``name`` within ``depth`` hops, with their edges.
+
+        Only products the principal may read are nodes (the others are left out entirely, so the walk
+        does not pass through them), and a physical table only as the source of such a product.
+
+        Raises:
+            NotFoundError, AccessDeniedError: as for describe_product. InvalidRequestError: bad direction or depth.
+        """
+
+        async def run(stats: CallStats) -> LineageResult:
+            stats.product = name
+            if direction not in ("upstream", "downstream", "both"):
+                raise InvalidRequestError(f"direction {direction!r} is not one of upstream, downstream, both")
+            if not 1 <= depth <= MAX_LINEAGE_DEPTH:
+                raise InvalidRequestError(f"depth {depth} is out of range; use 1 to {MAX_LINEAGE_DEPTH}")
+            await self._view(name, principal)
+            contracts = await anyio.to_thread.run_sync(self.registry.list_contracts)
+            readable = {c.name for c in contracts if can_read(c, principal)}
+            graph = await self.lineage_graph(contracts)
+            around = graph.restricted(readable.__contains__).around(name, direction, depth)
+            stats.rows = len(around.nodes)
+            return lineage_result(around)
+
+        args = {"product": name, "direction": direction, "depth": depth}
+        return await audited_call(self.audit, principal, "get_lineage", args, run)
+
+    async def lineage_graph(self, contracts: list[ProductContract] | None = None) -> LineageGraph:
+        """The lineage graph of ``contracts`` (default: every registered product), ungoverned.
+
+        Source queries are read in their connection's dialect; a connection that is not configured is
+        read in sqlglot's default dialect.
+        """
+        if contracts is None:
+            contracts = await anyio.to_thread.run_sync(self.registry.list_contracts)
+        dialects = {}
+        for connection in {c.source.connection for c in contracts if c.source.query is not None}:
+            try:
+                dialects[connection] = (await self.connector(connection)).dialect
+            except ConfigError:
+                continue
+        chosen = contracts
+        return await anyio.to_thread.run_sync(lambda: build_lineage(chosen, dialects=dialects))
 
     # -- shared plumbing ---------------------------------------------------------------------------
 

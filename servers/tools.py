@@ -13,14 +13,14 @@ naming it in :data:`servers.settings.ToolName`, the names a configuration may al
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Annotated, Any, cast
+from typing import Annotated, Any, Literal, cast
 
 from mcp.server.mcpserver import Context
 from pydantic import Field
 
 from catalog.query import Aggregate, Filter, OrderBy, Query
 from servers._audited_server import caller, refusing_invalid_arguments
-from servers.results import DocumentsResult, ProductDescription, QueryResult, SearchResult
+from servers.results import DocumentsResult, LineageResult, ProductDescription, QueryResult, SearchResult
 from servers.service import DataProductsService
 
 __all__ = ["TOOLS", "product_resource"]
@@ -99,6 +99,16 @@ async def search_documents(
     return await _service(ctx).search_documents(caller(ctx), query, product=product, k=k)
 
 
+async def get_lineage(
+    product: Annotated[str, Field(description="product name, e.g. shop.orders")],
+    ctx: Context,
+    direction: Literal["upstream", "downstream", "both"] = "both",
+    depth: Annotated[int, Field(ge=1, le=10)] = 3,
+) -> LineageResult:
+    """Where a product's data comes from and goes: products, source tables, column links, PII carried."""
+    return await _service(ctx).get_lineage(caller(ctx), product, direction=direction, depth=depth)
+
+
 #: Every tool, in the order a client lists them; each is named after its function.
 TOOLS: tuple[Callable[..., Awaitable[object]], ...] = (
     search_products,
@@ -106,6 +116,7 @@ TOOLS: tuple[Callable[..., Awaitable[object]], ...] = (
     query_product,
     run_sql,
     search_documents,
+    get_lineage,
 )
 
 
