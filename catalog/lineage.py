@@ -80,7 +80,9 @@ class DownstreamImpact(FrozenModel):
     depth: int
     via: str
     columns: list[str] | None = Field(default=None, description="the product's columns involved; None: not known")
-    reads: list[str] = Field(default_factory=list, description="changed upstream columns its query reads")
+    reads: list[str] = Field(
+        default_factory=list, description="changed upstream columns its query reads elsewhere than in its output"
+    )
 
 
 class LineageGraph(FrozenModel):
@@ -159,7 +161,8 @@ class LineageGraph(FrozenModel):
                 if target == product or target in found or self.nodes[target].kind != "product":
                     continue
                 involved: frozenset[str] | None = None
-                read = sorted(c for c in edge.reads if changed is None or c.lower() in changed)
+                linked = {link.source for link in edge.columns or []}
+                read = sorted(c for c in edge.reads if c not in linked and (changed is None or c.lower() in changed))
                 if edge.columns is not None:
                     involved = frozenset(
                         link.target for link in edge.columns if changed is None or link.source.lower() in changed
