@@ -131,15 +131,25 @@ class LineageGraph(FrozenModel):
     def restricted(self, may_read: Callable[[str], bool]) -> LineageGraph:
         """Only the products ``may_read`` admits, and only the tables that are the source of one of them.
 
-        Nothing of the others remains: no node, no edge, no name.
+        Nothing of the others remains: no node, no edge, no name. A table keeps the PII tags of only
+        the columns a kept product takes or reads from it (the others come from contracts of products
+        that may not be readable).
         """
         products = {n for n, node in self.nodes.items() if node.kind == "product" and may_read(n)}
         tables = {e.source for e in self.edges if e.target in products and self.nodes[e.source].kind == "table"}
         kept = products | tables
-        return LineageGraph(
-            nodes={n: node for n, node in self.nodes.items() if n in kept},
-            edges=[e for e in self.edges if e.source in kept and e.target in kept],
-        )
+        edges = [e for e in self.edges if e.source in kept and e.target in kept]
+        used: dict[str, set[str]] = {}
+        for edge in edges:
+            used.setdefault(edge.source, set()).update(edge.reads, (link.source for link in edge.columns or []))
+        nodes = {}
+        for name in sorted(kept):
+            node = self.nodes[name]
+            if node.kind == "table":
+                pii = {c: kinds for c, kinds in node.pii.items() if c in used.get(name, set())}
+                node = node.model_copy(update={"pii": pii})
+            nodes[name] = node
+        return LineageGraph(nodes=nodes, edges=edges)
 
     def downstream_impact(self, product: str, columns: Iterable[str] | None) -> list[DownstreamImpact]:
         """The products a change of ``columns`` of ``product`` reaches, transitively, nearest first.

@@ -108,7 +108,7 @@ def _edge_label(edge: LineageEdge) -> str:
     linked = {link.source for link in edge.columns or []}
     also = [c for c in edge.reads if c not in linked]
     if also:
-        parts.append(f"also reads {', '.join(escape(c) for c in also)}")
+        parts.append(f"{'also ' if linked else ''}reads {', '.join(escape(c) for c in also)}")
     if edge.pii:
         maybe = " (may carry)" if edge.columns is None else ""
         parts.append(f"[red]⚠ PII {', '.join(edge.pii)}{maybe}[/]")

@@ -178,3 +178,10 @@ def test_restricted_keeps_readable_products_and_only_the_tables_they_are_built_f
     assert set(graph.nodes) == {"shop.orders", "sales.enriched", "shop:orders", "shop:customers"}
     assert all("crm.customers" not in (e.source, e.target) for e in graph.edges)
     assert ColumnLink(source="email", target="email") in (edge(graph, "shop:customers", "sales.enriched").columns or [])
+
+
+def test_a_restricted_table_keeps_pii_tags_only_of_the_columns_readable_products_use() -> None:
+    names = product("crm.names", ["id", "full_name"], query="SELECT id, full_name FROM customers")
+    graph = build_lineage([CUSTOMERS, names]).restricted(lambda name: name == "crm.names")
+    assert graph.nodes["shop:customers"].pii == {"full_name": ["name"]}  # not the email of crm.customers
+    assert graph.nodes["crm.names"].pii == {"full_name": ["name"]}

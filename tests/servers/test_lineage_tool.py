@@ -47,6 +47,19 @@ async def test_lineage_shows_only_products_the_caller_may_read(settings: Setting
     assert "access_denied" in refused
 
 
+async def test_a_table_shows_as_the_source_of_a_readable_product_but_its_product_does_not(
+    settings: Settings,
+) -> None:
+    async with client_for(with_principal(settings, "sal", ["support"]), "sal") as sal:
+        found = await lineage(sal, "shop.reviews", direction="upstream", depth=3)
+    assert node_ids(found) == {"shop.reviews", "shop:reviews", "shop:orders", "shop:customers", "shop.customers"}
+    assert "shop.orders" not in json.dumps(found)
+    carried = edge_of(found, "shop.customers", "shop.reviews")
+    assert carried["derived"] and carried["columns"] == {"reviewer_email": ["email"]}
+    assert carried["pii"] == ["email"]
+    assert edge_of(found, "shop:orders", "shop.reviews")["reads"] == ["customer_id", "order_id"]
+
+
 async def test_direction_and_depth_bound_the_walk(sam: Client) -> None:
     up_one = await lineage(sam, "shop.order_lines", direction="upstream", depth=1)
     assert node_ids(up_one) == {"shop.order_lines", "shop.orders", "shop:orders", "shop:order_lines"}
