@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Literal
 
 from pydantic import Field
@@ -204,6 +205,17 @@ def render_impact(impacts: list[DownstreamImpact]) -> list[str]:
     return lines
 
 
+@dataclass
+class _Draft:
+    """An edge while the graph is built: what each source of evidence has said about it so far."""
+
+    declared: bool = False
+    derived: bool = False
+    columns: list[ColumnLink] | None = None
+    reads: set[str] = field(default_factory=set)
+    notes: list[str] = field(default_factory=list)
+
+
 class _Builder:
     """Mutable state while the graph is built: nodes' PII per column and edges by (source, target)."""
 
@@ -211,7 +223,7 @@ class _Builder:
         self.nodes: dict[str, LineageNode] = {}
         self.pii: dict[str, dict[str, set[str]]] = {}
         self.declared_pii: dict[str, dict[str, set[str]]] = {}
-        self.edges: dict[tuple[str, str], dict[str, object]] = {}
+        self.edges: dict[tuple[str, str], _Draft] = {}
 
     def node(self, node: LineageNode) -> str:
         self.nodes.setdefault(node.id, node)
@@ -230,36 +242,31 @@ class _Builder:
         target: str,
         *,
         declared: bool = False,
-        links: list[ColumnLink] | None = None,
         derived: bool = False,
-        note: str | None = None,
+        links: list[ColumnLink] | None = None,
         reads: Iterable[str] = (),
+        note: str | None = None,
     ) -> None:
+        """Record what one source of evidence says about ``source → target`` (merged with what others said)."""
         if source == target:
             return
-        edge = self.edges.setdefault(
-            (source, target), {"declared": False, "derived": False, "columns": None, "notes": [], "reads": set()}
-        )
-        edge["declared"] = bool(edge["declared"]) or declared
-        edge["reads"] |= set(reads)  # type: ignore[operator]
-        if derived:
-            edge["derived"] = True
-            if links is not None:
-                known = edge["columns"] or []
-                assert isinstance(known, list)
-                edge["columns"] = known + [link for link in links if link not in known]
-        notes = edge["notes"]
-        assert isinstance(notes, list)
-        if note and note not in notes:
-            notes.append(note)
+        draft = self.edges.setdefault((source, target), _Draft())
+        draft.declared |= declared
+        draft.derived |= derived
+        draft.reads |= set(reads)
+        if links is not None:
+            known = draft.columns or []
+            draft.columns = known + [link for link in links if link not in known]
+        if note and note not in draft.notes:
+            draft.notes.append(note)
 
     def carry_pii(self) -> None:
         """Spread column PII along column links until nothing changes (cycles end: the sets only grow)."""
         changed = True
         while changed:
             changed = False
-            for (source, target), edge in self.edges.items():
-                for link in edge["columns"] or []:  # type: ignore[attr-defined]
+            for (source, target), draft in self.edges.items():
+                for link in draft.columns or []:
                     kinds = self.pii[source].get(link.source, set())
                     have = self.pii[target].setdefault(link.target, set())
                     if not kinds <= have:
@@ -272,33 +279,26 @@ class _Builder:
         for node_id, node in sorted(self.nodes.items()):
             pii = {c: sorted(k) for c, k in sorted(self.pii[node_id].items()) if k}
             declared = self.declared_pii[node_id]
-            carried = {
-                c: sorted(set(k) - declared.get(c, set())) for c, k in pii.items() if set(k) - declared.get(c, set())
-            }
-            nodes[node_id] = node.model_copy(
-                update={"pii": pii, "carried_pii": carried if node.kind == "product" else {}}
-            )
+            carried = {c: sorted(set(k) - declared.get(c, set())) for c, k in pii.items()}
+            carried = {c: k for c, k in carried.items() if k and node.kind == "product"}
+            nodes[node_id] = node.model_copy(update={"pii": pii, "carried_pii": carried})
         edges = []
-        for (source, target), edge in sorted(self.edges.items()):
-            links = edge["columns"]
-            assert links is None or isinstance(links, list)
+        for (source, target), draft in sorted(self.edges.items()):
             upstream = self.pii[source]
-            if links is None:
+            if draft.columns is None:  # not known which columns: it may carry any PII of its upstream
                 kinds = {k for ks in upstream.values() for k in ks}
             else:
-                kinds = {k for link in links for k in upstream.get(link.source, set())}
-            notes = edge["notes"]
-            assert isinstance(notes, list)
+                kinds = {k for link in draft.columns for k in upstream.get(link.source, set())}
             edges.append(
                 LineageEdge(
                     source=source,
                     target=target,
-                    declared=bool(edge["declared"]),
-                    derived=bool(edge["derived"]),
-                    columns=links,
-                    reads=sorted(edge["reads"]),  # type: ignore[call-overload]
+                    declared=draft.declared,
+                    derived=draft.derived,
+                    columns=draft.columns,
+                    reads=sorted(draft.reads),
                     pii=sorted(kinds),
-                    note="; ".join(notes) or None,
+                    note="; ".join(draft.notes) or None,
                 )
             )
         return LineageGraph(nodes=nodes, edges=edges)
