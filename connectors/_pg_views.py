@@ -93,7 +93,7 @@ class GovernedViews:
     def forget(self, names: Iterable[str]) -> bool:
         """Forget the tokens of ``names``; True when any was known."""
         with self._lock:
-            known = [name for name in names if name in self._tokens]
+            known = {name for name in names if name in self._tokens}  # a statement may read one view twice
             for name in known:
                 del self._tokens[name]
         return bool(known)

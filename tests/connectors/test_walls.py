@@ -450,6 +450,13 @@ async def test_a_view_dropped_under_a_running_service_is_created_again(pg: Conne
     assert (await pg.execute(prepared, Limits())).rows == first.rows
 
 
+async def test_a_statement_reading_one_view_twice_that_the_store_rejects_is_refused_cleanly(pg: Connector) -> None:
+    # both references bind to one view; after an undefined-table error its binding is forgotten once
+    statement = escape(pg, "SELECT a.person_id FROM governed AS a JOIN governed AS b ON a.person_id = c.person_id")
+    message = await refused(pg, statement)
+    assert "missing FROM-clause entry" in message or 'table "c"' in message
+
+
 async def test_old_views_are_dropped_when_new_ones_are_created(request: pytest.FixtureRequest, tmp_path: Path) -> None:
     store = open_store("postgresql", tmp_path, request, governed_view_max_age_days=0)
     async with store:
