@@ -52,6 +52,7 @@ class Answer:
     messages: list[dict[str, str]]
     text: str | None = None
     cited: list[int] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # e.g. a passage's product is stale
 
 
 def build_messages(question: str, passages: Sequence[Passage], *, max_chars: int = 6000) -> list[dict[str, str]]:

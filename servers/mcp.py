@@ -59,7 +59,7 @@ def create_server(
         if service is not None:
             yield service
             return
-        async with DataProductsService.open(settings) as owned:
+        async with DataProductsService.open(settings) as owned, owned.checks_on_schedule():
             yield owned
 
     server = AuditedMCPServer(

@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from contextlib import asynccontextmanager
 
 import anyio
 import anyio.to_thread
@@ -29,9 +30,11 @@ from catalog.audit import AuditLog
 from catalog.compile import next_cursor
 from catalog.compiler import Compiler
 from catalog.contract import ProductContract
-from catalog.errors import EmbeddingError, NotFoundError
+from catalog.errors import EmbeddingError, InvalidRequestError, NotFoundError
+from catalog.freshness import freshness_sql
 from catalog.policy import GovernedView, can_read, govern
 from catalog.principal import Principal
+from catalog.quality_log import CheckResult, QualityLog
 from catalog.query import Query, RowSet
 from catalog.registry import Registry, unknown_product
 from catalog.sqlguard import connection_of, parse_product_sql
@@ -51,17 +54,25 @@ from embeddings.retrieval import (
 from servers._audit_trail import CallStats, audited_call
 from servers._statements import StatementCache
 from servers._visible import visible_keys
+from servers.quality import checking_forever, run_contract_checks
 from servers.results import (
     DocumentsResult,
     ProductDescription,
+    ProductSummary,
+    QualityResult,
     QueryResult,
     SearchResult,
+    as_json,
+    check_info,
     describe,
     document_hit,
+    freshness_info,
+    owner_text,
     summarize,
 )
 from servers.retrieval_backend import RetrievalBackend
 from servers.settings import Settings
+from servers.trust import ReadTrust, TrustKeeper, utc_now
 
 __all__ = ["DataProductsService"]
 
@@ -69,6 +80,8 @@ __all__ = ["DataProductsService"]
 log = logging.getLogger(__name__)
 #: The bytes one page of the index flow may read: documents are long.
 INDEX_MAX_BYTES = 256_000_000
+#: The principal quality checks and freshness measurements read as: the product's ungoverned source.
+OPERATOR = Principal(name="dataproducts-checker", roles=frozenset({"operator"}))
 
 
 class DataProductsService:
@@ -96,6 +109,10 @@ class DataProductsService:
         self._contract_ttl_s = contract_ttl_s
         self._statements = StatementCache()
         self.retrieval = RetrievalBackend(settings)
+        self.quality = QualityLog(registry)
+        self.trust = TrustKeeper(
+            self.quality, lambda contract: self.measure_as_of(contract), cache_s=settings.freshness.cache_s
+        )
 
     @classmethod
     def open(cls, settings: Settings) -> DataProductsService:
@@ -138,9 +155,9 @@ class DataProductsService:
                         contracts[name] = await self.contract(name)
                     except NotFoundError:  # indexed, since removed
                         continue
-            readable = [summarize(contracts[n]) for n in ranked if n in contracts and can_read(contracts[n], principal)]
+            readable = [contracts[n] for n in ranked if n in contracts and can_read(contracts[n], principal)]
             stats.rows = min(len(readable), limit)
-            return SearchResult(products=readable[:limit])
+            return SearchResult(products=[await self._trusted_summary(c) for c in readable[:limit]])
 
         return await audited_call(self.audit, principal, "search_products", {"text": text, "limit": limit}, run)
 
@@ -155,22 +172,35 @@ class DataProductsService:
 
         async def run(stats: CallStats) -> DocumentsResult:
             stats.product = product
-            hits = await self._governed_hits(principal, text, product=product, k=k)
+            trust = ReadTrust()
+            hits = await self._governed_hits(principal, text, product=product, k=k, trust=trust)
             stats.rows = len(hits)
-            return DocumentsResult(hits=[document_hit(h) for h in hits])
+            return trust.apply(DocumentsResult(hits=[document_hit(h) for h in hits]))
 
         return await audited_call(
             self.audit, principal, "search_documents", {"text": text, "product": product, "k": k}, run
         )
 
     async def ask_context(
-        self, principal: Principal, question: str, *, product: str | None = None, k: int = 6
+        self,
+        principal: Principal,
+        question: str,
+        *,
+        product: str | None = None,
+        k: int = 6,
+        trust: ReadTrust | None = None,
     ) -> list[Passage]:
-        """The governed passages a local answer to ``question`` may use (audited as ``ask``)."""
+        """The governed passages a local answer to ``question`` may use (audited as ``ask``).
+
+        ``trust`` (when given) receives the freshness blocks and warnings of the products passages come from.
+
+        Raises:
+            StaleDataError: ``product`` is stale and refuses reads. NotFoundError, AccessDeniedError.
+        """
 
         async def run(stats: CallStats) -> list[Passage]:
             stats.product = product
-            hits = await self._governed_hits(principal, question, product=product, k=k)
+            hits = await self._governed_hits(principal, question, product=product, k=k, trust=trust)
             stats.rows = len(hits)
             return [Passage(h.product, h.key, h.field, h.chunk, h.text) for h in hits]
 
@@ -196,8 +226,10 @@ class DataProductsService:
         Raises:
             EmbeddingError: a model is missing or failed. NotFoundError, AccessDeniedError, ConnectorError.
         """
-        passages = await self.ask_context(principal, question, product=product, k=k)
+        trust = ReadTrust()
+        passages = await self.ask_context(principal, question, product=product, k=k, trust=trust)
         answer = Answer(question, passages, build_messages(question, passages))
+        answer.warnings = list(trust.warnings)
         if context_only or not passages:
             return answer
         model = await self.retrieval.chat_model()
@@ -240,7 +272,7 @@ class DataProductsService:
         return reports
 
     async def _governed_hits(
-        self, principal: Principal, text: str, *, product: str | None, k: int
+        self, principal: Principal, text: str, *, product: str | None, k: int, trust: ReadTrust | None = None
     ) -> list[RetrievedChunk]:
         """The ``k`` best chunks of readable products whose rows and fields the principal may see.
 
@@ -248,12 +280,34 @@ class DataProductsService:
         results survive); hits on a field masked for the principal are dropped (masked fields are not
         indexed anyway); the hits' keys are re-read through the product's governed source
         (:func:`servers._visible.visible_keys`), so a row outside the principal's filter never returns.
+
+        Freshness: a named ``product`` that is stale and refuses reads raises ``StaleDataError``; across
+        products, such products are left out with a warning. ``trust`` receives the blocks and warnings
+        of the products hits come from.
         """
         if product is not None:
             readable = [(await self._view(product, principal)).contract]  # AccessDeniedError with the reason
         else:
             readable = await self.readable_products(principal)
-        views = {c.name: govern(c, principal) for c in readable if c.retrieval is not None}
+        searchable = readable if product is not None else [c for c in readable if c.retrieval is not None]
+        searched = await self.trust.gate(searchable, withhold=product is None)  # StaleDataError: named product
+        views = {
+            c.name: govern(c, principal)
+            for c in searchable
+            if c.retrieval is not None and c.name not in searched.withheld
+        }
+        hits = await self._search_views(views, text, k)
+        if trust is not None:
+            by_name = {c.name: c for c in searchable}
+            touched = [product] if product is not None else list(dict.fromkeys(h.product for h in hits))
+            found = await self.trust.gate([by_name[name] for name in touched])  # cached: no new measurement
+            trust.freshness.extend(found.freshness)
+            trust.warnings.extend(found.warnings)
+            trust.withheld.update(searched.withheld)
+        return hits
+
+    async def _search_views(self, views: dict[str, GovernedView], text: str, k: int) -> list[RetrievedChunk]:
+        """The ``k`` best visible hits over the governed ``views`` (see :meth:`_governed_hits`)."""
         if not views:
             return []
         store, embedder = await self.retrieval.store(), await self.retrieval.embedder()
@@ -306,6 +360,7 @@ class DataProductsService:
         async def run(stats: CallStats) -> QueryResult:
             stats.product = name
             view = await self._view(name, principal)
+            trust = await self.read_trust([view.contract])  # StaleDataError: refused, and audited
             connector = await self.connector(view.contract.source.connection)
             compiled, prepared = self._statements.compiled(
                 view, query, compiler=self.compiler(connector), connector=connector
@@ -314,6 +369,7 @@ class DataProductsService:
             result = _to_result(rowset, [view])
             result.next_cursor = next_cursor(compiled, rowset)
             _deprecation_warning(view, result)
+            trust.apply(result)
             stats.rows, stats.bytes, stats.objects = result.row_count, rowset.bytes, rowset.objects
             return result
 
@@ -333,6 +389,7 @@ class DataProductsService:
             parsed = await anyio.to_thread.run_sync(lambda: parse_product_sql(sql, limits=self.settings.limits))
             stats.product = ",".join(parsed.products)
             views = {name: await self._view(name, principal) for name in parsed.products}
+            trust = await self.read_trust([v.contract for v in views.values()])  # StaleDataError: refused, audited
             connector = await self.connector(connection_of(views))
             compiler = self.compiler(connector)
             statement = await anyio.to_thread.run_sync(lambda: compiler.rewrite(parsed, views))
@@ -340,6 +397,7 @@ class DataProductsService:
             result = _to_result(rowset, list(views.values()))
             for view in views.values():
                 _deprecation_warning(view, result)
+            trust.apply(result)
             stats.rows, stats.bytes, stats.objects = result.row_count, rowset.bytes, rowset.objects
             return result
 
@@ -397,9 +455,12 @@ class DataProductsService:
 
     async def _description(self, name: str, principal: Principal) -> ProductDescription:
         """The described product; its lineage names only products the principal may read."""
-        description = describe(await self._view(name, principal))
+        view = await self._view(name, principal)
+        trust = await self.read_trust([view.contract])  # StaleDataError: refused, and audited
+        description = describe(view)
         description.upstream = await self._readable_names(description.upstream, principal)
-        return description
+        description.quality = [as_json(check_info(r)) for r in await self.trust.latest_checks(view.contract)]
+        return trust.apply(description)
 
     async def _readable_names(self, names: Iterable[str], principal: Principal) -> list[str]:
         readable = []
@@ -426,6 +487,131 @@ class DataProductsService:
             compiler = Compiler(connector.dialect, self._salt, self.settings.limits)
             self._compilers[connector.name] = compiler
         return compiler
+
+    # -- quality checks and freshness ----------------------------------------------------------------
+
+    async def read_trust(self, contracts: Iterable[ProductContract]) -> ReadTrust:
+        """The freshness blocks and warnings of one read over ``contracts``: the hook every read use case
+        (metrics tools too) calls inside its audited call, before it runs its statement, then
+        ``trust.apply(result)`` on a result with ``freshness`` and ``warnings`` fields.
+
+        Freshness is measured at most once per ``freshness.cache_s`` per product (see :mod:`servers.trust`).
+
+        Raises:
+            StaleDataError: a product is stale and its contract says ``sla.on_stale: refuse``.
+        """
+        return await self.trust.gate(contracts)
+
+    async def measure_as_of(self, contract: ProductContract) -> object:
+        """Measure the product's ``as_of`` now (uncached): the first value of :func:`catalog.freshness.freshness_sql`,
+        run as the operator; None when the contract says nothing to measure or the product has no rows.
+
+        Raises:
+            SQLRefusedError: ``sla.loaded_at`` is refused by the SQL guard. NotFoundError, ConnectorError.
+        """
+        sql = freshness_sql(contract)
+        if sql is None:
+            return None
+        rowset = await self._operator_rows(sql)
+        return rowset.rows[0][0] if rowset.rows and rowset.rows[0] else None
+
+    async def run_checks(self, products: Sequence[str] | None = None) -> list[CheckResult]:
+        """Run the quality checks of ``products`` (default: every current product) and record each result.
+
+        Checks read the products' ungoverned sources as the operator, each statement guarded like
+        ``run_sql`` and bounded by the configured limits. An operator's use case: not audited.
+
+        Raises:
+            NotFoundError: a named product does not exist. InvalidRequestError: a check cannot be planned.
+            ConnectorError: the results could not be recorded.
+        """
+        if products:
+            contracts = [await self.contract(name) for name in products]
+        else:
+            contracts = await anyio.to_thread.run_sync(lambda: self.registry.list_contracts(include_deprecated=False))
+        results: list[CheckResult] = []
+        for contract in contracts:
+            found = await run_contract_checks(contract, self._operator_rows, clock=utc_now)
+            await anyio.to_thread.run_sync(lambda found=found: self.quality.record(found))  # type: ignore[misc]
+            self.trust.forget(contract.name)
+            results.extend(found)
+        return results
+
+    @asynccontextmanager
+    async def checks_on_schedule(self) -> AsyncIterator[None]:
+        """While inside, run every product's checks each ``checks.every`` (nothing when unset)."""
+        interval = self.settings.checks.interval_s
+        if interval is None:
+            yield
+            return
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(checking_forever, self.run_checks, interval)
+            try:
+                yield
+            finally:
+                tasks.cancel_scope.cancel()
+
+    async def get_quality(self, principal: Principal, name: str, *, history: int = 20) -> QualityResult:
+        """Latest check results, recent runs and freshness of a product the principal may read (audited).
+
+        Raises:
+            NotFoundError, AccessDeniedError.
+        """
+
+        async def run(stats: CallStats) -> QualityResult:
+            stats.product = name
+            contract = (await self._view(name, principal)).contract
+            latest = await anyio.to_thread.run_sync(lambda: self.quality.latest(name, version=contract.version))
+            recent = await anyio.to_thread.run_sync(lambda: self.quality.history(name, limit=history))
+            stats.rows = len(latest)
+            return QualityResult(
+                product=name,
+                version=contract.version,
+                owner=owner_text(contract),
+                freshness=as_json(freshness_info(await self.trust.freshness(contract))),
+                checks=[as_json(check_info(r)) for r in latest],
+                history=[as_json(check_info(r)) for r in recent],
+            )
+
+        return await audited_call(self.audit, principal, "get_quality", {"product": name, "history": history}, run)
+
+    async def _trusted_summary(self, contract: ProductContract) -> ProductSummary:
+        """A search listing of ``contract`` with its owner, freshness state and latest checks."""
+        summary = summarize(contract)
+        summary.owner = owner_text(contract)
+        summary.freshness = (await self.trust.freshness(contract)).state
+        latest = await self.trust.latest_checks(contract)
+        failing = [r for r in latest if r.status in ("fail", "warn")]
+        if not latest:
+            summary.quality = "unchecked"
+        elif failing:
+            since = min(r.since or r.checked_at for r in failing)
+            names = ", ".join(r.check_name for r in failing)
+            summary.quality = f"failing: {names} since {since:%Y-%m-%d %H:%M} UTC"
+        else:
+            since = min(r.since or r.checked_at for r in latest)
+            summary.quality = f"passing since {since:%Y-%m-%d %H:%M} UTC"
+        return summary
+
+    async def _operator_rows(self, sql: str) -> RowSet:
+        """Run ``sql`` (generic SQL over product names) as the operator: guarded like ``run_sql``, rewritten
+        onto the products' ungoverned sources, under the configured limits.
+
+        Raises:
+            SQLRefusedError, NotFoundError, InvalidRequestError, ConnectorError.
+        """
+        parsed = await anyio.to_thread.run_sync(lambda: parse_product_sql(sql, limits=self.settings.limits))
+        views = {}
+        for name in parsed.products:
+            try:
+                views[name] = GovernedView(contract=await self.contract(name), principal=OPERATOR)
+            except NotFoundError as exc:
+                raise InvalidRequestError(
+                    f"the statement reads {name!r}, which is not registered: {exc.message}"
+                ) from exc
+        connector = await self.connector(connection_of(views))
+        compiler = self.compiler(connector)
+        return await connector.execute(await anyio.to_thread.run_sync(lambda: compiler.rewrite(parsed, views)))
 
 
 def _to_result(rowset: RowSet, views: list[GovernedView]) -> QueryResult:

@@ -20,7 +20,7 @@ from pydantic import Field
 
 from catalog.query import Aggregate, Filter, OrderBy, Query
 from servers._audited_server import caller, refusing_invalid_arguments
-from servers.results import DocumentsResult, ProductDescription, QueryResult, SearchResult
+from servers.results import DocumentsResult, ProductDescription, QualityResult, QueryResult, SearchResult
 from servers.service import DataProductsService
 
 __all__ = ["TOOLS", "product_resource"]
@@ -99,6 +99,15 @@ async def search_documents(
     return await _service(ctx).search_documents(caller(ctx), query, product=product, k=k)
 
 
+async def get_quality(
+    product: Annotated[str, Field(description="product name, e.g. shop.orders")],
+    ctx: Context,
+    history: Annotated[int, Field(ge=1, le=200, description="recent check runs to return")] = 20,
+) -> QualityResult:
+    """A product's latest quality check results (since when), recent runs, freshness and owner."""
+    return await _service(ctx).get_quality(caller(ctx), product, history=history)
+
+
 #: Every tool, in the order a client lists them; each is named after its function.
 TOOLS: tuple[Callable[..., Awaitable[object]], ...] = (
     search_products,
@@ -106,6 +115,7 @@ TOOLS: tuple[Callable[..., Awaitable[object]], ...] = (
     query_product,
     run_sql,
     search_documents,
+    get_quality,
 )
 
 
