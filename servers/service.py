@@ -14,6 +14,13 @@ Retrieval use cases work the same way over the service's own connectors: ``searc
 source; ``index_products`` (operators) reads sources ungoverned and never indexes masked fields. The
 search store and the local models live in one :class:`~servers.retrieval_backend.RetrievalBackend`,
 opened on first use and closed with the service.
+
+Quality and freshness: every read use case calls :meth:`DataProductsService.read_trust` inside its
+audited call for the products it touches (:mod:`servers.trust`): the result carries one freshness
+block per product and warnings (stale with ``sla.on_stale: warn``, a failing ``error``-severity
+check), and a stale product whose contract says ``on_stale: refuse`` is refused with ``stale_data``.
+``run_checks`` (operators; :mod:`servers.quality`) runs the contracts' checks as the operator over
+the ungoverned sources and records the results; ``get_quality`` shows them to a reader.
 """
 
 from __future__ import annotations
@@ -229,7 +236,7 @@ class DataProductsService:
         trust = ReadTrust()
         passages = await self.ask_context(principal, question, product=product, k=k, trust=trust)
         answer = Answer(question, passages, build_messages(question, passages))
-        answer.warnings = list(trust.warnings)
+        answer.warnings, answer.freshness = trust.all_warnings, [as_json(f) for f in trust.freshness]
         if context_only or not passages:
             return answer
         model = await self.retrieval.chat_model()

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import anyio
 import anyio.to_thread
 
 from catalog.contract import ProductContract
@@ -42,12 +43,15 @@ class ReadTrust:
     warnings: list[str] = field(default_factory=list)
     withheld: dict[str, str] = field(default_factory=dict)
 
+    @property
+    def all_warnings(self) -> list[str]:
+        """The warnings about products left out, then those about products read."""
+        return list(dict.fromkeys([*self.withheld.values(), *self.warnings]))
+
     def apply(self, result: Any) -> Any:
         """Put the blocks and warnings on a result model with ``freshness`` and ``warnings`` fields."""
         result.freshness = [as_json(f) for f in self.freshness]
-        for warning in [*self.withheld.values(), *self.warnings]:
-            if warning not in result.warnings:
-                result.warnings.append(warning)
+        result.warnings.extend(w for w in self.all_warnings if w not in result.warnings)
         return result
 
 
@@ -72,6 +76,7 @@ class TrustKeeper:
         self._clock = clock
         self._measured: dict[tuple[str, str], tuple[float, object, str | None]] = {}
         self._checks: dict[tuple[str, str], tuple[float, list[CheckResult]]] = {}
+        self._measuring: dict[tuple[str, str], anyio.Lock] = {}
 
     def forget(self, product: str) -> None:
         """Drop what is cached about ``product`` (after its checks ran)."""
@@ -82,16 +87,17 @@ class TrustKeeper:
     async def freshness(self, contract: ProductContract) -> Freshness:
         """The product's freshness now, from an ``as_of`` measured at most ``cache_s`` seconds ago."""
         key = (contract.name, contract.version)
-        cached = self._measured.get(key)
-        if cached is None or time.monotonic() - cached[0] >= self._cache_s:
-            failure: str | None = None
-            value: object = None
-            try:
-                value = await self._measure(contract)
-            except DataProductsError as exc:
-                failure = f"could not measure as_of ({exc.code}): {exc.message}"
-            cached = (time.monotonic(), value, failure)
-            self._measured[key] = cached
+        async with self._measuring.setdefault(key, anyio.Lock()):  # concurrent reads wait for one measurement
+            cached = self._measured.get(key)
+            if cached is None or time.monotonic() - cached[0] >= self._cache_s:
+                failure: str | None = None
+                value: object = None
+                try:
+                    value = await self._measure(contract)
+                except DataProductsError as exc:
+                    failure = f"could not measure as_of ({exc.code}): {exc.message}"
+                cached = (time.monotonic(), value, failure)
+                self._measured[key] = cached
         return assess(contract, cached[1], now=self._clock(), failure=cached[2])
 
     async def latest_checks(self, contract: ProductContract) -> list[CheckResult]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import anyio
 import pytest
 
 from catalog.errors import StaleDataError
@@ -182,3 +183,48 @@ async def test_a_failing_error_check_becomes_a_warning_on_every_read_until_it_pa
     assert any(w.startswith("qa.bad: quality check not_null_kind failing since ") for w in failing)
     assert described.warnings == after.warnings
     assert [c["status"] for c in described.quality] == ["fail"] * 7 + ["warn"]
+
+
+async def test_search_leaves_out_stale_products_that_refuse_and_refuses_when_one_is_named(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    retrieval = "\nretrieval: {text_fields: [kind]}\n"
+    stale_sla = '{freshness: 1d, on_stale: refuse, loaded_at: "SELECT max(created_at) FROM qa.old"}'
+    contracts = [
+        contract_yaml("qa.old", "bad_events", quality=False),
+        contract_yaml("qa.fresh_docs", "good_events", quality=False) + retrieval,
+        contract_yaml("qa.stale_docs", "good_events", quality=False, sla=stale_sla) + retrieval,
+    ]
+    settings = workspace("sqlite", tmp_path, request, contracts)
+    async with DataProductsService.open(settings) as service:
+        await service.index_products(product="qa.fresh_docs")
+        await service.index_products(product="qa.stale_docs")
+        found = await service.search_documents(READER, "a", k=10)
+        with pytest.raises(StaleDataError):
+            await service.search_documents(READER, "a", product="qa.stale_docs")
+        with pytest.raises(StaleDataError):
+            await service.ask_context(READER, "a", product="qa.stale_docs")
+        passages = await service.ask_context(READER, "a")
+    assert found.hits and {h.product for h in found.hits} == {"qa.fresh_docs"}
+    assert [f["product"] for f in found.freshness] == ["qa.fresh_docs"]
+    assert any(w.startswith("qa.stale_docs is stale") and "left out" in w for w in found.warnings)
+    assert passages and {p.product for p in passages} == {"qa.fresh_docs"}
+
+
+async def test_concurrent_first_reads_share_one_freshness_measurement(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    settings = workspace("sqlite", tmp_path, request, [contract_yaml("qa.good", "good_events")])
+    calls: list[str] = []
+    async with DataProductsService.open(settings) as service:
+        measure = service.measure_as_of
+
+        async def counting(contract):  # type: ignore[no-untyped-def]
+            calls.append(contract.name)
+            return await measure(contract)
+
+        service.measure_as_of = counting  # type: ignore[method-assign]
+        async with anyio.create_task_group() as tasks:
+            for _ in range(4):
+                tasks.start_soon(service.query_product, READER, "qa.good", Query())
+    assert calls == ["qa.good"]
