@@ -19,16 +19,16 @@ Quality and freshness: every read use case calls :meth:`DataProductsService.read
 audited call for the products it touches (:mod:`servers.trust`): the result carries one freshness
 block per product and warnings (stale with ``sla.on_stale: warn``, a failing ``error``-severity
 check), and a stale product whose contract says ``on_stale: refuse`` is refused with ``stale_data``.
-``run_checks`` (operators; :mod:`servers.quality`) runs the contracts' checks as the operator over
-the ungoverned sources and records the results; ``get_quality`` shows them to a reader.
+These use cases live in :mod:`servers.quality_cases`: ``run_checks`` (operators) runs the contracts'
+checks as the operator over the ungoverned sources and records the results; ``get_quality`` shows
+them to a reader.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Iterable
 
 import anyio
 import anyio.to_thread
@@ -37,11 +37,10 @@ from catalog.audit import AuditLog
 from catalog.compile import next_cursor
 from catalog.compiler import Compiler
 from catalog.contract import ProductContract
-from catalog.errors import EmbeddingError, InvalidRequestError, NotFoundError
-from catalog.freshness import freshness_sql
+from catalog.errors import EmbeddingError, NotFoundError
 from catalog.policy import GovernedView, can_read, govern
 from catalog.principal import Principal
-from catalog.quality_log import CheckResult, QualityLog
+from catalog.quality_log import QualityLog
 from catalog.query import Query, RowSet
 from catalog.registry import Registry, unknown_product
 from catalog.sqlguard import connection_of, parse_product_sql
@@ -61,25 +60,20 @@ from embeddings.retrieval import (
 from servers._audit_trail import CallStats, audited_call
 from servers._statements import StatementCache
 from servers._visible import visible_keys
-from servers.quality import checking_forever, run_contract_checks
+from servers.quality_cases import QualityUseCases
 from servers.results import (
     DocumentsResult,
     ProductDescription,
-    ProductSummary,
-    QualityResult,
     QueryResult,
     SearchResult,
     as_json,
     check_info,
     describe,
     document_hit,
-    freshness_info,
-    owner_text,
-    summarize,
 )
 from servers.retrieval_backend import RetrievalBackend
 from servers.settings import Settings
-from servers.trust import ReadTrust, TrustKeeper, utc_now
+from servers.trust import ReadTrust, TrustKeeper
 
 __all__ = ["DataProductsService"]
 
@@ -87,11 +81,9 @@ __all__ = ["DataProductsService"]
 log = logging.getLogger(__name__)
 #: The bytes one page of the index flow may read: documents are long.
 INDEX_MAX_BYTES = 256_000_000
-#: The principal quality checks and freshness measurements read as: the product's ungoverned source.
-OPERATOR = Principal(name="dataproducts-checker", roles=frozenset({"operator"}))
 
 
-class DataProductsService:
+class DataProductsService(QualityUseCases):
     """Shared state (registry, audit log, connectors) and the use cases over it.
 
     Build with :meth:`open`; close with :meth:`aclose` (or ``async with``).
@@ -494,131 +486,6 @@ class DataProductsService:
             compiler = Compiler(connector.dialect, self._salt, self.settings.limits)
             self._compilers[connector.name] = compiler
         return compiler
-
-    # -- quality checks and freshness ----------------------------------------------------------------
-
-    async def read_trust(self, contracts: Iterable[ProductContract]) -> ReadTrust:
-        """The freshness blocks and warnings of one read over ``contracts``: the hook every read use case
-        (metrics tools too) calls inside its audited call, before it runs its statement, then
-        ``trust.apply(result)`` on a result with ``freshness`` and ``warnings`` fields.
-
-        Freshness is measured at most once per ``freshness.cache_s`` per product (see :mod:`servers.trust`).
-
-        Raises:
-            StaleDataError: a product is stale and its contract says ``sla.on_stale: refuse``.
-        """
-        return await self.trust.gate(contracts)
-
-    async def measure_as_of(self, contract: ProductContract) -> object:
-        """Measure the product's ``as_of`` now (uncached): the first value of :func:`catalog.freshness.freshness_sql`,
-        run as the operator; None when the contract says nothing to measure or the product has no rows.
-
-        Raises:
-            SQLRefusedError: ``sla.loaded_at`` is refused by the SQL guard. NotFoundError, ConnectorError.
-        """
-        sql = freshness_sql(contract)
-        if sql is None:
-            return None
-        rowset = await self._operator_rows(sql)
-        return rowset.rows[0][0] if rowset.rows and rowset.rows[0] else None
-
-    async def run_checks(self, products: Sequence[str] | None = None) -> list[CheckResult]:
-        """Run the quality checks of ``products`` (default: every current product) and record each result.
-
-        Checks read the products' ungoverned sources as the operator, each statement guarded like
-        ``run_sql`` and bounded by the configured limits. An operator's use case: not audited.
-
-        Raises:
-            NotFoundError: a named product does not exist. InvalidRequestError: a check cannot be planned.
-            ConnectorError: the results could not be recorded.
-        """
-        if products:
-            contracts = [await self.contract(name) for name in products]
-        else:
-            contracts = await anyio.to_thread.run_sync(lambda: self.registry.list_contracts(include_deprecated=False))
-        results: list[CheckResult] = []
-        for contract in contracts:
-            found = await run_contract_checks(contract, self._operator_rows, clock=utc_now)
-            await anyio.to_thread.run_sync(lambda found=found: self.quality.record(found))  # type: ignore[misc]
-            self.trust.forget(contract.name)
-            results.extend(found)
-        return results
-
-    @asynccontextmanager
-    async def checks_on_schedule(self) -> AsyncIterator[None]:
-        """While inside, run every product's checks each ``checks.every`` (nothing when unset)."""
-        interval = self.settings.checks.interval_s
-        if interval is None:
-            yield
-            return
-        async with anyio.create_task_group() as tasks:
-            tasks.start_soon(checking_forever, self.run_checks, interval)
-            try:
-                yield
-            finally:
-                tasks.cancel_scope.cancel()
-
-    async def get_quality(self, principal: Principal, name: str, *, history: int = 20) -> QualityResult:
-        """Latest check results, recent runs and freshness of a product the principal may read (audited).
-
-        Raises:
-            NotFoundError, AccessDeniedError.
-        """
-
-        async def run(stats: CallStats) -> QualityResult:
-            stats.product = name
-            contract = (await self._view(name, principal)).contract
-            latest = await anyio.to_thread.run_sync(lambda: self.quality.latest(name, version=contract.version))
-            recent = await anyio.to_thread.run_sync(lambda: self.quality.history(name, limit=history))
-            stats.rows = len(latest)
-            return QualityResult(
-                product=name,
-                version=contract.version,
-                owner=owner_text(contract),
-                freshness=as_json(freshness_info(await self.trust.freshness(contract))),
-                checks=[as_json(check_info(r)) for r in latest],
-                history=[as_json(check_info(r)) for r in recent],
-            )
-
-        return await audited_call(self.audit, principal, "get_quality", {"product": name, "history": history}, run)
-
-    async def _trusted_summary(self, contract: ProductContract) -> ProductSummary:
-        """A search listing of ``contract`` with its owner, freshness state and latest checks."""
-        summary = summarize(contract)
-        summary.owner = owner_text(contract)
-        summary.freshness = (await self.trust.freshness(contract)).state
-        latest = await self.trust.latest_checks(contract)
-        failing = [r for r in latest if r.status in ("fail", "warn")]
-        if not latest:
-            summary.quality = "unchecked"
-        elif failing:
-            since = min(r.since or r.checked_at for r in failing)
-            names = ", ".join(r.check_name for r in failing)
-            summary.quality = f"failing: {names} since {since:%Y-%m-%d %H:%M} UTC"
-        else:
-            since = min(r.since or r.checked_at for r in latest)
-            summary.quality = f"passing since {since:%Y-%m-%d %H:%M} UTC"
-        return summary
-
-    async def _operator_rows(self, sql: str) -> RowSet:
-        """Run ``sql`` (generic SQL over product names) as the operator: guarded like ``run_sql``, rewritten
-        onto the products' ungoverned sources, under the configured limits.
-
-        Raises:
-            SQLRefusedError, NotFoundError, InvalidRequestError, ConnectorError.
-        """
-        parsed = await anyio.to_thread.run_sync(lambda: parse_product_sql(sql, limits=self.settings.limits))
-        views = {}
-        for name in parsed.products:
-            try:
-                views[name] = GovernedView(contract=await self.contract(name), principal=OPERATOR)
-            except NotFoundError as exc:
-                raise InvalidRequestError(
-                    f"the statement reads {name!r}, which is not registered: {exc.message}"
-                ) from exc
-        connector = await self.connector(connection_of(views))
-        compiler = self.compiler(connector)
-        return await connector.execute(await anyio.to_thread.run_sync(lambda: compiler.rewrite(parsed, views)))
 
 
 def _to_result(rowset: RowSet, views: list[GovernedView]) -> QueryResult:
