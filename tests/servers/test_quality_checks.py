@@ -91,6 +91,20 @@ async def test_a_sql_check_that_the_guard_refuses_is_recorded_as_an_error_and_th
     assert error.message.startswith("sql_refused:")
 
 
+async def test_a_sql_check_reading_an_unregistered_product_errors_without_suggesting_other_products(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    text = contract_yaml("qa.good", "good_events").replace(
+        "SELECT * FROM qa.good WHERE", "SELECT * FROM qa.goods WHERE"
+    )
+    settings = workspace("sqlite", tmp_path, request, [text, contract_yaml("qa.goodies", "good_events")])
+    async with DataProductsService.open(settings) as service:
+        results = await service.run_checks(["qa.good"])
+    error = next(r for r in results if r.check_name == "no_big_ids")
+    assert error.status == "error"
+    assert error.message == "invalid_request: the statement reads 'qa.goods', which is not a registered product"
+
+
 async def test_freshness_is_fresh_stale_or_unknown_and_says_why(
     store: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
