@@ -116,12 +116,13 @@ async def test_freshness_is_fresh_stale_or_unknown_and_says_why(
             "qa.loaded", "bad_events", sla='{freshness: 1d, loaded_at: "SELECT max(created_at) FROM qa.good"}'
         ),
         contract_yaml("qa.nosla", "good_events", sla="{freshness_column: created_at}", quality=False),
+        contract_yaml("qa.nowhere", "good_events").replace("connection: store", "connection: nowhere"),
     ]
     settings = workspace(store, tmp_path, request, contracts)
     async with DataProductsService.open(settings) as service:
         states = {
             c: await service.trust.freshness(await service.contract(c))
-            for c in ("qa.good", "qa.old", "qa.unmeasured", "qa.loaded", "qa.nosla")
+            for c in ("qa.good", "qa.old", "qa.unmeasured", "qa.loaded", "qa.nosla", "qa.nowhere")
         }
     assert states["qa.good"].state == "fresh" and states["qa.good"].sla == "1d"
     assert states["qa.good"].age_s is not None and 3000 < states["qa.good"].age_s < 7200
@@ -130,6 +131,8 @@ async def test_freshness_is_fresh_stale_or_unknown_and_says_why(
     assert states["qa.loaded"].state == "fresh"  # loaded_at reads qa.good's newest row
     assert states["qa.nosla"].state == "unknown" and states["qa.nosla"].as_of is not None
     assert "no freshness SLA" in (states["qa.nosla"].reason or "")
+    assert states["qa.nowhere"].state == "unknown"
+    assert (states["qa.nowhere"].reason or "").startswith("could not measure as_of (config_error): unknown connection")
 
 
 async def test_a_stale_product_that_refuses_is_refused_on_query_and_sql_and_one_that_warns_is_served(

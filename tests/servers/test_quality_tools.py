@@ -18,10 +18,11 @@ from typer.testing import CliRunner
 from catalog.audit import AuditLog
 from catalog.errors import StaleDataError
 from catalog.loader import load_contract_file
-from catalog.quality_log import CheckResult
+from catalog.quality_log import CheckResult, QualityLog
 from catalog.registry import Registry
 from servers.cli import app
 from servers.demo import DemoWorkspace, build_demo_workspace
+from servers.http import create_http_app
 from servers.quality import checking_forever
 from servers.service import DataProductsService
 from servers.settings import ChecksConfig, Settings, load_settings
@@ -202,3 +203,17 @@ async def test_a_service_with_checks_every_runs_them_while_serving(quality_setti
         async with service.checks_on_schedule():
             with anyio.fail_after(60):
                 await ran.wait()
+
+
+async def test_the_http_server_runs_the_checks_on_the_configured_schedule(quality_settings: Settings) -> None:
+    settings = quality_settings.model_copy(update={"checks": ChecksConfig(every="1h")})
+    with Registry.from_url(settings.resolved_registry_url()) as registry:
+        before = len(QualityLog(registry).history("shop.reviews", limit=1000))
+    app = create_http_app(settings)
+    async with app.router.lifespan_context(app):
+        with anyio.fail_after(120):  # a bound on a hang, not a speed assertion
+            while True:
+                with Registry.from_url(settings.resolved_registry_url()) as registry:
+                    if len(QualityLog(registry).history("shop.reviews", limit=1000)) > before:
+                        break
+                await anyio.sleep(0.2)
