@@ -33,10 +33,11 @@ import sqlglot
 from sqlglot import exp
 
 from catalog.contract import ProductContract, QualityCheck, parse_duration
-from catalog.errors import InvalidRequestError
+from catalog.errors import InvalidRequestError, SQLRefusedError
+from catalog.sqlguard import parse_product_sql
 from catalog.timestamps import format_age, to_utc
 
-__all__ = ["CheckPlan", "CheckStatus", "Verdict", "check_name", "judge", "plan_check", "plan_checks"]
+__all__ = ["CheckPlan", "CheckStatus", "Verdict", "check_name", "judge", "plan_check", "plan_checks", "sql_problems"]
 
 CheckStatus = Literal["pass", "warn", "fail", "error"]
 
@@ -115,6 +116,21 @@ def plan_check(contract: ProductContract, index: int) -> CheckPlan:
         statement = exp.select(_count().as_("rows_scanned"), _count_when(_failing(contract, index)).as_("observed"))
         statement = statement.from_(table)
     return CheckPlan(contract.name, index, check_name(check, index), check, statement.sql())
+
+
+def sql_problems(contract: ProductContract) -> list[tuple[str, str]]:
+    """The contract's own SQL (``sql`` checks, ``sla.loaded_at``) that the SQL guard would refuse, as
+    ``(field path, message)``: caught when the contract is loaded instead of when the check first runs."""
+    texts = [(f"quality[{i}].sql", q.sql) for i, q in enumerate(contract.quality) if q.sql]
+    if contract.sla.loaded_at:
+        texts.append(("sla.loaded_at", contract.sla.loaded_at))
+    problems = []
+    for path, text in texts:
+        try:
+            parse_product_sql(text)
+        except SQLRefusedError as exc:
+            problems.append((path, exc.message))
+    return problems
 
 
 def judge(plan: CheckPlan, observed: Any, *, now: datetime) -> Verdict:

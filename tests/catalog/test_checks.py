@@ -11,7 +11,9 @@ from pydantic import ValidationError
 
 from catalog.checks import judge, plan_checks
 from catalog.contract import ProductContract, QualityCheck
+from catalog.errors import ContractError
 from catalog.freshness import assess, freshness_sql
+from catalog.loader import parse_contracts
 from catalog.sqlguard import parse_product_sql
 from catalog.timestamps import format_age, to_utc
 
@@ -167,3 +169,19 @@ def test_ages_read_as_short_text() -> None:
         "3h 2m",
         "3d 1h",
     ]
+
+
+def test_loading_a_contract_reports_check_sql_the_guard_would_refuse_at_its_line() -> None:
+    text = (
+        BASE
+        + """quality:
+  - {check: sql, sql: "SELECT * FROM qa.events WHERE pg_sleep(1) IS NULL"}
+sla: {freshness: 1d, loaded_at: "SELECT max(created_at) FROM events"}
+"""
+    )
+    with pytest.raises(ContractError) as info:
+        parse_contracts(text)
+    problems = {p.path: p for p in info.value.problems}
+    assert set(problems) == {"quality[0].sql", "sla.loaded_at"}
+    assert "pg_sleep" in problems["quality[0].sql"].message and problems["quality[0].sql"].line == 13
+    assert problems["sla.loaded_at"].message.startswith("unknown table 'events': only products (domain.product")
