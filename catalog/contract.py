@@ -355,6 +355,17 @@ class ProductContract(StrictModel):
             check(f"quality[{i}]", qc.targets)
         if self.sla.freshness_column:
             check("sla.freshness_column", [self.sla.freshness_column])
+        masked = {c for rule in self.policy.masking for c in rule.columns}
+        timed = [(f"quality[{i}].column", qc.column) for i, qc in enumerate(self.quality) if qc.check == "freshness"]
+        for path, column in [*timed, ("sla.freshness_column", self.sla.freshness_column)]:
+            if column in masked:
+                problems.append(
+                    (
+                        path,
+                        f"{column!r} is masked by policy.masking, and every reader sees the product's as_of; "
+                        "use an unmasked time column",
+                    )
+                )
         check_names = [qc.name for qc in self.quality if qc.name]
         if len(set(check_names)) != len(check_names):
             problems.append(("quality", "duplicate check names"))

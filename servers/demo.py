@@ -358,14 +358,14 @@ def _write_fx_rates(path: Path, end: datetime) -> None:
         day = last - timedelta(days=back)
         published = datetime.combine(day, datetime.min.time()) + timedelta(hours=16)
         for currency, base in _FX_BASE.items():
-            rate = round(base * (1 + 0.01 * ((back * 7 + len(currency)) % 5 - 2) / 2), 4)
+            rate = round(base * (1 + 0.01 * ((back * 7 + len(currency)) % 5 - 2) / 2), 2)
             rows.append((day.isoformat(), currency, rate, published.strftime("%Y-%m-%d %H:%M:%S")))
     conn = sqlite3.connect(path)
     try:
         with conn:
             conn.execute(
-                "CREATE TABLE fx_rates (rate_date DATE NOT NULL, currency TEXT NOT NULL, eur_rate REAL NOT NULL, "
-                "published_at TEXT NOT NULL, PRIMARY KEY (rate_date, currency))"
+                "CREATE TABLE fx_rates (rate_date DATE NOT NULL, currency TEXT NOT NULL, "
+                "eur_rate NUMERIC(10, 2) NOT NULL, published_at TIMESTAMP NOT NULL, PRIMARY KEY (rate_date, currency))"
             )
             conn.executemany("INSERT INTO fx_rates VALUES (?, ?, ?, ?)", rows)
     finally:

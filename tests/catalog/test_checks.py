@@ -185,3 +185,13 @@ sla: {freshness: 1d, loaded_at: "SELECT max(created_at) FROM events"}
     assert set(problems) == {"quality[0].sql", "sla.loaded_at"}
     assert "pg_sleep" in problems["quality[0].sql"].message and problems["quality[0].sql"].line == 13
     assert problems["sla.loaded_at"].message.startswith("unknown table 'events': only products (domain.product")
+
+
+def test_a_masked_column_cannot_be_the_freshness_column_every_reader_sees() -> None:
+    masking = {"masking": [{"columns": ["created_at"], "method": "null"}], "access": ["*"]}
+    with pytest.raises(ValidationError) as info:
+        contract(policy=masking, sla={"freshness": "1d", "freshness_column": "created_at"})
+    assert "sla.freshness_column: 'created_at' is masked by policy.masking" in str(info.value)
+    with pytest.raises(ValidationError) as info:
+        contract(policy=masking, quality=[{"check": "freshness", "column": "created_at", "max_age": "1d"}])
+    assert "quality[0].column: 'created_at' is masked" in str(info.value)
