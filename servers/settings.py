@@ -17,6 +17,8 @@ Example::
     stdio_principal: ana
     limits: {max_rows: 1000, max_bytes: 4000000, timeout_s: 30}
     server: {host: 127.0.0.1, port: 8765, tools: [search_products, describe_product, query_product, run_sql]}
+    checks: {every: 15m}          # serve runs the quality checks this often
+    freshness: {cache_s: 60}      # a product's as_of is measured at most this often
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ from mcp.shared.exceptions import MCPError
 from typer.testing import CliRunner
 
 from catalog.audit import AuditLog
-from catalog.errors import StaleDataError
+from catalog.errors import ConfigError, StaleDataError
 from catalog.loader import load_contract_file
 from catalog.quality_log import CheckResult, QualityLog
 from catalog.registry import Registry
@@ -217,3 +217,19 @@ async def test_the_http_server_runs_the_checks_on_the_configured_schedule(qualit
                     if len(QualityLog(registry).history("shop.reviews", limit=1000)) > before:
                         break
                 await anyio.sleep(0.2)
+
+
+@pytest.mark.parametrize(
+    ("section", "message"),
+    [
+        ("checks: {every: soon}", "checks.every: Value error, invalid duration 'soon'"),
+        ("checks: {every: 0s}", "checks.every: Value error, checks.every must be at least 1s"),
+        ("freshness: {cache_s: -1}", "freshness.cache_s: Input should be greater than or equal to 0"),
+    ],
+)
+def test_schedule_and_cache_settings_say_what_is_valid(tmp_path: Path, section: str, message: str) -> None:
+    path = tmp_path / "dataproducts.yaml"
+    path.write_text(section + "\n", encoding="utf-8")
+    with pytest.raises(ConfigError) as info:
+        load_settings(path)
+    assert message in info.value.message
