@@ -45,6 +45,7 @@ from sqlalchemy.types import TypeDecorator
 
 __all__ = [
     "audit",
+    "check_results",
     "engine_for",
     "metadata",
     "product_events",
@@ -151,6 +152,25 @@ audit = Table(
     Index("ix_dp_audit_principal_time", "principal", "time"),
 )
 
+check_results = Table(
+    "dp_check_results",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("product", String(200), nullable=False),
+    Column("version", String(40), nullable=False),  # contract version the check belongs to
+    Column("check_index", Integer, nullable=False),  # position in the contract's quality list
+    Column("check_name", String(200), nullable=False),
+    Column("kind", String(30), nullable=False),
+    Column("severity", String(10), nullable=False),
+    Column("status", String(10), nullable=False),  # pass | warn | fail | error
+    Column("observed", Text),
+    Column("threshold", Text, nullable=False),
+    Column("message", Text, nullable=False),
+    Column("rows_scanned", BigInteger),
+    Column("duration_ms", Float, nullable=False),
+    Column("checked_at", UTCDateTime, nullable=False),
+    Index("ix_dp_check_results_product_time", "product", "checked_at"),
+)
 
 #: Columns added after their table's first release: (table, column name). Always nullable.
 _ADDED_COLUMNS: tuple[tuple[Table, str], ...] = ((audit, "objects"),)

@@ -19,7 +19,9 @@ from sqlglot.errors import ParseError
 from catalog._model import StrictModel
 
 __all__ = [
+    "CHECK_KINDS",
     "COLUMN_TYPES",
+    "CheckKind",
     "Column",
     "ColumnType",
     "Dimension",
@@ -139,14 +141,70 @@ class Dimension(StrictModel):
     description: str | None = None
 
 
+CheckKind = Literal["not_null", "unique", "accepted_values", "range", "freshness", "row_count", "sql"]
+CHECK_KINDS: tuple[str, ...] = CheckKind.__args__  # type: ignore[attr-defined]
+
+
+def _one_select(text: str, what: str) -> str:
+    """``text`` when it parses as exactly one SELECT (generic SQL); the guard checks the rest when it runs."""
+    try:
+        parsed = sqlglot.parse(text)
+    except ParseError as exc:
+        detail = exc.errors[0]["description"] if exc.errors else str(exc)
+        raise ValueError(f"{what} is not valid SQL: {detail}") from exc
+    if len(parsed) != 1 or not isinstance(parsed[0], exp.Query):
+        raise ValueError(f"{what} must be exactly one SELECT over product names, e.g. SELECT * FROM shop.orders")
+    return text
+
+
 class QualityCheck(StrictModel):
-    check: Literal["not_null", "unique", "accepted_values", "range", "freshness", "row_count"]
+    """One quality check; :mod:`catalog.checks` turns it into a read-only statement over the product.
+
+    ``sql`` checks hold a SELECT over product names returning the *failing* rows. ``severity: error``
+    (the default) makes a failing check a warning on every read of the product; ``warn`` only records it.
+    """
+
+    check: CheckKind
+    name: Identifier | None = Field(default=None, description="a name for results; default <check>_<column>")
     column: Identifier | None = None
     columns: list[Identifier] | None = None
     values: list[Any] | None = None
     min: float | None = None
     max: float | None = None
     max_age: Duration | None = None
+    sql: str | None = Field(default=None, description="sql checks: a SELECT over product names returning failing rows")
+    severity: Literal["warn", "error"] = "error"
+
+    @property
+    def targets(self) -> list[str]:
+        """The columns the check reads (``column`` then ``columns``)."""
+        return [c for c in [self.column, *(self.columns or [])] if c]
+
+    @model_validator(mode="after")
+    def _fields_fit_kind(self) -> QualityCheck:
+        kind, targets = self.check, self.targets
+        if kind in ("not_null", "unique", "accepted_values", "range", "freshness") and not targets:
+            raise ValueError(f"a {kind} check needs 'column' (or 'columns'), e.g. {{check: {kind}, column: order_id}}")
+        if kind in ("accepted_values", "range", "freshness") and len(targets) != 1:
+            raise ValueError(f"a {kind} check reads one column: set 'column', not several")
+        if kind == "accepted_values" and not self.values:
+            raise ValueError("an accepted_values check needs a non-empty 'values' list, e.g. values: [EU, US]")
+        if kind in ("range", "row_count") and self.min is None and self.max is None:
+            raise ValueError(f"a {kind} check needs 'min' or 'max' (or both), e.g. {{check: {kind}, min: 0}}")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min ({self.min}) is greater than max ({self.max})")
+        if kind == "freshness" and self.max_age is None:
+            raise ValueError("a freshness check needs 'max_age', e.g. max_age: 24h")
+        if kind == "sql":
+            if not self.sql:
+                raise ValueError(
+                    "a sql check needs 'sql': a SELECT over product names returning the failing rows, "
+                    "e.g. SELECT * FROM shop.orders WHERE amount < 0"
+                )
+            _one_select(self.sql, "the sql check's 'sql'")
+        elif self.sql is not None:
+            raise ValueError(f"'sql' belongs to sql checks only; this is a {kind} check")
+        return self
 
 
 class RowFilter(StrictModel):
@@ -208,8 +266,24 @@ class Lineage(StrictModel):
 
 
 class SLA(StrictModel):
+    """How fresh the product promises to be, and what a read does when it is not.
+
+    The product's ``as_of`` is ``max(freshness_column)`` (default: the column of its ``freshness``
+    check) or the one timestamp the ``loaded_at`` SELECT returns.
+    """
+
     freshness: Duration | None = None
     on_stale: Literal["warn", "refuse"] = "warn"
+    freshness_column: Identifier | None = Field(default=None, description="as_of = max(this column)")
+    loaded_at: str | None = Field(default=None, description="a SELECT over product names returning one timestamp")
+
+    @model_validator(mode="after")
+    def _one_measure(self) -> SLA:
+        if self.freshness_column is not None and self.loaded_at is not None:
+            raise ValueError("set one of 'freshness_column' or 'loaded_at', not both")
+        if self.loaded_at is not None:
+            _one_select(self.loaded_at, "sla.loaded_at")
+        return self
 
 
 class ProductContract(StrictModel):
@@ -278,7 +352,23 @@ class ProductContract(StrictModel):
         for i, dim in enumerate(self.dimensions):
             check(f"dimensions[{i}].column", [dim.column])
         for i, qc in enumerate(self.quality):
-            check(f"quality[{i}]", [c for c in [qc.column, *(qc.columns or [])] if c])
+            check(f"quality[{i}]", qc.targets)
+        if self.sla.freshness_column:
+            check("sla.freshness_column", [self.sla.freshness_column])
+        masked = {c for rule in self.policy.masking for c in rule.columns}
+        timed = [(f"quality[{i}].column", qc.column) for i, qc in enumerate(self.quality) if qc.check == "freshness"]
+        for path, column in [*timed, ("sla.freshness_column", self.sla.freshness_column)]:
+            if column in masked:
+                problems.append(
+                    (
+                        path,
+                        f"{column!r} is masked by policy.masking, and every reader sees the product's as_of; "
+                        "use an unmasked time column",
+                    )
+                )
+        check_names = [qc.name for qc in self.quality if qc.name]
+        if len(set(check_names)) != len(check_names):
+            problems.append(("quality", "duplicate check names"))
         if self.retrieval:
             check("retrieval.text_fields", self.retrieval.text_fields)
         for i, rf in enumerate(self.policy.row_filters):

@@ -8,6 +8,7 @@ message that says what was wrong and what would be valid::
     ├── InvalidRequestError           invalid_request    a query, filter, cursor or SQL text that cannot run
     │   └── SQLRefusedError           sql_refused        run_sql text refused by the SQL guard
     ├── AccessDeniedError             access_denied      policy says no (carries ``product`` and ``reason``)
+    ├── StaleDataError                stale_data         the product is older than its SLA and says on_stale: refuse
     ├── ContractError                 invalid_contract   a product contract fails validation (carries ``problems``)
     ├── RegistrationError             registration_refused   register refused (e.g. breaking change, same version)
     ├── ConfigError                   config_error       dataproducts.yaml / environment is wrong
@@ -42,6 +43,7 @@ __all__ = [
     "QueryTimeoutError",
     "RegistrationError",
     "SQLRefusedError",
+    "StaleDataError",
 ]
 
 
@@ -142,3 +144,14 @@ class QueryTimeoutError(ConnectorError):
 
 class QueryExecutionError(ConnectorError):
     code = "execution_failed"
+
+
+class StaleDataError(DataProductsError):
+    """A read refused because the product is older than its freshness SLA and its contract says
+    ``sla.on_stale: refuse``; the message says when it was last updated, the SLA and whom to ask."""
+
+    code = "stale_data"
+
+    def __init__(self, message: str, *, product: str) -> None:
+        super().__init__(message)
+        self.product = product

@@ -18,6 +18,7 @@ import yaml
 from pydantic import ValidationError
 
 from catalog._contract_hints import line_of, problems_from_validation_error
+from catalog.checks import sql_problems
 from catalog.contract import ProductContract
 from catalog.errors import ContractError, ContractProblem
 from catalog.suggest import close_matches
@@ -105,7 +106,7 @@ def parse_contracts(text: str, *, file: str | None = None) -> list[LoadedContrac
                 line=line_of(lines, path),
                 hint=_reference_hint(message, contract.column_names),
             )
-            for path, message in contract.reference_problems()
+            for path, message in [*contract.reference_problems(), *sql_problems(contract)]
         ]
         if doc_problems:
             problems += sorted(doc_problems, key=lambda p: p.line or 0)

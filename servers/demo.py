@@ -51,6 +51,7 @@ CONTRACT_NAMES = (
     "analytics.order_facts",
     "analytics.daily_sales",
     "docs.handbook",
+    "shop.fx_rates",
 )
 TOKENS_FILE = ".dataproducts/demo-tokens.txt"
 _GENERATED = ("data", "contracts", ".dataproducts", CONFIG_FILE)
@@ -131,6 +132,7 @@ def build_demo_workspace(target: Path, *, seed: int = 7, as_of: datetime | None 
     shop = _generate_shop(rng, end)
     (target / "data" / "analytics").mkdir(parents=True)
     _write_sqlite(target / "data" / "shop.db", shop)
+    _write_fx_rates(target / "data" / "shop.db", end)
     _write_analytics(target / "data" / "analytics", shop)
     shutil.copytree(_DOCS_DIR, target / "data" / "handbook")
     contract_paths = _write_contracts(target / "contracts")
@@ -339,6 +341,33 @@ def _write_sqlite(path: Path, shop: _Shop) -> None:
                 [(*line[:4], float(line[4]), float(line[5])) for line in shop.lines],
             )
             conn.executemany("INSERT INTO reviews VALUES (?, ?, ?, ?, ?, ?, ?, ?)", shop.reviews)
+    finally:
+        conn.close()
+
+
+#: Days before the demo's end when the exchange-rate feed stopped: shop.fx_rates is stale on purpose.
+FX_FEED_STOPPED_DAYS = 45
+_FX_BASE = {"USD": 1.08, "GBP": 0.86, "JPY": 161.0}
+
+
+def _write_fx_rates(path: Path, end: datetime) -> None:
+    """60 days of daily rates that stop :data:`FX_FEED_STOPPED_DAYS` days before ``end`` (deterministic)."""
+    last = (end - timedelta(days=FX_FEED_STOPPED_DAYS)).date()
+    rows = []
+    for back in range(60):
+        day = last - timedelta(days=back)
+        published = datetime.combine(day, datetime.min.time()) + timedelta(hours=16)
+        for currency, base in _FX_BASE.items():
+            rate = round(base * (1 + 0.01 * ((back * 7 + len(currency)) % 5 - 2) / 2), 2)
+            rows.append((day.isoformat(), currency, rate, published.strftime("%Y-%m-%d %H:%M:%S")))
+    conn = sqlite3.connect(path)
+    try:
+        with conn:
+            conn.execute(
+                "CREATE TABLE fx_rates (rate_date DATE NOT NULL, currency TEXT NOT NULL, "
+                "eur_rate NUMERIC(10, 2) NOT NULL, published_at TIMESTAMP NOT NULL, PRIMARY KEY (rate_date, currency))"
+            )
+            conn.executemany("INSERT INTO fx_rates VALUES (?, ?, ?, ?)", rows)
     finally:
         conn.close()
 

@@ -50,7 +50,7 @@ def create_http_app(settings: Settings) -> Starlette:
     @asynccontextmanager
     async def lifespan(a: Starlette) -> AsyncIterator[None]:
         try:
-            async with inner(a):
+            async with inner(a), service.checks_on_schedule():
                 yield
         finally:
             await service.aclose()

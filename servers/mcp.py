@@ -2,8 +2,11 @@
 
 :func:`create_server` opens the service in the server's lifespan, builds the server and registers
 the tools of :mod:`servers.tools` that the configured allow-list names (``search_products``,
-``describe_product``, ``query_product``, ``run_sql``, ``search_documents``, ``get_lineage``; all
-read-only) and the resource template ``product://{name}``. Errors come back as tool errors whose message says what would
+``describe_product``, ``query_product``, ``run_sql``, ``search_documents``, ``get_quality``,
+``get_lineage``; all
+read-only) and the resource template ``product://{name}``. When the lifespan opens the service
+(stdio), it also runs the quality checks on the schedule ``checks.every`` sets (HTTP does the same in
+:mod:`servers.http`). Errors come back as tool errors whose message says what would
 work.
 
 Every tool call and resource read leaves one audit row, refusals before the service included, and a
@@ -59,7 +62,7 @@ def create_server(
         if service is not None:
             yield service
             return
-        async with DataProductsService.open(settings) as owned:
+        async with DataProductsService.open(settings) as owned, owned.checks_on_schedule():
             yield owned
 
     server = AuditedMCPServer(

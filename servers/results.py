@@ -4,15 +4,20 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import AwareDatetime, BaseModel, Field
 
 from catalog.contract import ProductContract
+from catalog.freshness import Freshness
 from catalog.lineage import LineageGraph
 from catalog.policy import GovernedView
+from catalog.quality_log import CheckResult
 from embeddings.retrieval import RetrievedChunk
 
 __all__ = [
+    "CheckInfo",
     "ColumnInfo",
+    "FreshnessInfo",
+    "QualityResult",
     "DocumentHit",
     "DocumentsResult",
     "LineageEdgeInfo",
@@ -23,11 +28,31 @@ __all__ = [
     "ProductSummary",
     "QueryResult",
     "SearchResult",
+    "as_json",
+    "check_info",
     "describe",
+    "freshness_info",
     "document_hit",
     "lineage_result",
+    "owner_text",
     "summarize",
 ]
+
+
+# Freshness blocks and check results travel as plain objects (built from FreshnessInfo / CheckInfo):
+# their keys are named once here, which keeps every read tool's output schema small.
+FRESHNESS_DOC = "per product: product, state (fresh|stale|unknown), as_of, age, sla, reason"
+CHECKS_DOC = "per check: name, kind, status (pass|warn|fail|error), observed, threshold, since"
+
+
+def _listed(description: str) -> Any:
+    """A list field of plain objects, empty by default: existing results only gain a key."""
+    return Field(default_factory=list, description=description)
+
+
+def _text(description: str | None = None) -> Any:
+    """A text field, empty by default."""
+    return Field(default="", description=description)
 
 
 # No class docstrings on these models: pydantic would put them in the output schemas MCP clients read.
@@ -41,6 +66,9 @@ class ProductSummary(BaseModel):
     version: str
     tags: list[str] = Field(default_factory=list)
     deprecated: bool = False
+    owner: str = _text()
+    freshness: str = _text("fresh|stale|unknown")
+    quality: str = _text("checks passing|failing since when, or unchecked")
 
 
 class SearchResult(BaseModel):
@@ -78,6 +106,9 @@ class ProductDescription(BaseModel):
     upstream: list[str] = Field(default_factory=list)
     deprecated: bool = False
     deprecation_note: str | None = None
+    freshness: list[dict[str, Any]] = _listed(FRESHNESS_DOC)
+    quality: list[dict[str, Any]] = _listed(CHECKS_DOC)
+    warnings: list[str] = Field(default_factory=list)
 
 
 class QueryResult(BaseModel):
@@ -88,6 +119,7 @@ class QueryResult(BaseModel):
     next_cursor: str | None = None
     masked_columns: list[str] = Field(default_factory=list)
     warnings: list[str] = Field(default_factory=list)
+    freshness: list[dict[str, Any]] = _listed(FRESHNESS_DOC)
 
 
 class DocumentHit(BaseModel):
@@ -102,6 +134,40 @@ class DocumentHit(BaseModel):
 
 class DocumentsResult(BaseModel):
     hits: list[DocumentHit]
+    warnings: list[str] = Field(default_factory=list)
+    freshness: list[dict[str, Any]] = _listed(FRESHNESS_DOC)
+
+
+class FreshnessInfo(BaseModel):
+    product: str
+    as_of: AwareDatetime | None = Field(default=None, description="latest data time (UTC)")
+    age_s: float | None = None
+    age: str | None = None
+    sla: str | None = Field(default=None, description="promised maximum age")
+    state: Literal["fresh", "stale", "unknown"]
+    reason: str | None = Field(default=None, description="why the state is unknown")
+
+
+class CheckInfo(BaseModel):
+    name: str
+    kind: str
+    severity: str
+    status: Literal["pass", "warn", "fail", "error"]
+    observed: str | None = None
+    threshold: str
+    message: str
+    rows_scanned: int | None = None
+    checked_at: AwareDatetime
+    since: AwareDatetime | None = Field(default=None, description="when this status began")
+
+
+class QualityResult(BaseModel):
+    product: str
+    version: str
+    owner: str
+    freshness: dict[str, Any]
+    checks: list[dict[str, Any]] = _listed(CHECKS_DOC)
+    history: list[dict[str, Any]] = _listed("recent runs, newest first")
 
 
 def summarize(contract: ProductContract, *, max_description: int = 240) -> ProductSummary:
@@ -126,7 +192,7 @@ def document_hit(chunk: RetrievedChunk) -> DocumentHit:
 def describe(view: GovernedView) -> ProductDescription:
     """The product as this principal sees it: masked columns say so, the row filter text stays private."""
     contract = view.contract
-    owner = contract.owner.team + (f" <{contract.owner.email}>" if contract.owner.email else "")
+    owner = owner_text(contract)
     return ProductDescription(
         name=contract.name,
         version=contract.version,
@@ -203,3 +269,31 @@ def lineage_result(graph: LineageGraph) -> LineageResult:
             )
         )
     return LineageResult(nodes=nodes, edges=edges)
+
+
+def owner_text(contract: ProductContract) -> str:
+    """``team <email>``: whom to ask about a product."""
+    return contract.owner.team + (f" <{contract.owner.email}>" if contract.owner.email else "")
+
+
+def freshness_info(freshness: Freshness) -> FreshnessInfo:
+    """A product's freshness as read results carry it."""
+    return FreshnessInfo(
+        product=freshness.product,
+        as_of=freshness.as_of,
+        age_s=None if freshness.age_s is None else round(freshness.age_s, 1),
+        age=freshness.age,
+        sla=freshness.sla,
+        state=freshness.state,
+        reason=freshness.reason,
+    )
+
+
+def check_info(result: CheckResult) -> CheckInfo:
+    """One check result as the catalog shows it."""
+    return CheckInfo(name=result.check_name, **result.model_dump(include=set(CheckInfo.model_fields) - {"name"}))
+
+
+def as_json(model: BaseModel) -> dict[str, Any]:
+    """``model`` as the plain object a result carries (unset fields left out)."""
+    return model.model_dump(mode="json", exclude_none=True)

@@ -14,6 +14,14 @@ Retrieval use cases work the same way over the service's own connectors: ``searc
 source; ``index_products`` (operators) reads sources ungoverned and never indexes masked fields. The
 search store and the local models live in one :class:`~servers.retrieval_backend.RetrievalBackend`,
 opened on first use and closed with the service.
+
+Quality and freshness: every read use case calls :meth:`DataProductsService.read_trust` inside its
+audited call for the products it touches (:mod:`servers.trust`): the result carries one freshness
+block per product and warnings (stale with ``sla.on_stale: warn``, a failing ``error``-severity
+check), and a stale product whose contract says ``on_stale: refuse`` is refused with ``stale_data``.
+These use cases live in :mod:`servers.quality_cases`: ``run_checks`` (operators) runs the contracts'
+checks as the operator over the ungoverned sources and records the results; ``get_quality`` shows
+them to a reader.
 """
 
 from __future__ import annotations
@@ -33,6 +41,7 @@ from catalog.errors import ConfigError, EmbeddingError, InvalidRequestError, Not
 from catalog.lineage import Direction, LineageGraph, build_lineage
 from catalog.policy import GovernedView, can_read, govern
 from catalog.principal import Principal
+from catalog.quality_log import QualityLog
 from catalog.query import Query, RowSet
 from catalog.registry import Registry, unknown_product
 from catalog.sqlguard import connection_of, parse_product_sql
@@ -52,19 +61,22 @@ from embeddings.retrieval import (
 from servers._audit_trail import CallStats, audited_call
 from servers._statements import StatementCache
 from servers._visible import visible_keys
+from servers.quality_cases import QualityUseCases
 from servers.results import (
     DocumentsResult,
     LineageResult,
     ProductDescription,
     QueryResult,
     SearchResult,
+    as_json,
+    check_info,
     describe,
     document_hit,
     lineage_result,
-    summarize,
 )
 from servers.retrieval_backend import RetrievalBackend
 from servers.settings import Settings
+from servers.trust import ReadTrust, TrustKeeper
 
 __all__ = ["DataProductsService"]
 
@@ -76,7 +88,7 @@ INDEX_MAX_BYTES = 256_000_000
 MAX_LINEAGE_DEPTH = 10
 
 
-class DataProductsService:
+class DataProductsService(QualityUseCases):
     """Shared state (registry, audit log, connectors) and the use cases over it.
 
     Build with :meth:`open`; close with :meth:`aclose` (or ``async with``).
@@ -101,6 +113,10 @@ class DataProductsService:
         self._contract_ttl_s = contract_ttl_s
         self._statements = StatementCache()
         self.retrieval = RetrievalBackend(settings)
+        self.quality = QualityLog(registry)
+        self.trust = TrustKeeper(
+            self.quality, lambda contract: self.measure_as_of(contract), cache_s=settings.freshness.cache_s
+        )
 
     @classmethod
     def open(cls, settings: Settings) -> DataProductsService:
@@ -143,9 +159,9 @@ class DataProductsService:
                         contracts[name] = await self.contract(name)
                     except NotFoundError:  # indexed, since removed
                         continue
-            readable = [summarize(contracts[n]) for n in ranked if n in contracts and can_read(contracts[n], principal)]
+            readable = [contracts[n] for n in ranked if n in contracts and can_read(contracts[n], principal)]
             stats.rows = min(len(readable), limit)
-            return SearchResult(products=readable[:limit])
+            return SearchResult(products=[await self._trusted_summary(c) for c in readable[:limit]])
 
         return await audited_call(self.audit, principal, "search_products", {"text": text, "limit": limit}, run)
 
@@ -160,22 +176,35 @@ class DataProductsService:
 
         async def run(stats: CallStats) -> DocumentsResult:
             stats.product = product
-            hits = await self._governed_hits(principal, text, product=product, k=k)
+            trust = ReadTrust()
+            hits = await self._governed_hits(principal, text, product=product, k=k, trust=trust)
             stats.rows = len(hits)
-            return DocumentsResult(hits=[document_hit(h) for h in hits])
+            return trust.apply(DocumentsResult(hits=[document_hit(h) for h in hits]))
 
         return await audited_call(
             self.audit, principal, "search_documents", {"text": text, "product": product, "k": k}, run
         )
 
     async def ask_context(
-        self, principal: Principal, question: str, *, product: str | None = None, k: int = 6
+        self,
+        principal: Principal,
+        question: str,
+        *,
+        product: str | None = None,
+        k: int = 6,
+        trust: ReadTrust | None = None,
     ) -> list[Passage]:
-        """The governed passages a local answer to ``question`` may use (audited as ``ask``)."""
+        """The governed passages a local answer to ``question`` may use (audited as ``ask``).
+
+        ``trust`` (when given) receives the freshness blocks and warnings of the products passages come from.
+
+        Raises:
+            StaleDataError: ``product`` is stale and refuses reads. NotFoundError, AccessDeniedError.
+        """
 
         async def run(stats: CallStats) -> list[Passage]:
             stats.product = product
-            hits = await self._governed_hits(principal, question, product=product, k=k)
+            hits = await self._governed_hits(principal, question, product=product, k=k, trust=trust)
             stats.rows = len(hits)
             return [Passage(h.product, h.key, h.field, h.chunk, h.text) for h in hits]
 
@@ -201,8 +230,10 @@ class DataProductsService:
         Raises:
             EmbeddingError: a model is missing or failed. NotFoundError, AccessDeniedError, ConnectorError.
         """
-        passages = await self.ask_context(principal, question, product=product, k=k)
+        trust = ReadTrust()
+        passages = await self.ask_context(principal, question, product=product, k=k, trust=trust)
         answer = Answer(question, passages, build_messages(question, passages))
+        answer.warnings, answer.freshness = trust.all_warnings, [as_json(f) for f in trust.freshness]
         if context_only or not passages:
             return answer
         model = await self.retrieval.chat_model()
@@ -245,7 +276,7 @@ class DataProductsService:
         return reports
 
     async def _governed_hits(
-        self, principal: Principal, text: str, *, product: str | None, k: int
+        self, principal: Principal, text: str, *, product: str | None, k: int, trust: ReadTrust | None = None
     ) -> list[RetrievedChunk]:
         """The ``k`` best chunks of readable products whose rows and fields the principal may see.
 
@@ -253,12 +284,34 @@ class DataProductsService:
         results survive); hits on a field masked for the principal are dropped (masked fields are not
         indexed anyway); the hits' keys are re-read through the product's governed source
         (:func:`servers._visible.visible_keys`), so a row outside the principal's filter never returns.
+
+        Freshness: a named ``product`` that is stale and refuses reads raises ``StaleDataError``; across
+        products, such products are left out with a warning. ``trust`` receives the blocks and warnings
+        of the products hits come from.
         """
         if product is not None:
             readable = [(await self._view(product, principal)).contract]  # AccessDeniedError with the reason
         else:
             readable = await self.readable_products(principal)
-        views = {c.name: govern(c, principal) for c in readable if c.retrieval is not None}
+        searchable = readable if product is not None else [c for c in readable if c.retrieval is not None]
+        searched = await self.trust.gate(searchable, withhold=product is None)  # StaleDataError: named product
+        views = {
+            c.name: govern(c, principal)
+            for c in searchable
+            if c.retrieval is not None and c.name not in searched.withheld
+        }
+        hits = await self._search_views(views, text, k)
+        if trust is not None:
+            by_name = {c.name: c for c in searchable}
+            touched = [product] if product is not None else list(dict.fromkeys(h.product for h in hits))
+            found = await self.trust.gate([by_name[name] for name in touched])  # cached: no new measurement
+            trust.freshness.extend(found.freshness)
+            trust.warnings.extend(found.warnings)
+            trust.withheld.update(searched.withheld)
+        return hits
+
+    async def _search_views(self, views: dict[str, GovernedView], text: str, k: int) -> list[RetrievedChunk]:
+        """The ``k`` best visible hits over the governed ``views`` (see :meth:`_governed_hits`)."""
         if not views:
             return []
         store, embedder = await self.retrieval.store(), await self.retrieval.embedder()
@@ -311,6 +364,7 @@ class DataProductsService:
         async def run(stats: CallStats) -> QueryResult:
             stats.product = name
             view = await self._view(name, principal)
+            trust = await self.read_trust([view.contract])  # StaleDataError: refused, and audited
             connector = await self.connector(view.contract.source.connection)
             compiled, prepared = self._statements.compiled(
                 view, query, compiler=self.compiler(connector), connector=connector
@@ -319,6 +373,7 @@ class DataProductsService:
             result = _to_result(rowset, [view])
             result.next_cursor = next_cursor(compiled, rowset)
             _deprecation_warning(view, result)
+            trust.apply(result)
             stats.rows, stats.bytes, stats.objects = result.row_count, rowset.bytes, rowset.objects
             return result
 
@@ -338,6 +393,7 @@ class DataProductsService:
             parsed = await anyio.to_thread.run_sync(lambda: parse_product_sql(sql, limits=self.settings.limits))
             stats.product = ",".join(parsed.products)
             views = {name: await self._view(name, principal) for name in parsed.products}
+            trust = await self.read_trust([v.contract for v in views.values()])  # StaleDataError: refused, audited
             connector = await self.connector(connection_of(views))
             compiler = self.compiler(connector)
             statement = await anyio.to_thread.run_sync(lambda: compiler.rewrite(parsed, views))
@@ -345,6 +401,7 @@ class DataProductsService:
             result = _to_result(rowset, list(views.values()))
             for view in views.values():
                 _deprecation_warning(view, result)
+            trust.apply(result)
             stats.rows, stats.bytes, stats.objects = result.row_count, rowset.bytes, rowset.objects
             return result
 
@@ -448,9 +505,12 @@ class DataProductsService:
 
     async def _description(self, name: str, principal: Principal) -> ProductDescription:
         """The described product; its lineage names only products the principal may read."""
-        description = describe(await self._view(name, principal))
+        view = await self._view(name, principal)
+        trust = await self.read_trust([view.contract])  # StaleDataError: refused, and audited
+        description = describe(view)
         description.upstream = await self._readable_names(description.upstream, principal)
-        return description
+        description.quality = [as_json(check_info(r)) for r in await self.trust.latest_checks(view.contract)]
+        return trust.apply(description)
 
     async def _readable_names(self, names: Iterable[str], principal: Principal) -> list[str]:
         readable = []

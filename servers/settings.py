@@ -17,6 +17,8 @@ Example::
     stdio_principal: ana
     limits: {max_rows: 1000, max_bytes: 4000000, timeout_s: 30}
     server: {host: 127.0.0.1, port: 8765, tools: [search_products, describe_product, query_product, run_sql]}
+    checks: {every: 15m}          # serve runs the quality checks this often
+    freshness: {cache_s: 60}      # a product's as_of is measured at most this often
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from catalog.contract import parse_duration
 from catalog.errors import ConfigError
 from catalog.principal import Principal
 from catalog.query import Limits
@@ -39,6 +42,8 @@ from connectors.search_stores import SearchStoreConfig
 
 __all__ = [
     "CONFIG_FILE",
+    "ChecksConfig",
+    "FreshnessConfig",
     "TOOL_NAMES",
     "PrincipalConfig",
     "ModelsConfig",
@@ -56,6 +61,7 @@ ToolName = Literal[
     "run_sql",
     "search_documents",
     "get_lineage",
+    "get_quality",
 ]
 TOOL_NAMES: tuple[str, ...] = get_args(ToolName)
 
@@ -103,6 +109,32 @@ class ModelsConfig(BaseModel):
     threads: int | None = Field(default=None, ge=1, description="llama.cpp threads; default: all cores")
 
 
+class ChecksConfig(BaseModel):
+    """Quality checks on a schedule: ``serve`` runs every product's checks each ``every`` (off when unset)."""
+
+    model_config = ConfigDict(extra="forbid")
+    every: str | None = Field(default=None, description="run the checks this often while serving: 15m, 1h, 1d")
+
+    @field_validator("every")
+    @classmethod
+    def _duration(cls, value: str | None) -> str | None:
+        if value is not None and parse_duration(value).total_seconds() < 1:
+            raise ValueError("checks.every must be at least 1s")
+        return value
+
+    @property
+    def interval_s(self) -> float | None:
+        return None if self.every is None else parse_duration(self.every).total_seconds()
+
+
+class FreshnessConfig(BaseModel):
+    """How often a product's freshness (``max`` of its freshness column) is measured: at most once per
+    ``cache_s`` seconds per server, whatever the number of reads."""
+
+    model_config = ConfigDict(extra="forbid")
+    cache_s: float = Field(default=60.0, ge=0, description="seconds a measured as_of is reused")
+
+
 def _resolve_env_refs(value: Any, where: str = "") -> Any:
     """Replace ``{"$env": "NAME"}`` anywhere in the raw config with the variable's value."""
     if isinstance(value, dict):
@@ -144,6 +176,8 @@ class Settings(BaseSettings):
     server: ServerConfig = Field(default_factory=ServerConfig)
     models: ModelsConfig = Field(default_factory=ModelsConfig)
     search: SearchStoreConfig = Field(default_factory=SearchStoreConfig, description="where chunks are indexed")
+    checks: ChecksConfig = Field(default_factory=ChecksConfig, description="scheduled quality checks")
+    freshness: FreshnessConfig = Field(default_factory=FreshnessConfig, description="freshness measurement")
 
     @field_validator("connections", mode="before")
     @classmethod

@@ -20,7 +20,14 @@ from pydantic import Field
 
 from catalog.query import Aggregate, Filter, OrderBy, Query
 from servers._audited_server import caller, refusing_invalid_arguments
-from servers.results import DocumentsResult, LineageResult, ProductDescription, QueryResult, SearchResult
+from servers.results import (
+    DocumentsResult,
+    LineageResult,
+    ProductDescription,
+    QualityResult,
+    QueryResult,
+    SearchResult,
+)
 from servers.service import DataProductsService
 
 __all__ = ["TOOLS", "product_resource"]
@@ -109,6 +116,15 @@ async def get_lineage(
     return await _service(ctx).get_lineage(caller(ctx), product, direction=direction, depth=depth)
 
 
+async def get_quality(
+    product: Annotated[str, Field(description="product name, e.g. shop.orders")],
+    ctx: Context,
+    history: Annotated[int, Field(ge=1, le=200, description="recent check runs to return")] = 20,
+) -> QualityResult:
+    """A product's latest quality check results (since when), recent runs, freshness and owner."""
+    return await _service(ctx).get_quality(caller(ctx), product, history=history)
+
+
 #: Every tool, in the order a client lists them; each is named after its function.
 TOOLS: tuple[Callable[..., Awaitable[object]], ...] = (
     search_products,
@@ -117,6 +133,7 @@ TOOLS: tuple[Callable[..., Awaitable[object]], ...] = (
     run_sql,
     search_documents,
     get_lineage,
+    get_quality,
 )
 
 

@@ -104,6 +104,8 @@ def ask(
             )
 
     found = run_async(answer)
+    for warning in found.warnings:
+        err_console.print(f"[yellow]warning:[/] {warning}", highlight=False)
     if context_only:
         for message in found.messages:
             console.rule(message["role"])

@@ -18,6 +18,7 @@ from catalog.loader import load_contract_file
 from catalog.registry import Registry
 from embeddings.models import resolve_model
 from servers.cli._common import console, err_console, reporting_errors, state
+from servers.cli.quality_cmds import check_workspace
 from servers.cli.retrieval_cmds import index_workspace, print_reports
 from servers.demo import build_demo_workspace
 from servers.http import serve_http
@@ -77,6 +78,14 @@ def demo(
                 console.print(f"{result.status:>12}  {contract.name} {result.version}", highlight=False)
     finally:
         registry.close()
+    checked = check_workspace(settings)
+    failing = sorted({f"{r.product}: {r.check_name}" for r in checked if r.status != "pass"})
+    console.print(
+        f"\nquality checks: {len(checked) - len(failing)} of {len(checked)} pass"
+        + (f"; not passing: {', '.join(failing)}" if failing else "")
+        + " (`dataproducts quality` shows them)",
+        highlight=False,
+    )
     try:
         resolve_model(settings.models.embedding, settings.models.dir)
     except EmbeddingError as exc:
