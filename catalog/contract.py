@@ -179,6 +179,14 @@ class Relationship(StrictModel):
     on: dict[Identifier, Identifier] = Field(min_length=1, description="own column -> related product's column")
     kind: Literal["many_to_one", "one_to_one"] = "many_to_one"
 
+    @model_validator(mode="before")
+    @classmethod
+    def _yaml_on(cls, data: Any) -> Any:
+        """YAML 1.1 reads an unquoted ``on:`` key as the boolean true: take it as ``on``."""
+        if isinstance(data, dict) and True in data and "on" not in data:
+            data = {("on" if key is True else key): value for key, value in data.items()}
+        return data
+
 
 class QualityCheck(StrictModel):
     check: Literal["not_null", "unique", "accepted_values", "range", "freshness", "row_count"]

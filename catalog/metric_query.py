@@ -27,14 +27,16 @@ from catalog.query import Condition, Op, Scalar
 __all__ = ["DimensionCondition", "GroupBy", "MetricOrder", "MetricsRequest", "TimeRange"]
 
 
+# No class docstrings on the models agents send: pydantic would put them in the tool's input schema.
+
+
 class GroupBy(StrictModel):
-    dimension: str = Field(description="a dimension, e.g. region or shop.customers.country")
-    grain: TimeGrain | None = Field(default=None, description="time dimensions: hour, day, week, month, quarter, year")
+    dimension: str
+    grain: TimeGrain | None = None
 
 
+# ``dimension op value``, with the operators and value shapes of :class:`~catalog.query.Condition`.
 class DimensionCondition(StrictModel):
-    """``dimension op value``, with the operators and value shapes of :class:`~catalog.query.Condition`."""
-
     dimension: str
     op: Op
     value: Scalar | list[Scalar] = None
@@ -49,10 +51,11 @@ class DimensionCondition(StrictModel):
         return Condition(column=column, op=self.op, value=self.value)
 
 
+# Half-open: start <= t < end, ISO dates or timestamps; ``dimension`` defaults to the time dimension grouped by.
 class TimeRange(StrictModel):
-    start: str | None = Field(default=None, description="ISO date or timestamp, inclusive")
-    end: str | None = Field(default=None, description="ISO date or timestamp, exclusive")
-    dimension: str | None = Field(default=None, description="the time dimension it bounds; default: the one grouped by")
+    start: str | None = None
+    end: str | None = None
+    dimension: str | None = None
 
     @model_validator(mode="after")
     def _bounded(self) -> TimeRange:
@@ -62,17 +65,16 @@ class TimeRange(StrictModel):
 
 
 class MetricOrder(StrictModel):
-    name: str = Field(description="a requested metric or group-by dimension")
+    name: str
     direction: Literal["asc", "desc"] = "asc"
 
 
+# One ``query_metrics`` call.
 class MetricsRequest(StrictModel):
-    """One ``query_metrics`` call."""
-
-    metrics: list[str] = Field(min_length=1, description="product.metric, or metric names with product")
-    product: str | None = Field(default=None, description="the product of unqualified metric names")
+    metrics: list[str] = Field(min_length=1)
+    product: str | None = None
     group_by: list[GroupBy] = Field(default_factory=list)
-    where: list[DimensionCondition] = Field(default_factory=list, description="conditions on dimensions, ANDed")
+    where: list[DimensionCondition] = Field(default_factory=list)
     time_range: TimeRange | None = None
     order_by: list[MetricOrder] = Field(default_factory=list)
     limit: int | None = Field(default=None, ge=1)

@@ -325,7 +325,10 @@ class _Branch:
         dim = contract.dimension(short)
         if dim is None:
             known = [n for n, _, _ in available_dimensions(self.fact.contract, self._related())]
-            close = close_matches(name, known, ignore_case=True)
+            by_short = {k.rsplit(".", 1)[-1]: k for k in reversed(known)}
+            close = close_matches(name, known, ignore_case=True) or [
+                by_short[c] for c in close_matches(short, list(by_short), ignore_case=True)
+            ]
             hint = f"; did you mean {close[0]!r}?" if close else ";"
             listing = ", ".join(known) if known else "none"
             raise InvalidRequestError(

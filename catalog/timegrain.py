@@ -51,17 +51,15 @@ def bucket(column: exp.Expr, grain: str, *, dialect: str) -> exp.Expr:
     if grain == "week":  # 'weekday 0' moves to the next Sunday (or stays on one); six days back is its Monday
         return _call("DATE", column, exp.Literal.string("weekday 0"), exp.Literal.string("-6 days"))
     month = exp.Cast(this=_call("STRFTIME", exp.Literal.string("%m"), column.copy()), to=exp.DataType.build("int"))
+    # the quarter's first month: m - (m - 1) % 3
     first = exp.Sub(
-        this=exp.Mul(
-            this=exp.paren(
-                exp.Div(
-                    this=exp.paren(exp.Add(this=month, expression=exp.Literal.number(2))),
-                    expression=exp.Literal.number(3),
-                )
-            ),
-            expression=exp.Literal.number(3),
+        this=month,
+        expression=exp.paren(
+            exp.Mod(
+                this=exp.paren(exp.Sub(this=month.copy(), expression=exp.Literal.number(1))),
+                expression=exp.Literal.number(3),
+            )
         ),
-        expression=exp.Literal.number(2),
     )
     year = _call("STRFTIME", exp.Literal.string("%Y"), column)
     return _call("PRINTF", exp.Literal.string("%s-%02d-01"), year, first)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -14,6 +14,14 @@ __all__ = [
     "ColumnInfo",
     "DocumentHit",
     "DocumentsResult",
+    "ListedDimension",
+    "ListedMetric",
+    "MetricsListing",
+    "MetricsResult",
+    "ProductMetrics",
+    "ResolvedDimensionInfo",
+    "ResolvedMetricInfo",
+    "TimeRangeInfo",
     "MetricInfo",
     "ProductDescription",
     "ProductSummary",
@@ -150,3 +158,61 @@ def describe(view: GovernedView) -> ProductDescription:
         deprecated=contract.deprecated,
         deprecation_note=contract.deprecation_note,
     )
+
+
+# -- the semantic layer: list_metrics and query_metrics ----------------------------------------------
+
+
+class ListedDimension(BaseModel):
+    name: str
+    type: Literal["categorical", "time"]
+    time_grains: list[str] = Field(default_factory=list)
+
+
+class ListedMetric(BaseModel):
+    name: str
+    description: str
+    unit: str | None = None
+    filter: str | None = None
+    derived: bool = False
+
+
+class ProductMetrics(BaseModel):
+    product: str
+    metrics: list[ListedMetric]
+    dimensions: list[ListedDimension] = Field(description="what the metrics group by, own and related")
+
+
+class MetricsListing(BaseModel):
+    products: list[ProductMetrics]
+
+
+class ResolvedMetricInfo(BaseModel):
+    name: str
+    unit: str | None = None
+
+
+class ResolvedDimensionInfo(BaseModel):
+    name: str
+    grain: str | None = None
+
+
+class TimeRangeInfo(BaseModel):
+    dimension: str
+    start: str | None
+    end: str | None
+
+
+class MetricsResult(BaseModel):
+    metrics: list[ResolvedMetricInfo]
+    dimensions: list[ResolvedDimensionInfo]
+    time_range: TimeRangeInfo | None = None
+    columns: list[str]
+    rows: list[list[Any]] = Field(description="time buckets: ISO start of the bucket")
+    row_count: int
+    truncated: bool
+    sql: str | None = None
+    masked_columns: list[str] = Field(default_factory=list)
+    warnings: list[str] = Field(default_factory=list)
+    # Filled per product read by the freshness checks; None until they run.
+    freshness: dict[str, Any] | None = None

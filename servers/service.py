@@ -29,7 +29,9 @@ from catalog.audit import AuditLog
 from catalog.compile import next_cursor
 from catalog.compiler import Compiler
 from catalog.contract import ProductContract
-from catalog.errors import EmbeddingError, NotFoundError
+from catalog.errors import EmbeddingError, InvalidRequestError, NotFoundError
+from catalog.metric_query import MetricsRequest
+from catalog.metrics import explain_sql, fact_products, related_products
 from catalog.policy import GovernedView, can_read, govern
 from catalog.principal import Principal
 from catalog.query import Query, RowSet
@@ -49,10 +51,13 @@ from embeddings.retrieval import (
     index_catalog,
 )
 from servers._audit_trail import CallStats, audited_call
+from servers._semantic import matches, metrics_result, product_metrics
 from servers._statements import StatementCache
 from servers._visible import visible_keys
 from servers.results import (
     DocumentsResult,
+    MetricsListing,
+    MetricsResult,
     ProductDescription,
     QueryResult,
     SearchResult,
@@ -427,6 +432,85 @@ class DataProductsService:
             self._compilers[connector.name] = compiler
         return compiler
 
+    # -- the semantic layer --------------------------------------------------------------------------
+
+    async def list_metrics(
+        self, principal: Principal, *, query: str | None = None, product: str | None = None
+    ) -> MetricsListing:
+        """Metrics of the products the principal may read (or of ``product``), each product with the
+        dimensions its metrics can be grouped by, own and via relationships to readable products.
+
+        Raises:
+            NotFoundError, AccessDeniedError (``product`` given).
+        """
+
+        async def run(stats: CallStats) -> MetricsListing:
+            stats.product = product
+            if product is not None:
+                contracts = [(await self._view(product, principal)).contract]
+            else:
+                contracts = await self.readable_products(principal)
+            listed = []
+            for contract in (c for c in contracts if c.metrics):
+                related = {}
+                for rel in contract.relationships:
+                    if rel.product in await self._readable_names([rel.product], principal):
+                        related[rel.product] = await self.contract(rel.product)
+                found = matches(product_metrics(contract, related), query)
+                if found is not None:
+                    listed.append(found)
+            stats.rows = sum(len(p.metrics) for p in listed)
+            return MetricsListing(products=listed)
+
+        return await audited_call(self.audit, principal, "list_metrics", {"query": query, "product": product}, run)
+
+    async def query_metrics(
+        self, principal: Principal, request: MetricsRequest, *, explain: bool = False
+    ) -> MetricsResult:
+        """Metrics grouped by dimensions, as one governed, bounded statement on the metrics' connection.
+
+        Governed and audited like ``query_product``: every product read (the metrics' and the related
+        products' whose dimensions group them) goes through the principal's governed source.
+
+        Raises:
+            NotFoundError, AccessDeniedError, InvalidRequestError (also: metrics on different
+            connections), ConnectorError.
+        """
+
+        async def run(stats: CallStats) -> MetricsResult:
+            facts = fact_products(request)
+            stats.product = ",".join(facts)
+            views = {name: await self._view(name, principal) for name in facts}
+            for name in related_products(request):  # named by a dimension: must be readable
+                views[name] = await self._view(name, principal)
+            connections = {v.contract.source.connection for v in views.values()}
+            if len(connections) != 1:
+                raise InvalidRequestError(
+                    f"products {sorted(views)} live on different connections ({sorted(connections)}); one call "
+                    "combines metrics and dimensions of one connection only: query them separately"
+                )
+            connection = connections.pop()
+            for contract in [v.contract for v in views.values()]:  # for suggestions: the readable related ones
+                for rel in contract.relationships:
+                    if rel.product not in views and await self._readable_names([rel.product], principal):
+                        related = await self.contract(rel.product)
+                        if related.source.connection == connection:
+                            views[rel.product] = govern(related, principal)
+            connector = await self.connector(connection)
+            compiled = self.compiler(connector).metrics(request, views)
+            rowset = await connector.execute(compiled)
+            result = metrics_result(compiled, rowset, request, views)
+            if explain:
+                result.sql = explain_sql(compiled, connector.dialect)
+            for name in compiled.products:
+                _deprecation_warning(views[name], result)
+            stats.product = ",".join(compiled.products)
+            stats.rows, stats.bytes, stats.objects = result.row_count, rowset.bytes, rowset.objects
+            return result
+
+        args = {**request.model_dump(exclude_defaults=True), "explain": explain}
+        return await audited_call(self.audit, principal, "query_metrics", args, run)
+
 
 def _to_result(rowset: RowSet, views: list[GovernedView]) -> QueryResult:
     masked = sorted({c for v in views for c in v.masked if c in rowset.columns})
@@ -439,7 +523,7 @@ def _to_result(rowset: RowSet, views: list[GovernedView]) -> QueryResult:
     )
 
 
-def _deprecation_warning(view: GovernedView, result: QueryResult) -> None:
+def _deprecation_warning(view: GovernedView, result: QueryResult | MetricsResult) -> None:
     if view.contract.deprecated:
         note = f": {view.contract.deprecation_note}" if view.contract.deprecation_note else ""
         result.warnings.append(f"{view.contract.name} is deprecated{note}")

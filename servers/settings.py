@@ -49,7 +49,15 @@ __all__ = [
 ]
 
 CONFIG_FILE = "dataproducts.yaml"
-ToolName = Literal["search_products", "describe_product", "query_product", "run_sql", "search_documents"]
+ToolName = Literal[
+    "search_products",
+    "describe_product",
+    "query_product",
+    "run_sql",
+    "search_documents",
+    "list_metrics",
+    "query_metrics",
+]
 TOOL_NAMES: tuple[str, ...] = get_args(ToolName)
 
 
