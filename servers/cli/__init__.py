@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from catalog.errors import DataProductsError
-from servers.cli import catalog_cmds, models_cmds, retrieval_cmds, serve_cmds
+from servers.cli import catalog_cmds, metrics_cmds, models_cmds, retrieval_cmds, serve_cmds
 from servers.cli._common import CLIState, print_error
 
 __all__ = ["app", "main"]
@@ -37,6 +37,7 @@ catalog_cmds.register_commands(app)
 serve_cmds.register_commands(app)
 retrieval_cmds.register_commands(app)
 models_cmds.register_commands(app)
+metrics_cmds.register_commands(app)
 
 
 def main() -> None:
