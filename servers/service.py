@@ -52,7 +52,7 @@ from embeddings.retrieval import (
 )
 from servers._audit_trail import CallStats, audited_call
 from servers._semantic import matches, metrics_result, product_metrics
-from servers._statements import StatementCache
+from servers._statements import MetricsStatementCache, StatementCache
 from servers._visible import visible_keys
 from servers.results import (
     DocumentsResult,
@@ -100,6 +100,7 @@ class DataProductsService:
         self._contracts: dict[str, tuple[float, ProductContract]] = {}
         self._contract_ttl_s = contract_ttl_s
         self._statements = StatementCache()
+        self._metric_statements = MetricsStatementCache()
         self.retrieval = RetrievalBackend(settings)
 
     @classmethod
@@ -497,8 +498,10 @@ class DataProductsService:
                         if related.source.connection == connection:
                             views[rel.product] = govern(related, principal)
             connector = await self.connector(connection)
-            compiled = self.compiler(connector).metrics(request, views)
-            rowset = await connector.execute(compiled)
+            compiled, prepared = self._metric_statements.compiled(
+                request, views, compiler=self.compiler(connector), connector=connector
+            )
+            rowset = await connector.execute(prepared)
             result = metrics_result(compiled, rowset, request, views)
             if explain:
                 result.sql = explain_sql(compiled, connector.dialect)
