@@ -19,8 +19,10 @@ import pytest
 from mcp import Client
 
 from catalog.audit import AuditLog
+from catalog.metric_query import MetricsRequest
 from catalog.registry import Registry
 from servers.demo import DemoWorkspace
+from servers.service import DataProductsService
 from servers.settings import Settings
 from tests.servers.conftest import client_for
 
@@ -326,3 +328,17 @@ async def test_a_related_product_the_principal_may_not_read_is_denied_with_the_r
         assert message.startswith("access_denied") and "shop.customers" in message
         listing = await call(client, "list_metrics", product="shop.orders")
         assert all(not d["name"].startswith("shop.customers.") for d in listing["products"][0]["dimensions"])
+
+
+async def test_a_repeated_request_is_served_from_cache_but_never_across_different_governance(
+    settings: Settings,
+) -> None:
+    request = MetricsRequest.model_validate(
+        {"metrics": ["shop.orders.order_count"], "group_by": [{"dimension": "region"}]}
+    )
+    async with DataProductsService.open(settings) as service:
+        first = await service.query_metrics(settings.principal("ana"), request)
+        again = await service.query_metrics(settings.principal("ana"), request)
+        everyone = await service.query_metrics(settings.principal("sam"), request)
+    assert first.rows == again.rows and [r[0] for r in first.rows] == ["EU"]
+    assert {r[0] for r in everyone.rows} == {"EU", "US", "APAC"}
