@@ -8,10 +8,12 @@ governed sources' bodies; bad requests get errors that say what would work.
 
 from __future__ import annotations
 
+import json
 import math
 import sqlite3
 from collections import defaultdict
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import duckdb
@@ -342,3 +344,12 @@ async def test_a_repeated_request_is_served_from_cache_but_never_across_differen
         everyone = await service.query_metrics(settings.principal("sam"), request)
     assert first.rows == again.rows and [r[0] for r in first.rows] == ["EU"]
     assert {r[0] for r in everyone.rows} == {"EU", "US", "APAC"}
+
+
+async def test_the_readme_example_request_runs_as_written(ana: Client) -> None:
+    readme = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Semantic layer", 1)[1]
+    example = json.loads(section.split("```json", 1)[1].split("```", 1)[0])
+    result = await call(ana, "query_metrics", **example)
+    assert result["columns"] == ["order_time", "shop.customers.country", *example["metrics"]]
+    assert result["dimensions"][0] == {"name": "order_time", "grain": "month"}
