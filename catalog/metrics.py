@@ -341,6 +341,8 @@ class _Branch:
         column = contract.column(dim.column)
         if column is None or column.type not in TIME_COLUMN_TYPES:
             raise InvalidRequestError(f"time dimension {name!r} of {product} is not on a date or timestamp column")
+        if dim.column in self.views[product].masked:
+            raise InvalidRequestError(f"time dimension {name!r} is masked for you: its values cannot be bucketed")
         chosen = grain or dim.time_grains[0]
         if chosen not in dim.time_grains:
             raise InvalidRequestError(

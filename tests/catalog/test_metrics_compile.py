@@ -107,3 +107,12 @@ def test_divisions_guard_against_zero_and_filters_sit_inside_the_aggregate() -> 
     sql = compiled({"metrics": ["shop.orders.delivery_rate"]}, contract("shop.orders")).statement.sql("postgres")
     assert "NULLIF(CAST((COUNT(*)) AS DOUBLE PRECISION), 0)" in sql
     assert 'COUNT(CASE WHEN "p0"."status" = \'delivered\' THEN 1 END)' in sql
+
+
+def test_a_time_dimension_on_a_column_masked_for_the_caller_cannot_be_bucketed() -> None:
+    customers = contract(
+        "shop.customers",
+        policy={"access": ["role:analyst"], "masking": [{"columns": ["signup_date"], "method": "redact"}]},
+    )
+    with pytest.raises(InvalidRequestError, match="masked for you"):
+        compiled({"metrics": ["shop.customers.customer_count"], "group_by": [{"dimension": "signup"}]}, customers)
