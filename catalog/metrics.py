@@ -384,7 +384,12 @@ class _Branch:
         for g in request.group_by:
             resolved = self.dimension(g.dimension, g.grain)
             column = self._column(resolved)
-            dims.append(bucket(column, resolved.grain, dialect=self.dialect) if resolved.grain else column)
+            if resolved.grain:
+                declared = self.views[resolved.product].contract.column(resolved.dimension.column)
+                dated = declared is not None and declared.type == "date"
+                dims.append(bucket(column, resolved.grain, dialect=self.dialect, date=dated))
+            else:
+                dims.append(column)
         conditions = []
         for cond in request.where:
             resolved = self.dimension(cond.dimension)

@@ -49,7 +49,8 @@ class Store:
         found: dict[str, list[tuple[str | None, str | None]]] = {}
         for grain in GRAINS:
             ts = bucket(exp.column("ts"), grain, dialect=self.dialect).sql(dialect=self.dialect)
-            day = "NULL" if grain == "hour" else bucket(exp.column("d"), grain, dialect=self.dialect).sql(self.dialect)
+            dated = bucket(exp.column("d"), grain, dialect=self.dialect, date=True)
+            day = "NULL" if grain == "hour" else dated.sql(dialect=self.dialect)
             rows = self.run(f"SELECT {ts}, {day} FROM t ORDER BY ts")
             found[grain] = [(bucket_text(a, grain), bucket_text(b, grain)) for a, b in rows]
         return found
