@@ -7,7 +7,9 @@ year over a half-open time range: MCP client -> tool -> service -> registry cont
 governed SELECT compiled for the store -> connector -> audit row. The raw path runs the equivalent
 SQL, written by hand, on the store's own driver and one open connection. Both must return the same
 groups. Printed per store: the median of ``--repeat`` interleaved runs after warm-up, the ratio and
-the target (at most 1.10x).
+the target (at most 1.10x). A ``service ms`` column times the same call on the service layer directly
+(the MCP server's own service instance), separating what governance, compiling and the audit row
+cost from what the MCP layer costs.
 
     python bench/metrics_overhead.py                       # DuckDB, sf 0.1
     python bench/metrics_overhead.py --sf 1 --postgresql   # also PostgreSQL in a throwaway cluster
@@ -38,10 +40,13 @@ from rich.table import Table  # noqa: E402
 from bench._tpch import generate_lineitem, lineitem_contract  # noqa: E402
 from bench.query_overhead import RawStore, prepared_stores  # noqa: E402
 from catalog.contract import ProductContract  # noqa: E402
+from catalog.metric_query import MetricsRequest  # noqa: E402
+from catalog.principal import Principal  # noqa: E402
 from catalog.query import Limits  # noqa: E402
 from catalog.registry import Registry  # noqa: E402
 from catalog.timegrain import bucket_text  # noqa: E402
 from servers.mcp import create_server  # noqa: E402
+from servers.service import DataProductsService  # noqa: E402
 from servers.settings import PrincipalConfig, Settings  # noqa: E402
 
 MAX_RATIO = 1.10
@@ -95,6 +100,7 @@ class Measurement:
     store: str
     groups: int
     raw_ms: float
+    service_ms: float
     mcp_ms: float
 
     @property
@@ -102,10 +108,22 @@ class Measurement:
         return self.mcp_ms / self.raw_ms
 
 
-async def measure(store: str, raw: RawStore, client: Client, *, repeat: int, warmup: int) -> Measurement:
-    """Median wall times of the raw and the MCP runs, interleaved; both must give the same groups."""
-    times: dict[str, list[float]] = {"raw": [], "mcp": []}
+@dataclass
+class Paths:
+    """The three ways the request runs: the bare driver, the service layer, the agent's tool call."""
+
+    raw: RawStore
+    service: DataProductsService
+    principal: Principal
+    client: Client
+
+
+async def measure(store: str, paths: Paths, *, repeat: int, warmup: int) -> Measurement:
+    """Median wall times of the raw, service and MCP runs, interleaved; all must give the same groups."""
+    times: dict[str, list[float]] = {"raw": [], "service": [], "mcp": []}
     product = f"tpch.lineitem_{store}"
+    request = MetricsRequest.model_validate(arguments(product))
+    raw, client = paths.raw, paths.client
     rows: list[tuple[Any, ...]] = []
     for _ in range(warmup + repeat):
         started = time.perf_counter()
@@ -114,15 +132,18 @@ async def measure(store: str, raw: RawStore, client: Client, *, repeat: int, war
         started = time.perf_counter()
         result = await client.call_tool("query_metrics", arguments(product))
         times["mcp"].append(time.perf_counter() - started)
+        started = time.perf_counter()
+        direct = await paths.service.query_metrics(paths.principal, request)
+        times["service"].append(time.perf_counter() - started)
         if result.is_error or result.structured_content is None:
             text = " ".join(getattr(c, "text", "") for c in result.content)
             raise RuntimeError(f"{store}: query_metrics failed: {text}")
         got = [(r[0], r[1], r[2], r[5]) for r in result.structured_content["rows"]]
         want = [(r[0], r[1], bucket_text(r[2], "year"), r[5]) for r in rows]
-        if got != want:
+        if got != want or [(r[0], r[1], r[2], r[5]) for r in direct.rows] != want:
             raise RuntimeError(f"{store}: query_metrics groups differ from the raw SQL's: {got[:3]} != {want[:3]}")
     median = {path: statistics.median(ts[warmup:]) * 1000 for path, ts in times.items()}
-    return Measurement(store, len(rows), median["raw"], median["mcp"])
+    return Measurement(store, len(rows), median["raw"], median["service"], median["mcp"])
 
 
 async def run_bench(args: argparse.Namespace, workdir: Path) -> list[Measurement]:
@@ -143,20 +164,28 @@ async def run_bench(args: argparse.Namespace, workdir: Path) -> list[Measurement
         with Registry.from_url(settings.resolved_registry_url()) as registry:
             for store in configs:
                 registry.register(metrics_contract(f"tpch.lineitem_{store}", store), actor="bench")
-        server = create_server(settings, principal=settings.principal("bench"))
-        async with Client(server) as client:
-            return [
-                await measure(store, raws[store], client, repeat=args.repeat, warmup=args.warmup) for store in configs
-            ]
+        principal = settings.principal("bench")
+        async with DataProductsService.open(settings) as service:
+            server = create_server(settings, principal=principal, service=service)
+            async with Client(server) as client:
+                return [
+                    await measure(
+                        store, Paths(raws[store], service, principal, client), repeat=args.repeat, warmup=args.warmup
+                    )
+                    for store in configs
+                ]
 
 
 def report(results: list[Measurement], args: argparse.Namespace) -> bool:
     """Print the table; True when every target is met."""
     table = Table(
         title=f"query_metrics overhead: TPC-H lineitem sf={args.sf:g}, median of {args.repeat} runs",
-        caption="5 metrics (one filtered, one derived) by return flag, line status and ship year over a time range",
+        caption=(
+            "5 metrics (one filtered, one derived) by return flag, line status and ship year over a time range; "
+            "ratio: MCP vs raw SQL; service ms: the same call on the service layer, without MCP"
+        ),
     )
-    for column in ("store", "groups", "raw SQL ms", "MCP ms", "ratio", "target", ""):
+    for column in ("store", "groups", "raw SQL ms", "service ms", "MCP ms", "ratio", "added ms", "target", ""):
         table.add_column(column, justify="left" if column in ("store", "target") else "right")
     all_met = True
     for m in results:
@@ -166,8 +195,10 @@ def report(results: list[Measurement], args: argparse.Namespace) -> bool:
             m.store,
             str(m.groups),
             f"{m.raw_ms:.2f}",
+            f"{m.service_ms:.2f}",
             f"{m.mcp_ms:.2f}",
             f"{m.ratio:.2f}x",
+            f"{m.mcp_ms - m.raw_ms:+.2f}",
             f"≤ {MAX_RATIO:.2f}x",
             "[green]met[/]" if met else "[red]missed[/]",
         )
