@@ -334,3 +334,65 @@ def test_every_demo_order_metric_equals_python_over_the_rows_the_principal_may_s
         assert all(
             MD5.match(v) for row in rows for v in row[:width] if isinstance(v, str) and "@" not in v and len(v) == 32
         )
+
+
+CUSTOMER_METRICS = ("customer_count", "opted_in_customers", "opt_in_rate")
+signups = st.dates(min_value=dt.date(2023, 12, 25), max_value=dt.date(2025, 1, 5))
+
+
+@st.composite
+def customer_requests(draw: st.DrawFn) -> dict[str, Any]:
+    metrics = draw(st.lists(st.sampled_from(CUSTOMER_METRICS), min_size=1, max_size=3, unique=True))
+    names = draw(st.lists(st.sampled_from(["country", "marketing_opt_in", "signup"]), max_size=2, unique=True))
+    group_by = [
+        {"dimension": n, "grain": draw(st.sampled_from(["week", "month", "quarter", "year"]))}
+        if n == "signup"
+        else {"dimension": n}
+        for n in names
+    ]
+    request: dict[str, Any] = {"metrics": metrics, "product": "shop.customers", "group_by": group_by}
+    start, end = draw(st.one_of(st.none(), days)), draw(st.one_of(st.none(), days))
+    if start or end:
+        request["time_range"] = {"start": start, "end": end, "dimension": "signup"}
+    return request
+
+
+@PROPERTIES
+@given(
+    people=st.lists(st.tuples(st.sampled_from(["DE", "US", None]), signups, st.booleans()), min_size=1, max_size=30),
+    request=customer_requests(),
+)
+def test_every_demo_customer_metric_equals_python_over_random_customers(
+    stores: Stores, people: list[tuple[Any, ...]], request: dict[str, Any]
+) -> None:
+    customers = [
+        (i, f"Name {i}", f"p{i}@x.org", None, country, "City", signup, opted)
+        for i, (country, signup, opted) in enumerate(people, start=1)
+    ]
+    parsed = MetricsRequest.model_validate(request)
+    _, rows = run(stores, parsed, ALL, [], customers)
+    if parsed.time_range is not None:
+        start, end = parsed.time_range.start, parsed.time_range.end
+        customers = [c for c in customers if start is None or c[6] >= dt.date.fromisoformat(start)]
+        customers = [c for c in customers if end is None or c[6] < dt.date.fromisoformat(end)]
+
+    def key(customer: tuple[Any, ...]) -> tuple[Any, ...]:
+        values = {"country": customer[4], "marketing_opt_in": int(customer[7])}
+        return tuple(bucket_of(customer[6], g.grain) if g.grain else values[g.dimension] for g in parsed.group_by)
+
+    groups: dict[tuple[Any, ...], list[tuple[Any, ...]]] = defaultdict(list)
+    for customer in customers:
+        groups[key(customer)].append(customer)
+    if not parsed.group_by:
+        groups.setdefault((), [])
+    width = len(parsed.group_by)
+    got = {tuple(int(v) if isinstance(v, bool) else v for v in row[:width]): row[width:] for row in rows}
+    assert set(got) == set(groups), rows
+    for group, members in groups.items():
+        opted = sum(bool(c[7]) for c in members)
+        values = {
+            "customer_count": len(members),
+            "opted_in_customers": opted,
+            "opt_in_rate": opted / len(members) if members else None,
+        }
+        assert all(same(a, values[m]) for a, m in zip(got[group], parsed.metrics, strict=True)), (group, got[group])
