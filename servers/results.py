@@ -64,6 +64,7 @@ class MetricInfo(BaseModel):
     expr: str
     description: str
     unit: str | None = None
+    filter: str | None = None
 
 
 class ProductDescription(BaseModel):
@@ -150,7 +151,8 @@ def describe(view: GovernedView) -> ProductDescription:
             for c in contract.columns
         ],
         metrics=[
-            MetricInfo(name=m.name, expr=m.expr, description=m.description, unit=m.unit) for m in contract.metrics
+            MetricInfo(name=m.name, expr=m.expr, description=m.description, unit=m.unit, filter=m.filter)
+            for m in contract.metrics
         ],
         rows_filtered_for_you=bool(view.row_filters),
         freshness_sla=contract.sla.freshness,

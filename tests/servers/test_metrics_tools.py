@@ -353,3 +353,10 @@ async def test_the_readme_example_request_runs_as_written(ana: Client) -> None:
     result = await call(ana, "query_metrics", **example)
     assert result["columns"] == ["order_time", "shop.customers.country", *example["metrics"]]
     assert result["dimensions"][0] == {"name": "order_time", "grain": "month"}
+
+
+async def test_describe_product_shows_a_metrics_filter_beside_its_expression(ana: Client) -> None:
+    described = await call(ana, "describe_product", product="shop.orders")
+    metrics = {m["name"]: m for m in described["metrics"]}
+    assert metrics["delivered_orders"]["expr"] == "count(*)"
+    assert metrics["delivered_orders"]["filter"] == "status = 'delivered'"
