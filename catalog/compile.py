@@ -55,6 +55,7 @@ __all__ = [
     "GovernedStatement",
     "OrderKey",
     "compile_query",
+    "condition_on",
     "governed_source",
     "next_cursor",
     "source_alias",
@@ -442,3 +443,13 @@ class _Builder:
             raise InvalidRequestError(f"{agg.fn} does not apply to {name!r} ({kind}); use count or count_distinct")
         functions: dict[str, type[exp.Func]] = {"sum": exp.Sum, "avg": exp.Avg, "min": exp.Min, "max": exp.Max}
         return functions[agg.fn](this=col)
+
+
+def condition_on(view: GovernedView, condition: Condition, alias: str) -> exp.Expr:
+    """One caller condition on a column of ``view`` read through ``alias``, checked and typed as in
+    :func:`compile_query` (masked columns compare masked values). :mod:`catalog.metrics` filters with it.
+
+    Raises:
+        InvalidRequestError: unknown column, or a value that does not fit the column's visible type.
+    """
+    return _Builder(view).condition(condition, alias)

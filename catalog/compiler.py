@@ -2,13 +2,14 @@
 
 A :class:`Compiler` holds what every statement for one connection needs — the store's sqlglot
 dialect, the salt of hash masks and the limits of a call — so that no caller passes them around.
-Both of its products are :class:`~catalog.compile.GovernedStatement`\\ s that carry their own limits
+Its products are all :class:`~catalog.compile.GovernedStatement`\\ s that carry their own limits
 (``max_rows`` rows for the caller, one more fetched to tell whether more exist), so every caller runs
 one the same way::
 
     compiler = Compiler(connector.dialect, hash_salt=salt, limits=settings.limits)
     rowset = await connector.execute(compiler.compile(view, query))        # query_product
     rowset = await connector.execute(compiler.rewrite(parsed, views))      # run_sql
+    rowset = await connector.execute(compiler.metrics(request, views))     # query_metrics
 
 :func:`~catalog.compile.compile_query` and :func:`~catalog.sqlguard.rewrite_sql` stay the pure
 functions underneath.
@@ -21,6 +22,8 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from catalog.compile import CompiledQuery, GovernedStatement, compile_query
+from catalog.metric_query import MetricsRequest
+from catalog.metrics import CompiledMetrics, compile_metrics
 from catalog.policy import GovernedView
 from catalog.query import Limits, Query
 from catalog.sqlguard import ParsedSQL, rewrite_sql
@@ -56,3 +59,11 @@ class Compiler:
         """
         statement = rewrite_sql(parsed, views, dialect=self.dialect, hash_salt=self.hash_salt, limits=self.limits)
         return GovernedStatement(statement, self.limits)
+
+    def metrics(self, request: MetricsRequest, views: Mapping[str, GovernedView]) -> CompiledMetrics:
+        """``request`` as one governed SELECT over the products of ``views`` (see :mod:`catalog.metrics`).
+
+        Raises:
+            InvalidRequestError: as :func:`~catalog.metrics.compile_metrics`.
+        """
+        return compile_metrics(request, views, limits=self.limits, dialect=self.dialect, hash_salt=self.hash_salt)

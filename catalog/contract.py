@@ -16,6 +16,7 @@ from pydantic import AfterValidator, Field, ValidationInfo, field_validator, mod
 from sqlglot import exp
 from sqlglot.errors import ParseError
 
+from catalog._metric_rules import metric_problems, relationship_problems
 from catalog._model import StrictModel
 
 __all__ = [
@@ -34,10 +35,12 @@ __all__ = [
     "Policy",
     "ProductContract",
     "QualityCheck",
+    "Relationship",
     "Retrieval",
     "RowFilter",
     "SLA",
     "Source",
+    "TimeGrain",
     "parse_duration",
 ]
 
@@ -127,18 +130,64 @@ class Column(StrictModel):
     nullable: bool = True
 
 
+TimeGrain = Literal["hour", "day", "week", "month", "quarter", "year"]
+
+
 class Metric(StrictModel):
+    """An aggregate over the product's columns (``sum(amount)``), or a derived metric over its other metrics
+    by name (``revenue / order_count``); ``filter`` narrows an aggregate to the rows it holds for."""
+
     name: Identifier
     expr: str = Field(min_length=1, description="aggregate SQL expression over the product's columns")
     description: str = Field(min_length=1)
     unit: str | None = None
+    filter: str | None = Field(
+        default=None, min_length=1, description="SQL condition over the product's columns, e.g. status = 'delivered'"
+    )
 
 
 class Dimension(StrictModel):
+    """A column metrics can be grouped by: ``categorical``, or ``time`` with the grains it may be bucketed to.
+
+    ``type`` may be left out: a dimension with ``time_grains`` is a time dimension.
+    """
+
     name: Identifier
     column: Identifier
-    time_grains: list[Literal["hour", "day", "week", "month", "quarter", "year"]] = Field(default_factory=list)
+    type: Literal["categorical", "time"] | None = None
+    time_grains: list[TimeGrain] = Field(default_factory=list)
     description: str | None = None
+
+    @property
+    def kind(self) -> Literal["categorical", "time"]:
+        """The dimension's type as declared, else as its ``time_grains`` imply."""
+        return self.type or ("time" if self.time_grains else "categorical")
+
+    @model_validator(mode="after")
+    def _grains_fit_type(self) -> Dimension:
+        if self.type == "time" and not self.time_grains:
+            raise ValueError("a time dimension needs time_grains, e.g. [day, week, month]")
+        if self.type == "categorical" and self.time_grains:
+            raise ValueError("a categorical dimension has no time_grains; declare type: time")
+        return self
+
+
+class Relationship(StrictModel):
+    """Rows of this product point at one row of ``product`` (on the same connection) through ``on``:
+    this product's column -> the related product's column. Metrics of this product can then be grouped
+    by the related product's dimensions."""
+
+    product: str = Field(pattern=PRODUCT_NAME, description="the related product, e.g. shop.customers")
+    on: dict[Identifier, Identifier] = Field(min_length=1, description="own column -> related product's column")
+    kind: Literal["many_to_one", "one_to_one"] = "many_to_one"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _yaml_on(cls, data: Any) -> Any:
+        """YAML 1.1 reads an unquoted ``on:`` key as the boolean true: take it as ``on``."""
+        if isinstance(data, dict) and True in data and "on" not in data:
+            data = {("on" if key is True else key): value for key, value in data.items()}
+        return data
 
 
 CheckKind = Literal["not_null", "unique", "accepted_values", "range", "freshness", "row_count", "sql"]
@@ -300,6 +349,7 @@ class ProductContract(StrictModel):
     columns: list[Column] = Field(min_length=1)
     metrics: list[Metric] = Field(default_factory=list)
     dimensions: list[Dimension] = Field(default_factory=list)
+    relationships: list[Relationship] = Field(default_factory=list)
     quality: list[QualityCheck] = Field(default_factory=list)
     policy: Policy = Field(default_factory=Policy)
     retrieval: Retrieval | None = None
@@ -318,6 +368,12 @@ class ProductContract(StrictModel):
 
     def column(self, name: str) -> Column | None:
         return next((c for c in self.columns if c.name == name), None)
+
+    def metric(self, name: str) -> Metric | None:
+        return next((m for m in self.metrics if m.name == name), None)
+
+    def dimension(self, name: str) -> Dimension | None:
+        return next((d for d in self.dimensions if d.name == name), None)
 
     @model_validator(mode="after")
     def _references(self, info: ValidationInfo) -> ProductContract:
@@ -374,16 +430,6 @@ class ProductContract(StrictModel):
         for i, rf in enumerate(self.policy.row_filters):
             refs = [c.name for c in sqlglot.parse_one(rf.where).find_all(exp.Column)]
             check(f"policy.row_filters[{i}].where", refs)
-        for i, metric in enumerate(self.metrics):
-            try:
-                parsed = sqlglot.parse_one(metric.expr)
-            except ParseError as exc:
-                problems.append((f"metrics[{i}].expr", f"not a valid SQL expression: {exc}"))
-                continue
-            check(f"metrics[{i}].expr", [c.name for c in parsed.find_all(exp.Column)])
-            if not parsed.find(exp.AggFunc):
-                problems.append((f"metrics[{i}].expr", "must aggregate, e.g. sum(amount) or count(*)"))
-        metric_names = [m.name for m in self.metrics]
-        if len(set(metric_names)) != len(metric_names):
-            problems.append(("metrics", "duplicate metric names"))
+        problems += metric_problems(self)
+        problems += relationship_problems(self)
         return problems

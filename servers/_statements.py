@@ -12,15 +12,18 @@ form, so a cached read still runs behind the store's wall.
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Mapping
 from threading import Lock
 
 from catalog.compile import CompiledQuery
 from catalog.compiler import Compiler
+from catalog.metric_query import MetricsRequest
+from catalog.metrics import CompiledMetrics
 from catalog.policy import GovernedView
 from catalog.query import Query
 from connectors.base import Connector, Prepared
 
-__all__ = ["StatementCache"]
+__all__ = ["MetricsStatementCache", "StatementCache"]
 
 
 class StatementCache:
@@ -58,6 +61,51 @@ class StatementCache:
                 self._entries.move_to_end(key)
                 return hit
         compiled = compiler.compile(view, query)
+        entry = (compiled, connector.prepare(compiled))
+        with self._lock:
+            self._entries[key] = entry
+            while len(self._entries) > self.size:
+                self._entries.popitem(last=False)
+        return entry
+
+
+class MetricsStatementCache:
+    """LRU of ``(CompiledMetrics, Prepared)`` for repeated ``query_metrics`` calls; thread-safe.
+
+    Keyed like :class:`StatementCache`: the connection, and for every product involved its contract
+    version and the governed view's decisions (masks, row filters), never the principal's name.
+    """
+
+    def __init__(self, size: int = 256) -> None:
+        self.size = size
+        self._entries: OrderedDict[tuple[object, ...], tuple[CompiledMetrics, Prepared]] = OrderedDict()
+        self._lock = Lock()
+
+    def compiled(
+        self, request: MetricsRequest, views: Mapping[str, GovernedView], *, compiler: Compiler, connector: Connector
+    ) -> tuple[CompiledMetrics, Prepared]:
+        """The compiled request and its prepared form on ``connector``, from the cache when seen before.
+
+        Raises:
+            InvalidRequestError: as :meth:`catalog.compiler.Compiler.metrics`.
+            QueryExecutionError: as :meth:`connectors.base.Connector.prepare`.
+        """
+        key = (
+            connector.name,
+            compiler.dialect,
+            tuple(
+                (name, v.contract.version, tuple(sorted(v.masked.items())), tuple(v.row_filters))
+                for name, v in sorted(views.items())
+            ),
+            request.model_dump_json(),
+            compiler.limits,
+        )
+        with self._lock:
+            hit = self._entries.get(key)
+            if hit is not None:
+                self._entries.move_to_end(key)
+                return hit
+        compiled = compiler.metrics(request, views)
         entry = (compiled, connector.prepare(compiled))
         with self._lock:
             self._entries[key] = entry

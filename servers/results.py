@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from catalog.contract import ProductContract
 from catalog.freshness import Freshness
@@ -23,6 +23,14 @@ __all__ = [
     "LineageEdgeInfo",
     "LineageNodeInfo",
     "LineageResult",
+    "ListedDimension",
+    "ListedMetric",
+    "MetricsListing",
+    "MetricsResult",
+    "ProductMetrics",
+    "ResolvedDimensionInfo",
+    "ResolvedMetricInfo",
+    "TimeRangeInfo",
     "MetricInfo",
     "ProductDescription",
     "ProductSummary",
@@ -58,8 +66,21 @@ def _text(description: str | None = None) -> Any:
 # No class docstrings on these models: pydantic would put them in the output schemas MCP clients read.
 
 
+def _untitled(schema: dict[str, Any]) -> None:
+    """Drop the titles pydantic derives from field names (``"title": "Row Count"``): they repeat the
+    names in every tool's output schema, which agents read in every tool listing."""
+    schema.pop("title", None)
+    for prop in schema.get("properties", {}).values():
+        prop.pop("title", None)
+
+
+class ResultModel(BaseModel):
+    # the base of every tool result: output schemas without derived titles
+    model_config = ConfigDict(json_schema_extra=_untitled)
+
+
 # A product as search_products lists it; the registry's own listing is catalog.registry.RegistryEntry.
-class ProductSummary(BaseModel):
+class ProductSummary(ResultModel):
     name: str
     title: str
     description: str
@@ -71,11 +92,11 @@ class ProductSummary(BaseModel):
     quality: str = _text("checks passing|failing since when, or unchecked")
 
 
-class SearchResult(BaseModel):
+class SearchResult(ResultModel):
     products: list[ProductSummary]
 
 
-class ColumnInfo(BaseModel):
+class ColumnInfo(ResultModel):
     name: str
     type: str
     description: str
@@ -84,14 +105,15 @@ class ColumnInfo(BaseModel):
     masked: str | None = Field(default=None, description="mask method applied for you; filters see masked values")
 
 
-class MetricInfo(BaseModel):
+class MetricInfo(ResultModel):
     name: str
     expr: str
     description: str
     unit: str | None = None
+    filter: str | None = None
 
 
-class ProductDescription(BaseModel):
+class ProductDescription(ResultModel):
     name: str
     version: str
     title: str
@@ -111,7 +133,7 @@ class ProductDescription(BaseModel):
     warnings: list[str] = Field(default_factory=list)
 
 
-class QueryResult(BaseModel):
+class QueryResult(ResultModel):
     columns: list[str]
     rows: list[list[Any]]
     row_count: int
@@ -122,7 +144,7 @@ class QueryResult(BaseModel):
     freshness: list[dict[str, Any]] = _listed(FRESHNESS_DOC)
 
 
-class DocumentHit(BaseModel):
+class DocumentHit(ResultModel):
     product: str
     key: dict[str, Any] = Field(description="primary key of the row the text comes from")
     field: str
@@ -132,13 +154,13 @@ class DocumentHit(BaseModel):
     citation: str = Field(description="product[key].field#chunk")
 
 
-class DocumentsResult(BaseModel):
+class DocumentsResult(ResultModel):
     hits: list[DocumentHit]
     warnings: list[str] = Field(default_factory=list)
     freshness: list[dict[str, Any]] = _listed(FRESHNESS_DOC)
 
 
-class FreshnessInfo(BaseModel):
+class FreshnessInfo(ResultModel):
     product: str
     as_of: AwareDatetime | None = Field(default=None, description="latest data time (UTC)")
     age_s: float | None = None
@@ -148,7 +170,7 @@ class FreshnessInfo(BaseModel):
     reason: str | None = Field(default=None, description="why the state is unknown")
 
 
-class CheckInfo(BaseModel):
+class CheckInfo(ResultModel):
     name: str
     kind: str
     severity: str
@@ -161,7 +183,7 @@ class CheckInfo(BaseModel):
     since: AwareDatetime | None = Field(default=None, description="when this status began")
 
 
-class QualityResult(BaseModel):
+class QualityResult(ResultModel):
     product: str
     version: str
     owner: str
@@ -213,7 +235,8 @@ def describe(view: GovernedView) -> ProductDescription:
             for c in contract.columns
         ],
         metrics=[
-            MetricInfo(name=m.name, expr=m.expr, description=m.description, unit=m.unit) for m in contract.metrics
+            MetricInfo(name=m.name, expr=m.expr, description=m.description, unit=m.unit, filter=m.filter)
+            for m in contract.metrics
         ],
         rows_filtered_for_you=bool(view.row_filters),
         freshness_sla=contract.sla.freshness,
@@ -223,14 +246,14 @@ def describe(view: GovernedView) -> ProductDescription:
     )
 
 
-class LineageNodeInfo(BaseModel):
+class LineageNodeInfo(ResultModel):
     id: str = Field(description="product name, or connection:table")
     kind: Literal["product", "table"]
     pii: dict[str, list[str]] = Field(default_factory=dict, description="column: PII kinds, carried ones included")
     untagged_pii: dict[str, list[str]] = Field(default_factory=dict)
 
 
-class LineageEdgeInfo(BaseModel):
+class LineageEdgeInfo(ResultModel):
     source: str
     target: str
     declared: bool
@@ -241,7 +264,7 @@ class LineageEdgeInfo(BaseModel):
     note: str | None = None
 
 
-class LineageResult(BaseModel):
+class LineageResult(ResultModel):
     nodes: list[LineageNodeInfo]
     edges: list[LineageEdgeInfo]
 
@@ -297,3 +320,60 @@ def check_info(result: CheckResult) -> CheckInfo:
 def as_json(model: BaseModel) -> dict[str, Any]:
     """``model`` as the plain object a result carries (unset fields left out)."""
     return model.model_dump(mode="json", exclude_none=True)
+
+
+# -- the semantic layer: list_metrics and query_metrics ----------------------------------------------
+
+
+class ListedDimension(ResultModel):
+    name: str
+    type: Literal["categorical", "time"]
+    time_grains: list[str] = Field(default_factory=list)
+
+
+class ListedMetric(ResultModel):
+    name: str
+    description: str
+    unit: str | None = None
+    filter: str | None = None
+    derived: bool = False
+
+
+class ProductMetrics(ResultModel):
+    product: str
+    metrics: list[ListedMetric]
+    dimensions: list[ListedDimension] = Field(description="what the metrics group by, own and related")
+
+
+class MetricsListing(ResultModel):
+    products: list[ProductMetrics]
+
+
+class ResolvedMetricInfo(ResultModel):
+    name: str
+    unit: str | None = None
+
+
+class ResolvedDimensionInfo(ResultModel):
+    name: str
+    grain: str | None = None
+
+
+class TimeRangeInfo(ResultModel):
+    dimension: str
+    start: str | None
+    end: str | None
+
+
+class MetricsResult(ResultModel):
+    metrics: list[ResolvedMetricInfo]
+    dimensions: list[ResolvedDimensionInfo]
+    time_range: TimeRangeInfo | None = None
+    columns: list[str]
+    rows: list[list[Any]] = Field(description="time buckets: ISO start of the bucket")
+    row_count: int
+    truncated: bool
+    sql: str | None = None
+    masked_columns: list[str] = Field(default_factory=list)
+    warnings: list[str] = Field(default_factory=list)
+    freshness: list[dict[str, Any]] = _listed(FRESHNESS_DOC)

@@ -39,6 +39,8 @@ from catalog.compiler import Compiler
 from catalog.contract import ProductContract
 from catalog.errors import ConfigError, EmbeddingError, InvalidRequestError, NotFoundError
 from catalog.lineage import Direction, LineageGraph, build_lineage
+from catalog.metric_query import MetricsRequest
+from catalog.metrics import explain_sql, fact_products, related_products
 from catalog.policy import GovernedView, can_read, govern
 from catalog.principal import Principal
 from catalog.quality_log import QualityLog
@@ -59,12 +61,15 @@ from embeddings.retrieval import (
     index_catalog,
 )
 from servers._audit_trail import CallStats, audited_call
-from servers._statements import StatementCache
+from servers._semantic import matches, metrics_result, product_metrics
+from servers._statements import MetricsStatementCache, StatementCache
 from servers._visible import visible_keys
 from servers.quality_cases import QualityUseCases
 from servers.results import (
     DocumentsResult,
     LineageResult,
+    MetricsListing,
+    MetricsResult,
     ProductDescription,
     QueryResult,
     SearchResult,
@@ -112,6 +117,7 @@ class DataProductsService(QualityUseCases):
         self._contracts: dict[str, tuple[float, ProductContract]] = {}
         self._contract_ttl_s = contract_ttl_s
         self._statements = StatementCache()
+        self._metric_statements = MetricsStatementCache()
         self.retrieval = RetrievalBackend(settings)
         self.quality = QualityLog(registry)
         self.trust = TrustKeeper(
@@ -538,6 +544,89 @@ class DataProductsService(QualityUseCases):
             self._compilers[connector.name] = compiler
         return compiler
 
+    # -- the semantic layer --------------------------------------------------------------------------
+
+    async def list_metrics(
+        self, principal: Principal, *, query: str | None = None, product: str | None = None
+    ) -> MetricsListing:
+        """Metrics of the products the principal may read (or of ``product``), each product with the
+        dimensions its metrics can be grouped by, own and via relationships to readable products.
+
+        Raises:
+            NotFoundError, AccessDeniedError (``product`` given).
+        """
+
+        async def run(stats: CallStats) -> MetricsListing:
+            stats.product = product
+            if product is not None:
+                contracts = [(await self._view(product, principal)).contract]
+            else:
+                contracts = await self.readable_products(principal)
+            listed = []
+            for contract in (c for c in contracts if c.metrics):
+                related = {}
+                for rel in contract.relationships:
+                    if rel.product in await self._readable_names([rel.product], principal):
+                        related[rel.product] = await self.contract(rel.product)
+                found = matches(product_metrics(contract, related), query)
+                if found is not None:
+                    listed.append(found)
+            stats.rows = sum(len(p.metrics) for p in listed)
+            return MetricsListing(products=listed)
+
+        return await audited_call(self.audit, principal, "list_metrics", {"query": query, "product": product}, run)
+
+    async def query_metrics(
+        self, principal: Principal, request: MetricsRequest, *, explain: bool = False
+    ) -> MetricsResult:
+        """Metrics grouped by dimensions, as one governed, bounded statement on the metrics' connection.
+
+        Governed and audited like ``query_product``: every product read (the metrics' and the related
+        products' whose dimensions group them) goes through the principal's governed source.
+
+        Raises:
+            NotFoundError, AccessDeniedError, InvalidRequestError (also: metrics on different
+            connections), ConnectorError.
+        """
+
+        async def run(stats: CallStats) -> MetricsResult:
+            facts = fact_products(request)
+            stats.product = ",".join(facts)
+            views = {name: await self._view(name, principal) for name in facts}
+            for name in related_products(request):  # named by a dimension: must be readable
+                views[name] = await self._view(name, principal)
+            connections = {v.contract.source.connection for v in views.values()}
+            if len(connections) != 1:
+                raise InvalidRequestError(
+                    f"products {sorted(views)} live on different connections ({sorted(connections)}); one call "
+                    "combines metrics and dimensions of one connection only: query them separately"
+                )
+            connection = connections.pop()
+            for contract in [v.contract for v in views.values()]:  # for suggestions: the readable related ones
+                for rel in contract.relationships:
+                    if rel.product not in views and await self._readable_names([rel.product], principal):
+                        related = await self.contract(rel.product)
+                        if related.source.connection == connection:
+                            views[rel.product] = govern(related, principal)
+            connector = await self.connector(connection)
+            compiled, prepared = self._metric_statements.compiled(
+                request, views, compiler=self.compiler(connector), connector=connector
+            )
+            trust = await self.read_trust([views[name].contract for name in compiled.products])  # StaleDataError
+            rowset = await connector.execute(prepared)
+            result = metrics_result(compiled, rowset, request, views)
+            if explain:
+                result.sql = explain_sql(compiled, connector.dialect)
+            for name in compiled.products:
+                _deprecation_warning(views[name], result)
+            trust.apply(result)
+            stats.product = ",".join(compiled.products)
+            stats.rows, stats.bytes, stats.objects = result.row_count, rowset.bytes, rowset.objects
+            return result
+
+        args = {**request.model_dump(exclude_defaults=True), "explain": explain}
+        return await audited_call(self.audit, principal, "query_metrics", args, run)
+
 
 def _to_result(rowset: RowSet, views: list[GovernedView]) -> QueryResult:
     masked = sorted({c for v in views for c in v.masked if c in rowset.columns})
@@ -550,7 +639,7 @@ def _to_result(rowset: RowSet, views: list[GovernedView]) -> QueryResult:
     )
 
 
-def _deprecation_warning(view: GovernedView, result: QueryResult) -> None:
+def _deprecation_warning(view: GovernedView, result: QueryResult | MetricsResult) -> None:
     if view.contract.deprecated:
         note = f": {view.contract.deprecation_note}" if view.contract.deprecation_note else ""
         result.warnings.append(f"{view.contract.name} is deprecated{note}")

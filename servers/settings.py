@@ -62,6 +62,8 @@ ToolName = Literal[
     "search_documents",
     "get_lineage",
     "get_quality",
+    "list_metrics",
+    "query_metrics",
 ]
 TOOL_NAMES: tuple[str, ...] = get_args(ToolName)
 

@@ -18,11 +18,14 @@ from typing import Annotated, Any, Literal, cast
 from mcp.server.mcpserver import Context
 from pydantic import Field
 
+from catalog.metric_query import DimensionCondition, GroupBy, MetricOrder, MetricsRequest, TimeRange
 from catalog.query import Aggregate, Filter, OrderBy, Query
 from servers._audited_server import caller, refusing_invalid_arguments
 from servers.results import (
     DocumentsResult,
     LineageResult,
+    MetricsListing,
+    MetricsResult,
     ProductDescription,
     QualityResult,
     QueryResult,
@@ -125,6 +128,40 @@ async def get_quality(
     return await _service(ctx).get_quality(caller(ctx), product, history=history)
 
 
+@refusing_invalid_arguments
+def _metrics_request(arguments: Mapping[str, Any]) -> MetricsRequest:
+    """The request that ``query_metrics``' arguments describe (None takes the request's default)."""
+    fields = MetricsRequest.model_fields
+    return MetricsRequest.model_validate(
+        {name: value for name, value in arguments.items() if name in fields and value is not None}
+    )
+
+
+async def list_metrics(
+    ctx: Context,
+    query: Annotated[str | None, Field(description="words in metric names or descriptions")] = None,
+    product: str | None = None,
+) -> MetricsListing:
+    """Metrics you may query (unit, filter) and the dimensions and time grains they group by."""
+    return await _service(ctx).list_metrics(caller(ctx), query=query, product=product)
+
+
+async def query_metrics(
+    metrics: Annotated[list[str], Field(description="product.metric names", min_length=1)],
+    ctx: Context,
+    product: Annotated[str | None, Field(description="for unqualified metric names")] = None,
+    group_by: Annotated[list[GroupBy] | None, Field(description="grain for time dimensions")] = None,
+    where: Annotated[list[DimensionCondition] | None, Field(description="ANDed; ops as query_product")] = None,
+    time_range: Annotated[TimeRange | None, Field(description="start <= t < end")] = None,
+    order_by: list[MetricOrder] | None = None,
+    limit: Annotated[int | None, Field(ge=1)] = None,
+    explain: Annotated[bool, Field(description="return the SQL run")] = False,
+) -> MetricsResult:
+    """Compute metrics grouped by dimensions, governed, in one bounded read."""
+    request = _metrics_request(locals())  # first: the arguments are checked before the caller is
+    return await _service(ctx).query_metrics(caller(ctx), request, explain=explain)
+
+
 #: Every tool, in the order a client lists them; each is named after its function.
 TOOLS: tuple[Callable[..., Awaitable[object]], ...] = (
     search_products,
@@ -134,6 +171,8 @@ TOOLS: tuple[Callable[..., Awaitable[object]], ...] = (
     search_documents,
     get_lineage,
     get_quality,
+    list_metrics,
+    query_metrics,
 )
 
 

@@ -9,7 +9,15 @@ from typing import Annotated
 import typer
 
 from catalog.errors import DataProductsError
-from servers.cli import catalog_cmds, lineage_cmds, models_cmds, quality_cmds, retrieval_cmds, serve_cmds
+from servers.cli import (
+    catalog_cmds,
+    lineage_cmds,
+    metrics_cmds,
+    models_cmds,
+    quality_cmds,
+    retrieval_cmds,
+    serve_cmds,
+)
 from servers.cli._common import CLIState, print_error
 
 __all__ = ["app", "main"]
@@ -39,6 +47,7 @@ retrieval_cmds.register_commands(app)
 models_cmds.register_commands(app)
 lineage_cmds.register_commands(app)
 quality_cmds.register_commands(app)
+metrics_cmds.register_commands(app)
 
 
 def main() -> None:
