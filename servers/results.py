@@ -377,3 +377,10 @@ class MetricsResult(ResultModel):
     masked_columns: list[str] = Field(default_factory=list)
     warnings: list[str] = Field(default_factory=list)
     freshness: list[dict[str, Any]] = _listed(FRESHNESS_DOC)
+
+
+def deprecation_warning(view: GovernedView, result: QueryResult | MetricsResult) -> None:
+    """Warn on ``result`` when ``view``'s product is deprecated (with its note)."""
+    if view.contract.deprecated:
+        note = f": {view.contract.deprecation_note}" if view.contract.deprecation_note else ""
+        result.warnings.append(f"{view.contract.name} is deprecated{note}")

@@ -21,7 +21,9 @@ block per product and warnings (stale with ``sla.on_stale: warn``, a failing ``e
 check), and a stale product whose contract says ``on_stale: refuse`` is refused with ``stale_data``.
 These use cases live in :mod:`servers.quality_cases`: ``run_checks`` (operators) runs the contracts'
 checks as the operator over the ungoverned sources and records the results; ``get_quality`` shows
-them to a reader.
+them to a reader. The semantic layer (``list_metrics``, ``query_metrics``) lives in
+:mod:`servers.metrics_cases` and lineage (``get_lineage``) in :mod:`servers.lineage_cases`: mixins of
+this class, so each family of use cases reads on its own over the shared plumbing here.
 """
 
 from __future__ import annotations
@@ -37,10 +39,7 @@ from catalog.audit import AuditLog
 from catalog.compile import next_cursor
 from catalog.compiler import Compiler
 from catalog.contract import ProductContract
-from catalog.errors import ConfigError, EmbeddingError, InvalidRequestError, NotFoundError
-from catalog.lineage import Direction, LineageGraph, build_lineage
-from catalog.metric_query import MetricsRequest
-from catalog.metrics import explain_sql, fact_products, related_products
+from catalog.errors import EmbeddingError, NotFoundError
 from catalog.policy import GovernedView, can_read, govern
 from catalog.principal import Principal
 from catalog.quality_log import QualityLog
@@ -61,23 +60,21 @@ from embeddings.retrieval import (
     index_catalog,
 )
 from servers._audit_trail import CallStats, audited_call
-from servers._semantic import matches, metrics_result, product_metrics
 from servers._statements import MetricsStatementCache, StatementCache
 from servers._visible import visible_keys
+from servers.lineage_cases import LineageUseCases
+from servers.metrics_cases import MetricsUseCases
 from servers.quality_cases import QualityUseCases
 from servers.results import (
     DocumentsResult,
-    LineageResult,
-    MetricsListing,
-    MetricsResult,
     ProductDescription,
     QueryResult,
     SearchResult,
     as_json,
     check_info,
+    deprecation_warning,
     describe,
     document_hit,
-    lineage_result,
 )
 from servers.retrieval_backend import RetrievalBackend
 from servers.settings import Settings
@@ -90,10 +87,9 @@ log = logging.getLogger(__name__)
 #: The bytes one page of the index flow may read: documents are long.
 INDEX_MAX_BYTES = 256_000_000
 #: How many hops get_lineage may walk.
-MAX_LINEAGE_DEPTH = 10
 
 
-class DataProductsService(QualityUseCases):
+class DataProductsService(QualityUseCases, MetricsUseCases, LineageUseCases):
     """Shared state (registry, audit log, connectors) and the use cases over it.
 
     Build with :meth:`open`; close with :meth:`aclose` (or ``async with``).
@@ -378,7 +374,7 @@ class DataProductsService(QualityUseCases):
             rowset = await connector.execute(prepared)
             result = _to_result(rowset, [view])
             result.next_cursor = next_cursor(compiled, rowset)
-            _deprecation_warning(view, result)
+            deprecation_warning(view, result)
             trust.apply(result)
             stats.rows, stats.bytes, stats.objects = result.row_count, rowset.bytes, rowset.objects
             return result
@@ -406,7 +402,7 @@ class DataProductsService(QualityUseCases):
             rowset = await connector.execute(statement)
             result = _to_result(rowset, list(views.values()))
             for view in views.values():
-                _deprecation_warning(view, result)
+                deprecation_warning(view, result)
             trust.apply(result)
             stats.rows, stats.bytes, stats.objects = result.row_count, rowset.bytes, rowset.objects
             return result
@@ -426,52 +422,6 @@ class DataProductsService(QualityUseCases):
         """Every registered product the principal may read (for listings and suggestions)."""
         contracts = await anyio.to_thread.run_sync(self.registry.list_contracts)
         return [c for c in contracts if can_read(c, principal)]
-
-    async def get_lineage(
-        self, principal: Principal, name: str, *, direction: Direction = "both", depth: int = 3
-    ) -> LineageResult:
-        """The products upstream and/or downstream of ``name`` within ``depth`` hops, with their edges.
-
-        Only products the principal may read are nodes (the others are left out entirely, so the walk
-        does not pass through them), and a physical table only as the source of such a product.
-
-        Raises:
-            NotFoundError, AccessDeniedError: as for describe_product. InvalidRequestError: bad direction or depth.
-        """
-
-        async def run(stats: CallStats) -> LineageResult:
-            stats.product = name
-            if direction not in ("upstream", "downstream", "both"):
-                raise InvalidRequestError(f"direction {direction!r} is not one of upstream, downstream, both")
-            if not 1 <= depth <= MAX_LINEAGE_DEPTH:
-                raise InvalidRequestError(f"depth {depth} is out of range; use 1 to {MAX_LINEAGE_DEPTH}")
-            await self._view(name, principal)
-            contracts = await anyio.to_thread.run_sync(self.registry.list_contracts)
-            readable = {c.name for c in contracts if can_read(c, principal)}
-            graph = await self.lineage_graph(contracts)
-            around = graph.restricted(readable.__contains__).around(name, direction, depth)
-            stats.rows = len(around.nodes)
-            return lineage_result(around)
-
-        args = {"product": name, "direction": direction, "depth": depth}
-        return await audited_call(self.audit, principal, "get_lineage", args, run)
-
-    async def lineage_graph(self, contracts: list[ProductContract] | None = None) -> LineageGraph:
-        """The lineage graph of ``contracts`` (default: every registered product), ungoverned.
-
-        Source queries are read in their connection's dialect; a connection that is not configured is
-        read in sqlglot's default dialect.
-        """
-        if contracts is None:
-            contracts = await anyio.to_thread.run_sync(self.registry.list_contracts)
-        dialects = {}
-        for connection in {c.source.connection for c in contracts if c.source.query is not None}:
-            try:
-                dialects[connection] = (await self.connector(connection)).dialect
-            except ConfigError:
-                continue
-        chosen = contracts
-        return await anyio.to_thread.run_sync(lambda: build_lineage(chosen, dialects=dialects))
 
     # -- shared plumbing ---------------------------------------------------------------------------
 
@@ -544,89 +494,6 @@ class DataProductsService(QualityUseCases):
             self._compilers[connector.name] = compiler
         return compiler
 
-    # -- the semantic layer --------------------------------------------------------------------------
-
-    async def list_metrics(
-        self, principal: Principal, *, query: str | None = None, product: str | None = None
-    ) -> MetricsListing:
-        """Metrics of the products the principal may read (or of ``product``), each product with the
-        dimensions its metrics can be grouped by, own and via relationships to readable products.
-
-        Raises:
-            NotFoundError, AccessDeniedError (``product`` given).
-        """
-
-        async def run(stats: CallStats) -> MetricsListing:
-            stats.product = product
-            if product is not None:
-                contracts = [(await self._view(product, principal)).contract]
-            else:
-                contracts = await self.readable_products(principal)
-            listed = []
-            for contract in (c for c in contracts if c.metrics):
-                related = {}
-                for rel in contract.relationships:
-                    if rel.product in await self._readable_names([rel.product], principal):
-                        related[rel.product] = await self.contract(rel.product)
-                found = matches(product_metrics(contract, related), query)
-                if found is not None:
-                    listed.append(found)
-            stats.rows = sum(len(p.metrics) for p in listed)
-            return MetricsListing(products=listed)
-
-        return await audited_call(self.audit, principal, "list_metrics", {"query": query, "product": product}, run)
-
-    async def query_metrics(
-        self, principal: Principal, request: MetricsRequest, *, explain: bool = False
-    ) -> MetricsResult:
-        """Metrics grouped by dimensions, as one governed, bounded statement on the metrics' connection.
-
-        Governed and audited like ``query_product``: every product read (the metrics' and the related
-        products' whose dimensions group them) goes through the principal's governed source.
-
-        Raises:
-            NotFoundError, AccessDeniedError, InvalidRequestError (also: metrics on different
-            connections), ConnectorError.
-        """
-
-        async def run(stats: CallStats) -> MetricsResult:
-            facts = fact_products(request)
-            stats.product = ",".join(facts)
-            views = {name: await self._view(name, principal) for name in facts}
-            for name in related_products(request):  # named by a dimension: must be readable
-                views[name] = await self._view(name, principal)
-            connections = {v.contract.source.connection for v in views.values()}
-            if len(connections) != 1:
-                raise InvalidRequestError(
-                    f"products {sorted(views)} live on different connections ({sorted(connections)}); one call "
-                    "combines metrics and dimensions of one connection only: query them separately"
-                )
-            connection = connections.pop()
-            for contract in [v.contract for v in views.values()]:  # for suggestions: the readable related ones
-                for rel in contract.relationships:
-                    if rel.product not in views and await self._readable_names([rel.product], principal):
-                        related = await self.contract(rel.product)
-                        if related.source.connection == connection:
-                            views[rel.product] = govern(related, principal)
-            connector = await self.connector(connection)
-            compiled, prepared = self._metric_statements.compiled(
-                request, views, compiler=self.compiler(connector), connector=connector
-            )
-            trust = await self.read_trust([views[name].contract for name in compiled.products])  # StaleDataError
-            rowset = await connector.execute(prepared)
-            result = metrics_result(compiled, rowset, request, views)
-            if explain:
-                result.sql = explain_sql(compiled, connector.dialect)
-            for name in compiled.products:
-                _deprecation_warning(views[name], result)
-            trust.apply(result)
-            stats.product = ",".join(compiled.products)
-            stats.rows, stats.bytes, stats.objects = result.row_count, rowset.bytes, rowset.objects
-            return result
-
-        args = {**request.model_dump(exclude_defaults=True), "explain": explain}
-        return await audited_call(self.audit, principal, "query_metrics", args, run)
-
 
 def _to_result(rowset: RowSet, views: list[GovernedView]) -> QueryResult:
     masked = sorted({c for v in views for c in v.masked if c in rowset.columns})
@@ -637,9 +504,3 @@ def _to_result(rowset: RowSet, views: list[GovernedView]) -> QueryResult:
         truncated=rowset.truncated,
         masked_columns=masked,
     )
-
-
-def _deprecation_warning(view: GovernedView, result: QueryResult | MetricsResult) -> None:
-    if view.contract.deprecated:
-        note = f": {view.contract.deprecation_note}" if view.contract.deprecation_note else ""
-        result.warnings.append(f"{view.contract.name} is deprecated{note}")
