@@ -12,8 +12,9 @@ form, so a cached read still runs behind the store's wall.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from threading import Lock
+from typing import Generic, TypeVar
 
 from catalog.compile import CompiledQuery
 from catalog.compiler import Compiler
@@ -25,14 +26,39 @@ from connectors.base import Connector, Prepared
 
 __all__ = ["MetricsStatementCache", "StatementCache"]
 
+C = TypeVar("C")
+
+
+class _LRU(Generic[C]):
+    """Compiled statements and their prepared forms by key, least recently used dropped first; thread-safe.
+
+    Two threads missing the same key may both build it; the entries are equal, the last one is kept.
+    """
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._entries: OrderedDict[tuple[object, ...], tuple[C, Prepared]] = OrderedDict()
+        self._lock = Lock()
+
+    def get(self, key: tuple[object, ...], build: Callable[[], tuple[C, Prepared]]) -> tuple[C, Prepared]:
+        with self._lock:
+            hit = self._entries.get(key)
+            if hit is not None:
+                self._entries.move_to_end(key)
+                return hit
+        entry = build()
+        with self._lock:
+            self._entries[key] = entry
+            while len(self._entries) > self.size:
+                self._entries.popitem(last=False)
+        return entry
+
 
 class StatementCache:
     """LRU of ``(CompiledQuery, Prepared)``; thread-safe."""
 
     def __init__(self, size: int = 512) -> None:
-        self.size = size
-        self._entries: OrderedDict[tuple[object, ...], tuple[CompiledQuery, Prepared]] = OrderedDict()
-        self._lock = Lock()
+        self._lru: _LRU[CompiledQuery] = _LRU(size)
 
     def compiled(
         self, view: GovernedView, query: Query, *, compiler: Compiler, connector: Connector
@@ -55,18 +81,12 @@ class StatementCache:
             query.model_dump_json(),
             compiler.limits,
         )
-        with self._lock:
-            hit = self._entries.get(key)
-            if hit is not None:
-                self._entries.move_to_end(key)
-                return hit
-        compiled = compiler.compile(view, query)
-        entry = (compiled, connector.prepare(compiled))
-        with self._lock:
-            self._entries[key] = entry
-            while len(self._entries) > self.size:
-                self._entries.popitem(last=False)
-        return entry
+
+        def build() -> tuple[CompiledQuery, Prepared]:
+            compiled = compiler.compile(view, query)
+            return compiled, connector.prepare(compiled)
+
+        return self._lru.get(key, build)
 
 
 class MetricsStatementCache:
@@ -77,9 +97,7 @@ class MetricsStatementCache:
     """
 
     def __init__(self, size: int = 256) -> None:
-        self.size = size
-        self._entries: OrderedDict[tuple[object, ...], tuple[CompiledMetrics, Prepared]] = OrderedDict()
-        self._lock = Lock()
+        self._lru: _LRU[CompiledMetrics] = _LRU(size)
 
     def compiled(
         self, request: MetricsRequest, views: Mapping[str, GovernedView], *, compiler: Compiler, connector: Connector
@@ -100,15 +118,9 @@ class MetricsStatementCache:
             request.model_dump_json(),
             compiler.limits,
         )
-        with self._lock:
-            hit = self._entries.get(key)
-            if hit is not None:
-                self._entries.move_to_end(key)
-                return hit
-        compiled = compiler.metrics(request, views)
-        entry = (compiled, connector.prepare(compiled))
-        with self._lock:
-            self._entries[key] = entry
-            while len(self._entries) > self.size:
-                self._entries.popitem(last=False)
-        return entry
+
+        def build() -> tuple[CompiledMetrics, Prepared]:
+            compiled = compiler.metrics(request, views)
+            return compiled, connector.prepare(compiled)
+
+        return self._lru.get(key, build)
