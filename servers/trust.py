@@ -87,6 +87,9 @@ class TrustKeeper:
     async def freshness(self, contract: ProductContract) -> Freshness:
         """The product's freshness now, from an ``as_of`` measured at most ``cache_s`` seconds ago."""
         key = (contract.name, contract.version)
+        cached = self._measured.get(key)
+        if cached is not None and time.monotonic() - cached[0] < self._cache_s:  # the common case: no lock, no yield
+            return assess(contract, cached[1], now=self._clock(), failure=cached[2])
         async with self._measuring.setdefault(key, anyio.Lock()):  # concurrent reads wait for one measurement
             cached = self._measured.get(key)
             if cached is None or time.monotonic() - cached[0] >= self._cache_s:
