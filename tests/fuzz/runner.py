@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -12,6 +13,7 @@ from typing import Any
 from anyio.from_thread import start_blocking_portal
 from hypothesis import HealthCheck, Phase, Verbosity, given, settings
 from hypothesis import strategies as st
+from hypothesis.errors import HypothesisWarning
 from hypothesis.internal.conjecture.providers import AVAILABLE_PROVIDERS, HypothesisProvider
 
 from servers.demo import DemoWorkspace
@@ -150,9 +152,13 @@ def fuzz(
                 last = time.perf_counter()
                 progress(run)
 
-        try:
-            check()
-        except _Enough:
-            pass
+        with warnings.catch_warnings():
+            # stopping raises _Enough inside an example, and hypothesis then prints the batch it drew:
+            # a statement may be hundreds of kilobytes, and its "overly large repr" warning is no finding
+            warnings.filterwarnings("ignore", message="Generating overly large repr", category=HypothesisWarning)
+            try:
+                check()
+            except _Enough:
+                pass
     run.seconds = time.perf_counter() - started
     return run
