@@ -59,6 +59,7 @@ from embeddings.retrieval import (
     hybrid_search,
     index_catalog,
 )
+from servers._aggregate_only import aggregate_only_warnings, sql_aggregate_only_warning
 from servers._audit_trail import CallStats, audited_call
 from servers._statements import MetricsStatementCache, StatementCache
 from servers._visible import visible_keys
@@ -374,6 +375,7 @@ class DataProductsService(QualityUseCases, MetricsUseCases, LineageUseCases):
             rowset = await connector.execute(prepared)
             result = _to_result(rowset, [view])
             result.next_cursor = next_cursor(compiled, rowset)
+            await aggregate_only_warnings(view, query, compiled, connector, result)
             deprecation_warning(view, result)
             trust.apply(result)
             stats.rows, stats.bytes, stats.objects = result.row_count, rowset.bytes, rowset.objects
@@ -401,6 +403,7 @@ class DataProductsService(QualityUseCases, MetricsUseCases, LineageUseCases):
             statement = await anyio.to_thread.run_sync(lambda: compiler.rewrite(parsed, views))
             rowset = await connector.execute(statement)
             result = _to_result(rowset, list(views.values()))
+            sql_aggregate_only_warning(views.values(), result)
             for view in views.values():
                 deprecation_warning(view, result)
             trust.apply(result)
