@@ -24,11 +24,14 @@ from pydantic import ValidationError
 from catalog.compile import compile_query, next_cursor
 from catalog.contract import ProductContract
 from catalog.errors import InvalidRequestError, SQLRefusedError
+from catalog.metric_query import MetricsRequest
+from catalog.metrics import compile_metrics
 from catalog.policy import GovernedView, govern
 from catalog.principal import Principal
 from catalog.query import Limits, Query, RowSet
 from catalog.sqlguard import parse_product_sql, rewrite_sql
 from connectors import ConnectionConfig, Connector, connector_for
+from servers.results import describe
 from tests.catalog.governance_fixtures import (
     ANALYST,
     COLUMNS,
@@ -384,3 +387,90 @@ def test_run_sql_ands_the_group_size_rule_with_the_callers_having(connector: Con
     sql = "SELECT SUM(amount) AS total, COUNT(*) AS n FROM crm.people"
     (row,) = execute(connector, rewrite(sql, view, connector)).rows
     assert row[1] == 16
+
+
+# -- query_metrics -------------------------------------------------------------------------------------------
+
+METRICS_YAML = """\
+metrics:
+  - {name: total_amount, expr: "sum(amount)", description: Sum of amounts}
+  - {name: people_count, expr: "count(*)", description: People}
+  - {name: big_people, expr: "count(*)", filter: "amount > 50", description: People with a large amount}
+  - {name: mean_amount, expr: "total_amount / people_count", description: Mean amount}
+dimensions:
+  - {name: region, column: region}
+  - {name: score, column: score}
+  - {name: amount_band, column: amount}
+  - {name: signup_day, column: signup, time_grains: [day, month]}
+"""
+
+
+def people_with_metrics() -> ProductContract:
+    data = yaml.safe_load(aggregate_only_yaml())
+    data.update(yaml.safe_load(METRICS_YAML))
+    return ProductContract.model_validate(data)
+
+
+def compile_request(view: GovernedView, request: dict[str, Any], dialect: str) -> Any:
+    return compile_metrics(
+        MetricsRequest.model_validate({"product": "crm.people", **request}),
+        {"crm.people": view},
+        limits=Limits(),
+        dialect=dialect,
+        hash_salt=SALT,
+    )
+
+
+@PROPERTIES
+@given(
+    principal=PRINCIPALS,
+    group=st.one_of(st.none(), st.sampled_from(["region", "score"])),
+    metric=st.sampled_from(["total_amount", "big_people", "mean_amount"]),
+    where=st.one_of(st.none(), st.sampled_from([("region", "US"), ("score", 1), ("region", "EU")])),
+)
+def test_query_metrics_over_aggregate_only_columns_returns_only_groups_of_the_minimum_size(
+    connector: Connector, principal: Principal, group: str | None, metric: str, where: tuple[str, Any] | None
+) -> None:
+    view = govern(people_with_metrics(), principal)
+    request: dict[str, Any] = {"metrics": ["people_count", metric]}
+    if group:
+        request["group_by"] = [{"dimension": group}]
+    if where:
+        request["where"] = [{"dimension": where[0], "op": "=", "value": where[1]}]
+    compiled = compile_request(view, request, connector.dialect)
+    assert compiled.min_group_size == SIZE and compiled.aggregate_only_read == ("amount",)
+    rowset = execute(connector, compiled, compiled.limits)
+    expected, _ = oracle(visible(view), group, where)
+    got = {(key(r[0]) if group else None): r[1 if group else 0] for r in compiled.rows(rowset)}
+    assert got == {k: len(v) for k, v in expected.items()}
+
+
+def test_query_metrics_not_reading_aggregate_only_columns_keeps_small_groups(connector: Connector) -> None:
+    view = govern(people_with_metrics(), EU_ANALYST)
+    compiled = compile_request(view, {"metrics": ["people_count"], "group_by": [{"dimension": "score"}]}, "sqlite")
+    assert compiled.min_group_size is None
+    compiled = compile_request(
+        view, {"metrics": ["people_count"], "group_by": [{"dimension": "score"}]}, connector.dialect
+    )
+    assert sorted(r[1] for r in compiled.rows(execute(connector, compiled, compiled.limits))) == [4, 4, 8]
+
+
+@pytest.mark.parametrize(
+    "request_",
+    [
+        {"metrics": ["people_count"], "group_by": [{"dimension": "amount_band"}]},
+        {"metrics": ["total_amount"], "where": [{"dimension": "amount_band", "op": ">", "value": 3}]},
+    ],
+)
+def test_query_metrics_refuses_aggregate_only_dimensions(request_: dict[str, Any]) -> None:
+    view = govern(people_with_metrics(), ANALYST)
+    with pytest.raises(InvalidRequestError, match="aggregate-only for you"):
+        compile_request(view, request_, "sqlite")
+    exempt = compile_request(govern(people_with_metrics(), HR), request_, "sqlite")
+    assert exempt.min_group_size is None
+
+
+def test_describe_product_names_the_group_size_of_aggregate_only_columns() -> None:
+    columns = {c.name: c for c in describe(govern(people(), ANALYST)).columns}
+    assert columns["amount"].aggregate_only == SIZE and columns["region"].aggregate_only is None
+    assert describe(govern(people(), HR)).columns[COLUMNS.index("amount")].aggregate_only is None
