@@ -5,8 +5,9 @@ argument of an aggregate in a SELECT that reads its product alone::
 
     SELECT dept, AVG(salary), MAX(salary) FROM hr.staff WHERE level > 2 GROUP BY dept [HAVING ...]
 
-and that SELECT gets ``HAVING COUNT(*) >= n`` (ANDed with the caller's), ``n`` the largest minimum
-group size among the aggregate-only columns it reads; ``COUNT(*)`` counts the product's rows the group
+and that SELECT gets ``HAVING COUNT(*) >= n`` (the caller's HAVING is evaluated only for groups that
+large: ``CASE WHEN COUNT(*) >= n THEN <caller's> ELSE FALSE END``), ``n`` the largest minimum group
+size among the aggregate-only columns it reads; ``COUNT(*)`` counts the product's rows the group
 is made of, because the product is the SELECT's only source. Everything else that could reach a raw
 value is refused, with a message that says what is allowed:
 
@@ -15,7 +16,9 @@ value is refused, with a message that says what is allowed:
 * an aggregate-only column outside an aggregate (projection, WHERE, GROUP BY, HAVING, ORDER BY), in a
   window (``SUM(salary) OVER ()``), under FILTER, in an aggregate that reveals members' values
   (``string_agg``, ``any_value``, ``median``, percentiles) or that reads any other column as well
-  (``SUM(CASE WHEN id = 7 THEN salary END)`` picks one row out of a large group);
+  (``SUM(CASE WHEN id = 7 THEN salary END)`` picks one row out of a large group), or that holds anything
+  but the column, literals, comparisons and CASE (``SUM(1 / (salary - 50000))`` fails when one row of
+  any group holds 50000, before small groups are suppressed);
 * an aggregate-only column referenced from a nested query (correlated), and nested queries, ROLLUP,
   CUBE and GROUPING SETS inside a SELECT that aggregates one; columns outside aggregates that are not
   grouped by (SQLite would return the row holding ``MAX(salary)``).
@@ -53,6 +56,33 @@ _AGGREGATES: tuple[type[exp.Expr], ...] = (
     exp.CountIf,
 )
 _ALLOWED = "count, count(distinct), sum, avg, min, max, stddev, variance"
+#: What an aggregate's argument may be made of when it reads an aggregate-only column: nothing that can
+#: fail for some values (a division, a cast, arithmetic that overflows), or an error would tell one row's
+#: value before the group-size rule applies.
+_ARGUMENT_NODES: tuple[type[exp.Expr], ...] = (
+    exp.Column,
+    exp.Identifier,
+    exp.Literal,
+    exp.Null,
+    exp.Boolean,
+    exp.Star,
+    exp.Distinct,
+    exp.Paren,
+    exp.Case,
+    exp.If,
+    exp.EQ,
+    exp.NEQ,
+    exp.GT,
+    exp.GTE,
+    exp.LT,
+    exp.LTE,
+    exp.Between,
+    exp.In,
+    exp.Is,
+    exp.Not,
+    exp.And,
+    exp.Or,
+)
 
 
 @dataclass
@@ -99,8 +129,11 @@ def enforce_aggregate_only(statement: exp.Query, references: Sequence[tuple[exp.
         if read:
             _check_grouping(r, read)
             size = max(r.columns[c] for c in read)
-            count = exp.Count(this=exp.Star())
-            r.select.having(exp.GTE(this=count, expression=exp.Literal.number(size)), copy=False)
+            large: exp.Expr = exp.GTE(this=exp.Count(this=exp.Star()), expression=exp.Literal.number(size))
+            own = r.select.args.get("having")
+            if isinstance(own, exp.Having):  # the caller's condition only for large groups: AND has no order
+                large = exp.Case(ifs=[exp.If(this=large, true=exp.paren(own.this))], default=exp.false())
+            r.select.set("having", exp.Having(this=large))
 
 
 def _restricted(table: exp.Table, view: GovernedView, alias: str) -> _Restricted:
@@ -178,6 +211,15 @@ def _check_column(
             f"({', '.join(sorted(set(others))) or 'a subquery'}): it could single out rows of a group; "
             "filter with WHERE and group with GROUP BY instead"
         )
+    for node in aggregate.iter_expressions():
+        for part in node.walk():
+            negative_number = isinstance(part, exp.Neg) and isinstance(part.this, exp.Literal)
+            if not isinstance(part, _ARGUMENT_NODES) and not negative_number:
+                raise SQLRefusedError(
+                    f"an aggregate over {column.name} (aggregate-only for you) may hold only the column, literals, "
+                    "comparisons and CASE (no arithmetic, casts or functions: an error on some values would reveal "
+                    f"them); compute outside the aggregate, e.g. SUM({column.name}) / 12"
+                )
     reads.setdefault(id(r.select), set()).add(name)
 
 

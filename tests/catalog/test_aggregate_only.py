@@ -348,6 +348,12 @@ ATTACKS = [
     "SELECT COUNT(*) FROM crm.people p WHERE EXISTS (SELECT 1 FROM crm.people q WHERE q.amount = p.amount)",
     "SELECT region, SUM(amount) FROM crm.people GROUP BY ROLLUP (region)",
     "SELECT people, 1 AS people FROM crm.people",
+    "SELECT SUM(1 / (amount - 96.25)) FROM crm.people WHERE person_id = 8",
+    "SELECT SUM(CAST(amount AS INT)) FROM crm.people",
+    "SELECT SUM(amount * 1000) FROM crm.people",
+    "SELECT COUNT(CASE WHEN amount > 50 THEN 1 / 0 END) FROM crm.people",
+    "SELECT MAX(ABS(amount)) FROM crm.people",
+    "SELECT region, COUNT(*) FROM crm.people p GROUP BY region HAVING EXISTS (SELECT 1 WHERE p.amount > 1)",
     "SELECT SUM(amount) FROM crm.people p GROUP BY p.region ORDER BY p.amount",
 ]
 
@@ -378,6 +384,15 @@ def test_run_sql_reading_no_aggregate_only_column_is_not_suppressed(sql: str, co
         return
     rows = execute(connector, rewrite(sql, view, connector)).rows
     assert sorted(n for _, n in rows) == sorted(Counter(r[5] for r in ROWS).values())
+
+
+def test_the_callers_having_is_evaluated_only_for_large_groups(connector: Connector) -> None:
+    view = govern(people(), ANALYST)  # person 8 has amount 96.25: the caller's HAVING would divide by zero
+    sql = (
+        "SELECT region, SUM(amount) AS total FROM crm.people WHERE person_id = 8 GROUP BY region "
+        "HAVING 1 / (SUM(amount) - 96.25) > 0"
+    )
+    assert execute(connector, rewrite(sql, view, connector)).rows == []
 
 
 def test_run_sql_ands_the_group_size_rule_with_the_callers_having(connector: Connector) -> None:
