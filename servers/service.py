@@ -319,7 +319,7 @@ class DataProductsService(QualityUseCases, MetricsUseCases, LineageUseCases):
             return []
         store, embedder = await self.retrieval.store(), await self.retrieval.embedder()
         hits = await hybrid_search(store, embedder, text, k=k * 3, products=sorted(views))
-        kept = [h for h in hits if h.field not in views[h.product].masked]
+        kept = [h for h in hits if _searchable(views[h.product], h.field)]
         visible: dict[str, set[str]] = {}
         for name in {h.product for h in kept}:
             view = views[name]
@@ -496,6 +496,14 @@ class DataProductsService(QualityUseCases, MetricsUseCases, LineageUseCases):
             compiler = Compiler(connector.dialect, self._salt, self.settings.limits)
             self._compilers[connector.name] = compiler
         return compiler
+
+
+def _searchable(view: GovernedView, field: str) -> bool:
+    """A hit on ``field`` may be shown: the field is neither masked nor aggregate-only for the principal,
+    and the row's key (which cites it) is not aggregate-only."""
+    if field in view.masked or field in view.aggregate_only:
+        return False
+    return not set(view.aggregate_only) & set(view.contract.primary_key)
 
 
 def _to_result(rowset: RowSet, views: list[GovernedView]) -> QueryResult:

@@ -16,11 +16,14 @@ import yaml
 from catalog.contract import ProductContract
 from catalog.errors import InvalidRequestError, SQLRefusedError
 from catalog.loader import load_contract_file
+from catalog.policy import govern
 from catalog.query import Query
 from catalog.registry import Registry
+from embeddings.index import indexable_fields
 from servers.demo import DemoWorkspace
-from servers.service import DataProductsService
+from servers.service import DataProductsService, _searchable
 from servers.settings import Settings, load_settings
+from tests.catalog.governance_fixtures import ANALYST, CONTRACT_YAML
 
 ORDERS = Path(__file__).parents[2] / "servers" / "demo_contracts" / "shop.orders.yaml"
 
@@ -92,3 +95,16 @@ def test_run_sql_enforces_and_warns(settings: Settings) -> None:
     with pytest.raises(SQLRefusedError, match="aggregate-only"):
         call(settings, "ana", "run_sql", "SELECT customer_id FROM shop.orders")
     assert call(settings, "sam", "run_sql", "SELECT customer_id FROM shop.orders LIMIT 3").row_count == 3
+
+
+def test_aggregate_only_text_fields_are_never_indexed_nor_shown_as_hits() -> None:
+    data = yaml.safe_load(CONTRACT_YAML)
+    data["retrieval"] = {"text_fields": ["note", "code"]}
+    data["policy"]["aggregate_only"] = {"columns": ["note"], "unless": "role:hr"}
+    contract = ProductContract.model_validate(data)
+    fields, skipped = indexable_fields(contract)
+    assert fields == ["code"] and "aggregate-only" in skipped["note"]
+    view = govern(contract, ANALYST)
+    assert not _searchable(view, "note") and _searchable(view, "code")
+    data["policy"]["aggregate_only"] = {"columns": ["person_id"]}  # the key cites the row: no hit is shown
+    assert not _searchable(govern(ProductContract.model_validate(data), ANALYST), "code")
