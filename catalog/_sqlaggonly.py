@@ -12,7 +12,8 @@ is made of, because the product is the SELECT's only source. Everything else tha
 value is refused, with a message that says what is allowed:
 
 * a product with aggregate-only columns joined to anything (a join can multiply rows), read as an
-  operand of UNION/INTERSECT/EXCEPT, or read by ``*``/``alias.*`` or by its alias as a whole row;
+  operand of UNION/INTERSECT/EXCEPT, with its columns renamed in FROM (``AS p(a, b, …)``), or read by
+  ``*``/``alias.*`` or by its alias as a whole row;
 * an aggregate-only column outside an aggregate (projection, WHERE, GROUP BY, HAVING, ORDER BY), in a
   window (``SUM(salary) OVER ()``), under FILTER, in an aggregate that reveals members' values
   (``string_agg``, ``any_value``, ``median``, percentiles) or that reads any other column as well
@@ -145,6 +146,9 @@ def _restricted(table: exp.Table, view: GovernedView, alias: str) -> _Restricted
         raise SQLRefusedError(
             f"{what}: read it alone — FROM {view.name} with no join — and aggregate those columns with GROUP BY"
         )
+    given = table.args.get("alias")
+    if isinstance(given, exp.TableAlias) and given.columns:
+        raise SQLRefusedError(f"{what}: its columns cannot be renamed in FROM (AS alias(a, b, ...)); use them by name")
     node: exp.Expr = select
     while isinstance(node.parent, exp.Subquery | exp.Paren):
         node = node.parent

@@ -348,6 +348,8 @@ ATTACKS = [
     "SELECT COUNT(*) FROM crm.people p WHERE EXISTS (SELECT 1 FROM crm.people q WHERE q.amount = p.amount)",
     "SELECT region, SUM(amount) FROM crm.people GROUP BY ROLLUP (region)",
     "SELECT people, 1 AS people FROM crm.people",
+    "SELECT c7 FROM crm.people AS p(c1, c2, c3, c4, c5, c6, c7)",
+    "SELECT x FROM crm.people AS p(person_id, email, phone, full_name, national_id, region, x)",
     "SELECT SUM(1 / (amount - 96.25)) FROM crm.people WHERE person_id = 8",
     "SELECT SUM(CAST(amount AS INT)) FROM crm.people",
     "SELECT SUM(amount * 1000) FROM crm.people",
