@@ -23,7 +23,7 @@ from pydantic import ValidationError
 
 from catalog.compile import compile_query, next_cursor
 from catalog.contract import ProductContract
-from catalog.errors import InvalidRequestError, SQLRefusedError
+from catalog.errors import DataProductsError, InvalidRequestError, SQLRefusedError
 from catalog.metric_query import MetricsRequest
 from catalog.metrics import compile_metrics
 from catalog.policy import GovernedView, govern
@@ -311,6 +311,56 @@ def test_run_sql_returns_only_groups_of_the_minimum_size(
     expected, _ = oracle(visible(view), group, where)
     check_groups(rowset, expected, bool(group))
     assert "amount" not in rowset.columns
+
+
+HOSTILE_OUTPUTS = [
+    "region",
+    "score",
+    "amount",
+    "SUM(amount) AS s",
+    "MAX(amount) AS hi",
+    "COUNT(DISTINCT amount) AS d",
+    "SUM(CASE WHEN person_id < 10 THEN amount END) AS picked",
+    "SUM(amount) OVER () AS w",
+    "COUNT(CASE WHEN amount > 50 THEN 1 END) AS big",
+    "MIN(amount) + 0 AS lo",
+]
+
+
+@PROPERTIES
+@given(
+    principal=PRINCIPALS,
+    outputs=st.lists(st.sampled_from(HOSTILE_OUTPUTS), min_size=1, max_size=3, unique=True),
+    where=st.sampled_from(["", "WHERE region = 'US'", "WHERE amount > 50", "WHERE person_id = 8",
+                           "WHERE amount IS NULL"]),
+    group=st.sampled_from(["", "GROUP BY region", "GROUP BY score", "GROUP BY amount", "GROUP BY person_id",
+                           "GROUP BY region, score"]),
+    having=st.sampled_from(["", "HAVING SUM(amount) > 10", "HAVING COUNT(*) < 3", "HAVING MAX(amount) > 0 OR 1 = 1"]),
+    order=st.sampled_from(["", "ORDER BY n", "ORDER BY amount", "ORDER BY 1"]),
+    wrapper=st.sampled_from(["{}", "SELECT * FROM ({}) AS t", "WITH t AS ({}) SELECT * FROM t"]),
+)  # fmt: skip
+def test_run_sql_hostile_shapes_are_refused_or_return_only_large_groups(
+    connector: Connector,
+    principal: Principal,
+    outputs: list[str],
+    where: str,
+    group: str,
+    having: str,
+    order: str,
+    wrapper: str,
+) -> None:
+    """Random mixes of the column in every position: refused, or every row a group of at least SIZE rows."""
+    view = govern(people(), principal)
+    inner = f"SELECT COUNT(*) AS n, {', '.join(outputs)} FROM crm.people {where} {group} {having}"
+    sql = wrapper.format(inner) + (f" {order}" if order else "")
+    try:
+        statement = rewrite(sql, view, connector)
+        rowset = execute(connector, statement)
+    except DataProductsError:
+        return  # refused by us, or the store rejected invalid SQL (no values in the message)
+    assert "amount" not in rowset.columns
+    if "amount" in inner:  # counting rows alone is not restricted (an outer ORDER BY reads no product)
+        assert all(row[rowset.columns.index("n")] >= SIZE for row in rowset.rows), (sql, rowset.rows)
 
 
 ATTACKS = [
