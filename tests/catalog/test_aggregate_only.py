@@ -447,6 +447,12 @@ def test_the_callers_having_is_evaluated_only_for_large_groups(connector: Connec
     assert execute(connector, rewrite(sql, view, connector)).rows == []
 
 
+def test_expressions_over_aggregates_of_small_groups_are_never_evaluated(connector: Connector) -> None:
+    view = govern(people(), ANALYST)  # casting '96.25' to an integer fails: it must not run for a 1-row group
+    sql = "SELECT CAST(CAST(SUM(amount) AS TEXT) AS INT) AS x FROM crm.people WHERE person_id = 8"
+    assert execute(connector, rewrite(sql, view, connector)).rows == []
+
+
 def test_run_sql_ands_the_group_size_rule_with_the_callers_having(connector: Connector) -> None:
     view = govern(people(), EU_ANALYST)  # 16 EU rows: score 3 in 8 of them, 0 in 4, NULL in 4
     sql = "SELECT score, COUNT(*), SUM(amount) AS total FROM crm.people GROUP BY score HAVING COUNT(*) > 0 OR 1 = 1"
