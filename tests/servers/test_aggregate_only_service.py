@@ -16,6 +16,7 @@ import yaml
 from catalog.contract import ProductContract
 from catalog.errors import InvalidRequestError, SQLRefusedError
 from catalog.loader import load_contract_file
+from catalog.metric_query import MetricsRequest
 from catalog.policy import govern
 from catalog.query import Query
 from catalog.registry import Registry
@@ -108,3 +109,19 @@ def test_aggregate_only_text_fields_are_never_indexed_nor_shown_as_hits() -> Non
     assert not _searchable(view, "note") and _searchable(view, "code")
     data["policy"]["aggregate_only"] = {"columns": ["person_id"]}  # the key cites the row: no hit is shown
     assert not _searchable(govern(ProductContract.model_validate(data), ANALYST), "code")
+
+
+def test_query_metrics_suppresses_small_groups_of_metrics_over_the_column(settings: Settings) -> None:
+    request = MetricsRequest.model_validate(
+        {"metrics": ["shop.orders.buyer_count", "shop.orders.order_count"], "group_by": [{"dimension": "status"}]}
+    )
+    result = call(settings, "ana", "query_metrics", request)
+    assert all(row[2] >= 5 for row in result.rows)
+    assert "groups under 5 rows are suppressed (customer_id is aggregate-only for you)" in result.warnings
+    everything = call(settings, "sam", "query_metrics", request)
+    assert not [w for w in everything.warnings if "suppressed" in w]
+    by_hour = MetricsRequest.model_validate(
+        {"metrics": ["shop.orders.buyer_count", "shop.orders.order_count"],
+         "group_by": [{"dimension": "order_time", "grain": "hour"}]}
+    )  # fmt: skip
+    assert all(row[2] >= 5 for row in call(settings, "ana", "query_metrics", by_hour).rows)
