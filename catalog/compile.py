@@ -229,7 +229,8 @@ def compile_query(view: GovernedView, query: Query, *, limits: Limits, dialect: 
     if query.where:
         select = select.where(exp.and_(*(builder.filter(f, alias) for f in query.where)), copy=False)
     suppressed: GovernedStatement | None = None
-    read = tuple(sorted({a.column for a in query.aggregates if a.column in view.aggregate_only}))
+    read_columns = {builder.column(a.column) for a in query.aggregates if a.column is not None}  # declared spelling
+    read = tuple(sorted(c for c in read_columns if c in view.aggregate_only))
     min_group = max((view.aggregate_only[c] for c in read), default=None)
     if query.is_aggregate:
         if min_group is not None:

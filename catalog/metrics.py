@@ -516,14 +516,15 @@ class _Branch:
                         f"metric {metric.name!r} of {self.fact.name} reads {node.name!r}, which is masked for you; "
                         "ask the owner for access to the raw values"
                     )
-                if node.name in self.fact.aggregate_only:
+                restricted = {c.lower(): c for c in self.fact.aggregate_only}
+                if node.name.lower() in restricted:
                     aggregated = in_aggregate or node.find_ancestor(exp.AggFunc) is not None
                     if not aggregated or node.find_ancestor(exp.Window) is not None:
                         raise InvalidRequestError(
                             f"metric {metric.name!r} of {self.fact.name} reads {node.name!r} outside an aggregate, "
                             "and it is aggregate-only for you"
                         )
-                    self.aggregate_only_read.add(node.name)
+                    self.aggregate_only_read.add(restricted[node.name.lower()])
                 return column_ref(node.name, "p0")
             return node
 

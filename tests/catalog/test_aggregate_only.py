@@ -228,6 +228,26 @@ def test_row_queries_leave_aggregate_only_columns_out_or_refuse_them(connector: 
             compile_query(view, Query.model_validate(query), limits=Limits(), dialect=connector.dialect, hash_salt=SALT)
 
 
+def test_column_names_in_another_case_are_the_same_column(connector: Connector) -> None:
+    view = govern(people(), ANALYST)
+    query = Query.model_validate({"group_by": ["person_id"], "aggregates": [{"fn": "max", "column": "AMOUNT"}]})
+    compiled = compile_query(view, query, limits=Limits(), dialect=connector.dialect, hash_salt=SALT)
+    assert compiled.min_group_size == SIZE
+    assert execute(connector, compiled.statement, Limits(max_rows=compiled.row_limit)).rows == []
+    for bad in [{"columns": ["Amount"]}, {"where": [{"column": "AMOUNT", "op": ">", "value": 1}]}]:
+        with pytest.raises(InvalidRequestError, match="amount is aggregate-only"):
+            compile_query(view, Query.model_validate(bad), limits=Limits(), dialect=connector.dialect, hash_salt=SALT)
+    for sql in [
+        'SELECT "AMOUNT" FROM crm.people',
+        "SELECT Amount FROM crm.people",
+        "SELECT p.AMOUNT FROM crm.people p",
+    ]:
+        with pytest.raises(SQLRefusedError, match="aggregate-only"):
+            rewrite(sql, view, connector)
+    rows = execute(connector, rewrite("SELECT MAX(AMOUNT) AS m FROM crm.people GROUP BY person_id", view, connector))
+    assert rows.rows == []
+
+
 def test_the_exempt_principal_reads_raw_values(connector: Connector) -> None:
     view = govern(people(), HR)
     query = Query.model_validate({"columns": ["person_id", "amount"], "order_by": [{"column": "person_id"}]})
