@@ -21,6 +21,12 @@ Filters compare against typed literals checked against the column's visible type
 strings). ``like`` patterns use ``%`` and ``_`` with backslash as the escape character on every store
 (``ESCAPE '\\'``); case sensitivity follows the store (SQLite's LIKE ignores ASCII case).
 
+Aggregate-only columns (``GovernedView.aggregate_only``) are refused in row queries, filters, ordering
+and grouping, and left out of the default projection; an aggregate query whose aggregates read one
+gets ``HAVING COUNT(*) >= n`` (``n`` the largest minimum group size among those it reads; without
+``group_by`` the whole visible set is one group), and :attr:`CompiledQuery.suppressed` counts the
+groups it leaves out.
+
 Pagination: statements fetch ``LIMIT n+1`` rows where ``n = min(query.limit, limits.max_rows)`` is
 :attr:`CompiledQuery.row_limit`; the compiled query carries the limits to run it with (``max_rows =
 n``, :class:`GovernedStatement`), so the connector reports ``truncated`` when more rows exist.
