@@ -21,6 +21,12 @@ Filters compare against typed literals checked against the column's visible type
 strings). ``like`` patterns use ``%`` and ``_`` with backslash as the escape character on every store
 (``ESCAPE '\\'``); case sensitivity follows the store (SQLite's LIKE ignores ASCII case).
 
+Aggregate-only columns (``GovernedView.aggregate_only``) are refused in row queries, filters, ordering
+and grouping, and left out of the default projection; an aggregate query whose aggregates read one
+gets ``HAVING COUNT(*) >= n`` (``n`` the largest minimum group size among those it reads; without
+``group_by`` the whole visible set is one group), and :attr:`CompiledQuery.suppressed` counts the
+groups it leaves out.
+
 Pagination: statements fetch ``LIMIT n+1`` rows where ``n = min(query.limit, limits.max_rows)`` is
 :attr:`CompiledQuery.row_limit`; the compiled query carries the limits to run it with (``max_rows =
 n``, :class:`GovernedStatement`), so the connector reports ``truncated`` when more rows exist.
@@ -201,6 +207,11 @@ class CompiledQuery(GovernedStatement):
     keys: tuple[OrderKey, ...]
     offset: int
     shape: str
+    #: Aggregate queries that read aggregate-only columns: the smallest group returned (HAVING COUNT(*) >= n)
+    #: and the aggregate-only columns read; ``suppressed`` counts the groups the statement left out.
+    min_group_size: int | None = None
+    aggregate_only_read: tuple[str, ...] = ()
+    suppressed: GovernedStatement | None = None
 
     @property
     def row_limit(self) -> int:
@@ -223,8 +234,16 @@ def compile_query(view: GovernedView, query: Query, *, limits: Limits, dialect: 
     select = exp.select().from_(source)
     if query.where:
         select = select.where(exp.and_(*(builder.filter(f, alias) for f in query.where)), copy=False)
+    suppressed: GovernedStatement | None = None
+    read_columns = {builder.column(a.column) for a in query.aggregates if a.column is not None}  # declared spelling
+    read = tuple(sorted(c for c in read_columns if c in view.aggregate_only))
+    min_group = max((view.aggregate_only[c] for c in read), default=None)
     if query.is_aggregate:
+        if min_group is not None:
+            suppressed = _suppressed_groups(select, query, builder, alias, min_group, limits)
         columns, order, keys, pagination = builder.aggregate(query, select, alias)
+        if min_group is not None:
+            select = select.having(_group_size(exp.GTE, min_group), copy=False)
     else:
         columns, order, keys, pagination = builder.rows(query, select, alias)
     shape = shape_digest(
@@ -247,7 +266,29 @@ def compile_query(view: GovernedView, query: Query, *, limits: Limits, dialect: 
     if offset:
         select = select.offset(offset, copy=False)
     run_limits = limits.model_copy(update={"max_rows": row_limit})
-    return CompiledQuery(select, run_limits, columns, pagination, tuple(keys), offset, shape)
+    return CompiledQuery(
+        select, run_limits, columns, pagination, tuple(keys), offset, shape, min_group, read, suppressed
+    )
+
+
+def _group_size(compare: type[exp.Binary], size: int) -> exp.Expr:
+    """``COUNT(*) <compare> size``: the rows of the governed source a group is made of."""
+    return compare(this=exp.Count(this=exp.Star()), expression=exp.Literal.number(size))
+
+
+def _suppressed_groups(
+    select: exp.Select, query: Query, builder: _Builder, alias: str, size: int, limits: Limits
+) -> GovernedStatement:
+    """``SELECT COUNT(*) FROM (SELECT COUNT(*) FROM <source> WHERE ... GROUP BY ... HAVING COUNT(*) < size)``."""
+    inner = select.copy().select(exp.Count(this=exp.Star()), copy=False)
+    groups = list(dict.fromkeys(builder.column(c) for c in query.group_by))
+    if groups:
+        inner = inner.group_by(*(column_ref(g, alias) for g in groups), copy=False)
+    inner = inner.having(_group_size(exp.LT, size), copy=False)
+    outer = exp.select(exp.alias_(exp.Count(this=exp.Star()), "suppressed", quoted=True)).from_(
+        exp.Subquery(this=inner, alias=exp.TableAlias(this=exp.to_identifier("small", quoted=True)))
+    )
+    return GovernedStatement(outer.limit(2, copy=False), limits.model_copy(update={"max_rows": 1}))
 
 
 def next_cursor(compiled: CompiledQuery, rowset: RowSet) -> str | None:
@@ -308,8 +349,18 @@ class _Builder:
             return exp.paren(exp.or_(*(self.filter(f, alias) for f in item.any_of)))
         return self.condition(item, alias)
 
+    def refuse_aggregate_only(self, name: str, where: str) -> None:
+        """Refuse ``name`` in a position that would read its raw values (``where``: the position)."""
+        size = self.view.aggregate_only.get(name)
+        if size is not None:
+            raise InvalidRequestError(
+                f"{name} is aggregate-only for you and cannot be used {where}: aggregate it (sum, avg, min, max, "
+                f"count) with group_by; groups under {size} rows are suppressed"
+            )
+
     def condition(self, cond: Condition, alias: str) -> exp.Expr:
         name = self.column(cond.column)
+        self.refuse_aggregate_only(name, "in a filter")
         col = column_ref(name, alias)
         if cond.op == "is_null":
             return exp.Is(this=col, expression=exp.null())
@@ -367,17 +418,31 @@ class _Builder:
     def rows(
         self, query: Query, select: exp.Select, alias: str
     ) -> tuple[list[str], list[exp.Ordered], list[OrderKey], Literal["keyset", "offset", "none"]]:
-        columns = list(dict.fromkeys(self.column(c) for c in (query.columns or self.view.columns)))
+        if query.columns:
+            columns = list(dict.fromkeys(self.column(c) for c in query.columns))
+            for name in columns:
+                self.refuse_aggregate_only(name, "as a column")
+        else:  # the default projection leaves aggregate-only columns out
+            columns = [c for c in self.view.columns if c not in self.view.aggregate_only]
+            if not columns:
+                raise InvalidRequestError(
+                    f"every column of {self.view.name} is aggregate-only for you: aggregate them (sum, avg, min, "
+                    "max, count) with group_by"
+                )
         select.select(*(column_ref(c, alias) for c in columns), copy=False)
         keys: list[OrderKey] = []
         for item in query.order_by:
             name = self.column(item.column)
+            self.refuse_aggregate_only(name, "in order_by")
             if not self.orderable(name):
                 raise InvalidRequestError(f"cannot order by {name!r}: it is {self.view.column_type(name)}")
             if all(k.column != name for k in keys):
                 keys.append(OrderKey(name, item.direction == "desc", self._nullable(name)))
         pk = self.view.contract.primary_key
-        one_to_one = all(self.view.masked.get(c, "hash") == "hash" and self.orderable(c) for c in pk)
+        one_to_one = all(
+            self.view.masked.get(c, "hash") == "hash" and self.orderable(c) and c not in self.view.aggregate_only
+            for c in pk
+        )
         if pk and one_to_one:
             keys += [OrderKey(c, False, self._nullable(c)) for c in pk if all(k.column != c for k in keys)]
         pagination: Literal["keyset", "offset"] = "offset"
@@ -396,6 +461,8 @@ class _Builder:
         self, query: Query, select: exp.Select, alias: str
     ) -> tuple[list[str], list[exp.Ordered], list[OrderKey], Literal["keyset", "offset", "none"]]:
         groups = list(dict.fromkeys(self.column(c) for c in query.group_by))
+        for name in groups:
+            self.refuse_aggregate_only(name, "in group_by")
         outputs: dict[str, exp.Expr] = {g: column_ref(g, alias) for g in groups}
         for agg in query.aggregates:
             name = agg.output_name

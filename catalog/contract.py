@@ -28,6 +28,7 @@ __all__ = [
     "Dimension",
     "Lineage",
     "MaskMethod",
+    "AggregateOnlyRule",
     "MaskingRule",
     "Metric",
     "Owner",
@@ -287,10 +288,31 @@ class MaskingRule(StrictModel):
         return [self.unless] if isinstance(self.unless, str) else list(self.unless)
 
 
+class AggregateOnlyRule(StrictModel):
+    """Columns whose raw values never leave the store: only aggregates over groups of at least
+    ``min_group_size`` rows do (smaller groups are suppressed)."""
+
+    columns: list[Identifier] = Field(min_length=1)
+    min_group_size: int = Field(default=5, ge=2, description="smallest group whose aggregates are returned")
+    unless: Subject | list[Subject] | None = Field(default=None, description="subjects who see the raw value")
+
+    @property
+    def exempt(self) -> list[str]:
+        if self.unless is None:
+            return []
+        return [self.unless] if isinstance(self.unless, str) else list(self.unless)
+
+
 class Policy(StrictModel):
     access: list[Subject] = Field(default_factory=list, description="who may read the product at all")
     row_filters: list[RowFilter] = Field(default_factory=list)
     masking: list[MaskingRule] = Field(default_factory=list)
+    aggregate_only: list[AggregateOnlyRule] = Field(default_factory=list)
+
+    @field_validator("aggregate_only", mode="before")
+    @classmethod
+    def _one_rule(cls, value: Any) -> Any:
+        return [value] if isinstance(value, dict) else value
 
 
 class Chunking(StrictModel):
@@ -405,6 +427,9 @@ class ProductContract(StrictModel):
         check("primary_key", self.primary_key)
         for i, rule in enumerate(self.policy.masking):
             check(f"policy.masking[{i}].columns", rule.columns)
+        for i, agg in enumerate(self.policy.aggregate_only):
+            check(f"policy.aggregate_only[{i}].columns", agg.columns)
+            problems += _masked_and_aggregate_only(self, i, agg)
         for i, dim in enumerate(self.dimensions):
             check(f"dimensions[{i}].column", [dim.column])
         for i, qc in enumerate(self.quality):
@@ -412,6 +437,7 @@ class ProductContract(StrictModel):
         if self.sla.freshness_column:
             check("sla.freshness_column", [self.sla.freshness_column])
         masked = {c for rule in self.policy.masking for c in rule.columns}
+        masked |= {c for rule in self.policy.aggregate_only for c in rule.columns}
         timed = [(f"quality[{i}].column", qc.column) for i, qc in enumerate(self.quality) if qc.check == "freshness"]
         for path, column in [*timed, ("sla.freshness_column", self.sla.freshness_column)]:
             if column in masked:
@@ -433,3 +459,28 @@ class ProductContract(StrictModel):
         problems += metric_problems(self)
         problems += relationship_problems(self)
         return problems
+
+
+def _masked_and_aggregate_only(contract: ProductContract, index: int, rule: AggregateOnlyRule) -> list[tuple[str, str]]:
+    """A column may not be masked and aggregate-only for the same subjects: an aggregate of masked values
+    means nothing. It may be both when every subject one rule applies to is exempt from the other."""
+    problems: list[tuple[str, str]] = []
+    agg_exempt = set(rule.exempt)
+    for j, mask in enumerate(contract.policy.masking):
+        shared = sorted(set(rule.columns) & set(mask.columns))
+        if not shared:
+            continue
+        mask_exempt = set(mask.exempt)
+        # subjects neither rule exempts get both: any rule without exemptions covers everybody
+        if "*" in agg_exempt or "*" in mask_exempt:
+            continue
+        problems.append(
+            (
+                f"policy.aggregate_only[{index}].columns",
+                f"{shared} also masked by policy.masking[{j}] for the subjects neither rule exempts "
+                f"(masking unless {sorted(mask_exempt) or 'nobody'}, aggregate_only unless "
+                f"{sorted(agg_exempt) or 'nobody'}); a column is either masked or aggregate-only for a reader — "
+                "drop it from one rule or exempt the other rule's readers",
+            )
+        )
+    return problems

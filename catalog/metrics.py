@@ -8,6 +8,7 @@ For each product whose metrics are asked for (its *fact* product), one branch::
     LEFT JOIN (<governed source of a related product>) AS "p1" ON "p0"."customer_id" = "p1"."customer_id"
     WHERE <conditions on dimensions> AND <time range, half-open>
     GROUP BY <the dimension expressions>
+    [HAVING COUNT(*) >= n]                                         -- aggregate-only columns read
 
 Every product is read through its governed source (:func:`catalog.compile.governed_source`): masks
 and row filters of *all* of them apply, and the relationship join runs over governed sources, never
@@ -21,6 +22,11 @@ Metric expressions and filters come from the contract, checked when it was valid
 (:mod:`catalog._metric_rules`); they are parsed here in the store's dialect, their columns bound to
 the product's alias, and embedded as AST. What the caller sends — dimension names, conditions, the
 time range — is resolved against the contracts and built as typed literals (:func:`condition_on`).
+
+A metric whose expression or filter reads a column aggregate-only for the caller keeps groups of at
+least ``min_group_size`` rows of the fact product (``HAVING COUNT(*) >= n``, the largest size among the
+columns read); such a branch joins no related product (a join could multiply the rows counted), and
+a dimension on an aggregate-only column can be neither grouped by nor filtered on.
 
 Metrics of several products become one branch each, stacked with ``UNION ALL`` and folded by an
 outer ``GROUP BY`` over the dimensions (``MAX`` of each metric: each has one value per group), so no
@@ -92,6 +98,10 @@ class CompiledMetrics(GovernedStatement):
     metrics: tuple[ResolvedMetric, ...]
     dimensions: tuple[ResolvedDimension, ...]
     time_dimension: ResolvedDimension | None
+    #: The smallest group returned when a metric reads aggregate-only columns (``HAVING COUNT(*) >= n``),
+    #: and those columns.
+    min_group_size: int | None = None
+    aggregate_only_read: tuple[str, ...] = ()
 
     @property
     def products(self) -> list[str]:
@@ -228,7 +238,18 @@ def compile_metrics(
     row_limit = min(request.limit or limits.max_rows, limits.max_rows)
     statement = statement.limit(row_limit + 1, copy=False)
     run_limits = limits.model_copy(update={"max_rows": row_limit})
-    return CompiledMetrics(statement, run_limits, columns, tuple(resolved), tuple(dimensions), time_dimension)
+    read = tuple(sorted({c for b in branches for c in b.aggregate_only_read}))
+    sizes = [b.min_group_size for b in branches if b.min_group_size is not None]
+    return CompiledMetrics(
+        statement,
+        run_limits,
+        columns,
+        tuple(resolved),
+        tuple(dimensions),
+        time_dimension,
+        max(sizes) if sizes else None,
+        read,
+    )
 
 
 def explain_sql(compiled: CompiledMetrics, dialect: str) -> str:
@@ -275,6 +296,12 @@ class _Branch:
         self.hash_salt = hash_salt
         self.aliases: dict[str, str] = {fact.name: "p0"}
         self.joins: list[tuple[exp.Subquery, exp.Expr]] = []
+        #: aggregate-only columns of the fact product its metrics read
+        self.aggregate_only_read: set[str] = set()
+
+    @property
+    def min_group_size(self) -> int | None:
+        return max((self.fact.aggregate_only[c] for c in self.aggregate_only_read), default=None)
 
     # -- names -------------------------------------------------------------------------------------
 
@@ -305,6 +332,11 @@ class _Branch:
                     f"the relationship of {self.fact.name} to {other.name} joins on {theirs!r}, which "
                     f"{other.name} does not have; its columns are {', '.join(other.column_names)}"
                 )
+            if own in self.fact.aggregate_only or theirs in self.views[rel.product].aggregate_only:
+                raise InvalidRequestError(
+                    f"the relationship of {self.fact.name} to {other.name} joins on an aggregate-only column "
+                    f"({own} = {theirs}); its dimensions cannot be used by you"
+                )
             pairs.append(exp.EQ(this=column_ref(own, "p0"), expression=column_ref(theirs, alias)))
         return exp.and_(*pairs)
 
@@ -333,6 +365,12 @@ class _Branch:
             listing = ", ".join(known) if known else "none"
             raise InvalidRequestError(
                 f"unknown dimension {name!r} for {self.fact.name}{hint} its dimensions are {listing}"
+            )
+        size = self.views[product].aggregate_only.get(dim.column)
+        if size is not None:
+            raise InvalidRequestError(
+                f"dimension {name!r} reads {dim.column}, which is aggregate-only for you: it cannot be grouped by "
+                f"or filtered on; metrics over it are returned for groups of at least {size} rows"
             )
         if dim.kind == "categorical":
             if grain is not None:
@@ -418,6 +456,17 @@ class _Branch:
             select = select.where(exp.and_(*conditions), copy=False)
         if dims:
             select = select.group_by(*(d.copy() for d in dims), copy=False)
+        size = self.min_group_size
+        if size is not None:
+            if self.joins:  # COUNT(*) would count joined rows, not the fact product's
+                raise InvalidRequestError(
+                    f"metrics over aggregate-only columns of {self.fact.name} "
+                    f"({', '.join(sorted(self.aggregate_only_read))}) cannot be grouped or filtered by related "
+                    "products' dimensions; use the product's own dimensions"
+                )
+            select = select.having(
+                exp.GTE(this=exp.Count(this=exp.Star()), expression=exp.Literal.number(size)), copy=False
+            )
         return select
 
     def _metric(self, metric: Metric, seen: tuple[str, ...] = ()) -> exp.Expr:
@@ -443,7 +492,8 @@ class _Branch:
         else:
             expression = self._bound(parsed, metric)
             if metric.filter is not None:
-                condition = self._bound(_parse(metric.filter, self.dialect, contract.name, condition=True), metric)
+                parsed_filter = _parse(metric.filter, self.dialect, contract.name, condition=True)
+                condition = self._bound(parsed_filter, metric, in_aggregate=True)  # it goes inside every aggregate
                 expression = _narrowed(expression, condition)
         for div in list(expression.find_all(exp.Div)):
             div.set("this", exp.Cast(this=div.this, to=_DOUBLE.copy()))
@@ -453,9 +503,10 @@ class _Branch:
             )
         return expression
 
-    def _bound(self, parsed: exp.Expr, metric: Metric) -> exp.Expr:
+    def _bound(self, parsed: exp.Expr, metric: Metric, *, in_aggregate: bool = False) -> exp.Expr:
         """``parsed`` with its columns read through the fact product's alias; masked columns refused
-        except as what ``count`` counts."""
+        except as what ``count`` counts; aggregate-only columns refused outside an aggregate (a filter is
+        ``in_aggregate``) and noted, so the branch suppresses small groups."""
         masked = self.fact.masked
 
         def bind(node: exp.Expr) -> exp.Expr:
@@ -465,6 +516,15 @@ class _Branch:
                         f"metric {metric.name!r} of {self.fact.name} reads {node.name!r}, which is masked for you; "
                         "ask the owner for access to the raw values"
                     )
+                restricted = {c.lower(): c for c in self.fact.aggregate_only}
+                if node.name.lower() in restricted:
+                    aggregated = in_aggregate or node.find_ancestor(exp.AggFunc) is not None
+                    if not aggregated or node.find_ancestor(exp.Window) is not None:
+                        raise InvalidRequestError(
+                            f"metric {metric.name!r} of {self.fact.name} reads {node.name!r} outside an aggregate, "
+                            "and it is aggregate-only for you"
+                        )
+                    self.aggregate_only_read.add(restricted[node.name.lower()])
                 return column_ref(node.name, "p0")
             return node
 

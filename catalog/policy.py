@@ -12,6 +12,9 @@ Rules:
 * A row filter applies when the principal matches its ``when`` subject; all that apply are ANDed.
 * A masking rule applies unless the principal matches one of its ``unless`` subjects. When several
   rules mask one column, the strictest method wins (``null`` > ``redact`` > ``hash`` > ``partial``).
+* An aggregate-only rule applies unless the principal matches one of its ``unless`` subjects: its
+  columns are *aggregate-only* (raw values never leave the store; aggregates over groups of at least
+  ``min_group_size`` rows do). When several rules name one column, the largest size wins.
 * Deprecated products stay readable; the service layer adds the warning.
 
 Pure functions, no I/O.
@@ -36,13 +39,15 @@ class GovernedView:
     """A product as one principal may read it.
 
     ``masked`` maps each masked column to its method; ``row_filters`` holds the SQL conditions (over
-    the physical columns, in contract order) that every visible row satisfies.
+    the physical columns, in contract order) that every visible row satisfies; ``aggregate_only`` maps
+    each aggregate-only column to the smallest group whose aggregates over it may be returned.
     """
 
     contract: ProductContract
     principal: Principal
     masked: dict[str, MaskMethod] = field(default_factory=dict)
     row_filters: list[str] = field(default_factory=list)
+    aggregate_only: dict[str, int] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -96,5 +101,13 @@ def govern(contract: ProductContract, principal: Principal) -> GovernedView:
             current = masked.get(column)
             if current is None or MASK_STRICTNESS[rule.method] > MASK_STRICTNESS[current]:
                 masked[column] = rule.method
+    aggregate_only: dict[str, int] = {}
+    for agg in policy.aggregate_only:
+        if principal.matches(agg.exempt):
+            continue
+        for column in agg.columns:
+            aggregate_only[column] = max(aggregate_only.get(column, 0), agg.min_group_size)
     row_filters = [rf.where for rf in policy.row_filters if principal.matches(rf.when)]
-    return GovernedView(contract=contract, principal=principal, masked=masked, row_filters=row_filters)
+    return GovernedView(
+        contract=contract, principal=principal, masked=masked, row_filters=row_filters, aggregate_only=aggregate_only
+    )

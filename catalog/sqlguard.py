@@ -11,7 +11,9 @@ clauses, parameters — is refused because it is not on the list.
 (:func:`catalog.compile.governed_source`: masks, row filters and an optimisation fence), keeps the
 agent's alias (or assigns the product's short name, so ``orders.amount`` still resolves), checks
 that referenced columns exist, quotes column references (so bare words such as ``user`` cannot reach a
-server function) and caps the outer ``LIMIT`` at ``max_rows + 1``. The connector renders the returned
+server function) and caps the outer ``LIMIT`` at ``max_rows + 1``. Products with columns aggregate-only for the caller
+are read only in the shape :mod:`catalog._sqlaggonly` enforces (aggregates over groups of a minimum
+size). The connector renders the returned
 AST in its own dialect, which transpiles the agent's generic SQL.
 """
 
@@ -26,6 +28,7 @@ import sqlglot
 from sqlglot import exp
 from sqlglot.errors import ParseError, SqlglotError
 
+from catalog._sqlaggonly import enforce_aggregate_only
 from catalog._sqlallow import ALLOWED, check_node, function_name
 from catalog._sqlbuild import unknown_column_message
 from catalog.compile import GOVERNED, SOURCE_ALIAS, GovernedMark, governed_source, source_alias
@@ -235,6 +238,7 @@ def rewrite_sql(
             alias = table.alias or source_alias(view)
             references.append((table, view, alias))
     _check_columns(statement, references)
+    enforce_aggregate_only(statement, references)
     sources: list[exp.Subquery] = []
     for table, view, _ in references:
         given = table.args.get("alias")

@@ -15,7 +15,8 @@ and chunks it left from earlier runs are deleted. Why skip rather than store: a 
 and ranks raw text — a BM25 or vector match on an e-mail address reveals it even if the hit's text
 is hidden afterwards — and the masked value (a hash, ``***``) is useless to search. Why skip rather
 than refuse the product: its other text fields are still worth searching, and the report says what
-was left out. A product whose text fields are all masked indexes nothing.
+was left out. A product whose text fields are all masked indexes nothing. Fields named by any rule
+of ``policy.aggregate_only`` are skipped the same way: their raw values never leave the store.
 
 Document products work the same way: a DuckDB view over ``docs/*.md`` (``read_text``: one row per
 file with ``filename``, ``content``, ``size``, ``last_modified``) with ``primary_key: [filename]``
@@ -47,6 +48,7 @@ log = logging.getLogger(__name__)
 #: The principal the index flow reads as; it is never checked against ``policy.access`` (see the module docstring).
 INDEXER = Principal(name="dataproducts-indexer", roles=frozenset({"indexer"}))
 MASKED_REASON = "masked by policy.masking: raw text of a masked field is never indexed"
+AGGREGATE_ONLY_REASON = "aggregate-only by policy.aggregate_only: its raw text is never indexed"
 
 
 def indexable_fields(contract: ProductContract) -> tuple[list[str], dict[str, str]]:
@@ -69,8 +71,10 @@ def indexable_fields(contract: ProductContract) -> tuple[list[str], dict[str, st
             f"retrieval.chunk.size ({retrieval.chunk.size})"
         )
     masked = {column for rule in contract.policy.masking for column in rule.columns}
-    fields = [f for f in dict.fromkeys(retrieval.text_fields) if f not in masked]
-    skipped = {f: MASKED_REASON for f in retrieval.text_fields if f in masked}
+    aggregate_only = {column for rule in contract.policy.aggregate_only for column in rule.columns}
+    fields = [f for f in dict.fromkeys(retrieval.text_fields) if f not in masked and f not in aggregate_only]
+    skipped = {f: AGGREGATE_ONLY_REASON for f in retrieval.text_fields if f in aggregate_only}
+    skipped |= {f: MASKED_REASON for f in retrieval.text_fields if f in masked}
     return fields, skipped
 
 

@@ -75,6 +75,12 @@ def metrics_result(
         )
     rows = [[json_value(v) for v in row] for row in compiled.rows(rowset)]
     masked = [d.name for d in compiled.dimensions if d.dimension.column in views[d.product].masked]
+    warnings = []
+    if compiled.min_group_size is not None:
+        read = ", ".join(compiled.aggregate_only_read)
+        warnings.append(
+            f"groups under {compiled.min_group_size} rows are suppressed ({read} is aggregate-only for you)"
+        )
     return MetricsResult(
         metrics=[ResolvedMetricInfo(name=m.name, unit=m.metric.unit) for m in compiled.metrics],
         dimensions=[ResolvedDimensionInfo(name=d.name, grain=d.grain) for d in compiled.dimensions],
@@ -84,4 +90,5 @@ def metrics_result(
         row_count=len(rows),
         truncated=rowset.truncated or len(rowset.rows) > compiled.limits.max_rows,
         masked_columns=masked,
+        warnings=warnings,
     )

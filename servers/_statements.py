@@ -3,10 +3,10 @@
 Compiling a governed query, binding its governed source to the store's wall and rendering it cost
 about as much as a point lookup on an indexed table. Agents repeat reads (the same question, the same
 first page), so the prepared statement is kept per (connection, product version, what the principal
-may see, query, limits). The key holds the governed view's decisions — masks and row filters — not the
-principal's name, so principals with the same view share entries and a policy change (a new contract
-version) never reuses a stale one. The entry is the connector's :class:`~connectors.base.Prepared`
-form, so a cached read still runs behind the store's wall.
+may see, query, limits). The key holds the governed view's decisions — masks, row filters,
+aggregate-only columns — not the principal's name, so principals with the same view share entries and
+a policy change (a new contract version) never reuses a stale one. The entry is the connector's
+:class:`~connectors.base.Prepared` form, so a cached read still runs behind the store's wall.
 """
 
 from __future__ import annotations
@@ -78,6 +78,7 @@ class StatementCache:
             contract.version,  # the registry refuses new content under a registered version
             tuple(sorted(view.masked.items())),
             tuple(view.row_filters),
+            tuple(sorted(view.aggregate_only.items())),
             query.model_dump_json(),
             compiler.limits,
         )
@@ -112,7 +113,13 @@ class MetricsStatementCache:
             connector.name,
             compiler.dialect,
             tuple(
-                (name, v.contract.version, tuple(sorted(v.masked.items())), tuple(v.row_filters))
+                (
+                    name,
+                    v.contract.version,
+                    tuple(sorted(v.masked.items())),
+                    tuple(v.row_filters),
+                    tuple(sorted(v.aggregate_only.items())),
+                )
                 for name, v in sorted(views.items())
             ),
             request.model_dump_json(),

@@ -103,6 +103,7 @@ class ColumnInfo(ResultModel):
     unit: str | None = None
     pii: str | None = None
     masked: str | None = Field(default=None, description="mask method applied for you; filters see masked values")
+    aggregate_only: int | None = Field(default=None, description="only aggregates over groups of this many rows")
 
 
 class MetricInfo(ResultModel):
@@ -231,6 +232,7 @@ def describe(view: GovernedView) -> ProductDescription:
                 unit=c.unit,
                 pii=c.pii,
                 masked=view.masked.get(c.name),
+                aggregate_only=view.aggregate_only.get(c.name),
             )
             for c in contract.columns
         ],

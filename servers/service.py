@@ -59,6 +59,7 @@ from embeddings.retrieval import (
     hybrid_search,
     index_catalog,
 )
+from servers._aggregate_only import aggregate_only_warnings, sql_aggregate_only_warning
 from servers._audit_trail import CallStats, audited_call
 from servers._statements import MetricsStatementCache, StatementCache
 from servers._visible import visible_keys
@@ -318,7 +319,7 @@ class DataProductsService(QualityUseCases, MetricsUseCases, LineageUseCases):
             return []
         store, embedder = await self.retrieval.store(), await self.retrieval.embedder()
         hits = await hybrid_search(store, embedder, text, k=k * 3, products=sorted(views))
-        kept = [h for h in hits if h.field not in views[h.product].masked]
+        kept = [h for h in hits if _searchable(views[h.product], h.field)]
         visible: dict[str, set[str]] = {}
         for name in {h.product for h in kept}:
             view = views[name]
@@ -374,6 +375,7 @@ class DataProductsService(QualityUseCases, MetricsUseCases, LineageUseCases):
             rowset = await connector.execute(prepared)
             result = _to_result(rowset, [view])
             result.next_cursor = next_cursor(compiled, rowset)
+            await aggregate_only_warnings(view, query, compiled, connector, result)
             deprecation_warning(view, result)
             trust.apply(result)
             stats.rows, stats.bytes, stats.objects = result.row_count, rowset.bytes, rowset.objects
@@ -401,6 +403,7 @@ class DataProductsService(QualityUseCases, MetricsUseCases, LineageUseCases):
             statement = await anyio.to_thread.run_sync(lambda: compiler.rewrite(parsed, views))
             rowset = await connector.execute(statement)
             result = _to_result(rowset, list(views.values()))
+            sql_aggregate_only_warning(views.values(), result)
             for view in views.values():
                 deprecation_warning(view, result)
             trust.apply(result)
@@ -493,6 +496,14 @@ class DataProductsService(QualityUseCases, MetricsUseCases, LineageUseCases):
             compiler = Compiler(connector.dialect, self._salt, self.settings.limits)
             self._compilers[connector.name] = compiler
         return compiler
+
+
+def _searchable(view: GovernedView, field: str) -> bool:
+    """A hit on ``field`` may be shown: the field is neither masked nor aggregate-only for the principal,
+    and the row's key (which cites it) is not aggregate-only."""
+    if field in view.masked or field in view.aggregate_only:
+        return False
+    return not set(view.aggregate_only) & set(view.contract.primary_key)
 
 
 def _to_result(rowset: RowSet, views: list[GovernedView]) -> QueryResult:
