@@ -276,31 +276,30 @@ class RowFilter(StrictModel):
         return value
 
 
-class MaskingRule(StrictModel):
+class _Exempting:
+    """The ``exempt`` subjects of a policy rule with an ``unless`` field (one subject or a list)."""
+
+    @property
+    def exempt(self) -> list[str]:
+        unless: str | list[str] | None = getattr(self, "unless", None)
+        if unless is None:
+            return []
+        return [unless] if isinstance(unless, str) else list(unless)
+
+
+class MaskingRule(_Exempting, StrictModel):
     columns: list[Identifier] = Field(min_length=1)
     method: MaskMethod = "hash"
     unless: Subject | list[Subject] | None = Field(default=None, description="subjects who see the raw value")
 
-    @property
-    def exempt(self) -> list[str]:
-        if self.unless is None:
-            return []
-        return [self.unless] if isinstance(self.unless, str) else list(self.unless)
 
-
-class AggregateOnlyRule(StrictModel):
+class AggregateOnlyRule(_Exempting, StrictModel):
     """Columns whose raw values never leave the store: only aggregates over groups of at least
     ``min_group_size`` rows do (smaller groups are suppressed)."""
 
     columns: list[Identifier] = Field(min_length=1)
     min_group_size: int = Field(default=5, ge=2, description="smallest group whose aggregates are returned")
     unless: Subject | list[Subject] | None = Field(default=None, description="subjects who see the raw value")
-
-    @property
-    def exempt(self) -> list[str]:
-        if self.unless is None:
-            return []
-        return [self.unless] if isinstance(self.unless, str) else list(self.unless)
 
 
 class Policy(StrictModel):
