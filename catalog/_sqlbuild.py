@@ -13,7 +13,7 @@ from sqlglot import exp
 from catalog.errors import InvalidRequestError
 from catalog.suggest import close_matches
 
-__all__ = ["column_ref", "literal", "mask_expression", "resolve_column", "unknown_column_message"]
+__all__ = ["bindable", "column_ref", "literal", "mask_expression", "resolve_column", "unknown_column_message"]
 
 _TEXT = exp.DataType.build("text")
 #: Partial masks reveal the last ``_PARTIAL_KEEP`` characters of values at least ``_PARTIAL_MIN`` long.
@@ -93,12 +93,30 @@ def resolve_column(name: str, known: Sequence[str], *, where: str = "") -> str:
     raise InvalidRequestError(unknown_column_message(name, known, where=where))
 
 
-def literal(value: Any) -> exp.Expr:
-    """A SQL literal for a Python value; strings are quoted by sqlglot for the target dialect.
+def bindable(value: Any) -> Any:
+    """``value`` checked for a statement: returned unchanged, as a parameter the store's driver binds.
 
     Raises:
         InvalidRequestError: a value SQL cannot carry (NUL characters, NaN/infinity, lists).
     """
+    if isinstance(value, float) and not math.isfinite(value):
+        raise InvalidRequestError(f"value {value!r} is not a finite number")
+    if isinstance(value, decimal.Decimal) and not value.is_finite():
+        raise InvalidRequestError(f"value {value!r} is not a finite number")
+    if isinstance(value, str) and "\x00" in value:
+        raise InvalidRequestError("string values may not contain NUL characters")
+    if value is None or isinstance(value, bool | int | float | decimal.Decimal | dt.date | dt.time | str):
+        return value
+    raise InvalidRequestError(f"cannot use a value of type {type(value).__name__} in a filter")
+
+
+def literal(value: Any) -> exp.Expr:
+    """A SQL literal for a Python value; strings are quoted by sqlglot for the target dialect.
+
+    Raises:
+        InvalidRequestError: as :func:`bindable`.
+    """
+    bindable(value)
     if value is None:
         return exp.null()
     if isinstance(value, bool):
@@ -106,19 +124,11 @@ def literal(value: Any) -> exp.Expr:
     if isinstance(value, int):
         return exp.Literal.number(value)
     if isinstance(value, float):
-        if not math.isfinite(value):
-            raise InvalidRequestError(f"value {value!r} is not a finite number")
         return exp.Literal.number(repr(value))
     if isinstance(value, decimal.Decimal):
-        if not value.is_finite():
-            raise InvalidRequestError(f"value {value!r} is not a finite number")
         return exp.Literal.number(str(value))
     if isinstance(value, dt.datetime):
         return exp.Literal.string(value.isoformat(sep=" "))
     if isinstance(value, dt.date | dt.time):
         return exp.Literal.string(value.isoformat())
-    if isinstance(value, str):
-        if "\x00" in value:
-            raise InvalidRequestError("string values may not contain NUL characters")
-        return exp.Literal.string(value)
-    raise InvalidRequestError(f"cannot use a value of type {type(value).__name__} in a filter")
+    return exp.Literal.string(value)

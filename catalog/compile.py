@@ -41,7 +41,9 @@ and can skip or repeat rows if the data changes between pages. Aggregate queries
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 import sqlglot
@@ -49,7 +51,7 @@ from sqlglot import exp
 from sqlglot.errors import ParseError
 
 from catalog._cursor import Cursor, decode_cursor, encode_cursor, shape_digest
-from catalog._sqlbuild import column_ref, literal, mask_expression, resolve_column
+from catalog._sqlbuild import bindable, column_ref, literal, mask_expression, resolve_column
 from catalog.errors import InvalidRequestError
 from catalog.policy import GovernedView
 from catalog.query import Aggregate, AllOf, AnyOf, Condition, Filter, Limits, Query, RowSet
@@ -60,10 +62,13 @@ __all__ = [
     "GovernedMark",
     "GovernedStatement",
     "OrderKey",
+    "bind_parameters",
     "compile_query",
     "condition_on",
     "governed_source",
     "next_cursor",
+    "query_shape",
+    "rebind",
     "source_alias",
 ]
 
@@ -195,6 +200,9 @@ class GovernedStatement:
 
     statement: exp.Query
     limits: Limits
+    #: Values of the statement's placeholders (``exp.Placeholder`` named ``p0``, ``p1``…), bound by the
+    #: store's driver; empty when every value is an inline literal.
+    parameters: Mapping[str, Any] = field(default_factory=dict, kw_only=True)
 
 
 @dataclass(frozen=True)
@@ -219,15 +227,21 @@ class CompiledQuery(GovernedStatement):
         return self.limits.max_rows
 
 
-def compile_query(view: GovernedView, query: Query, *, limits: Limits, dialect: str, hash_salt: str) -> CompiledQuery:
+def compile_query(
+    view: GovernedView, query: Query, *, limits: Limits, dialect: str, hash_salt: str, parameters: bool = False
+) -> CompiledQuery:
     """Compile ``query`` over the governed source of ``view``.
+
+    With ``parameters``, the filter values become placeholders and :attr:`GovernedStatement.parameters`
+    holds them, so the statement serves every query of the same :func:`query_shape` once
+    :func:`bind_parameters` has checked the new values (a cursor's values stay inline).
 
     Raises:
         InvalidRequestError: unknown column (with a close-match suggestion and the column list), a value
             that does not fit its column's type, an aggregate that does not fit its column, an order
             column that is not part of the output, or a cursor from a different query.
     """
-    builder = _Builder(view)
+    builder = _Builder(view, params={} if parameters else None)
     alias = source_alias(view)
     source = governed_source(view, dialect=dialect, hash_salt=hash_salt)
     row_limit = min(query.limit or limits.max_rows, limits.max_rows)
@@ -246,9 +260,7 @@ def compile_query(view: GovernedView, query: Query, *, limits: Limits, dialect: 
             select = select.having(_group_size(exp.GTE, min_group), copy=False)
     else:
         columns, order, keys, pagination = builder.rows(query, select, alias)
-    shape = shape_digest(
-        {"product": view.name, "pagination": pagination, **query.model_dump(mode="json", exclude={"cursor", "limit"})}
-    )
+    shape = _cursor_shape(view, pagination, query)
     offset = 0
     if query.cursor is not None:
         if pagination == "none":
@@ -266,9 +278,77 @@ def compile_query(view: GovernedView, query: Query, *, limits: Limits, dialect: 
     if offset:
         select = select.offset(offset, copy=False)
     run_limits = limits.model_copy(update={"max_rows": row_limit})
+    if suppressed is not None and builder.params:
+        suppressed = GovernedStatement(suppressed.statement, suppressed.limits, parameters=dict(builder.params))
     return CompiledQuery(
-        select, run_limits, columns, pagination, tuple(keys), offset, shape, min_group, read, suppressed
+        select,
+        run_limits,
+        columns,
+        pagination,
+        tuple(keys),
+        offset,
+        shape,
+        min_group,
+        read,
+        suppressed,
+        parameters=dict(builder.params or {}),
     )
+
+
+def rebind(compiled: CompiledQuery, view: GovernedView, query: Query) -> CompiledQuery:
+    """``compiled`` (from ``compile_query(..., parameters=True)`` on a query of the same
+    :func:`query_shape`) for ``query``: its values checked and bound, its cursors made for it.
+
+    Raises:
+        InvalidRequestError: as :func:`bind_parameters`.
+    """
+    parameters = bind_parameters(view, query)
+    suppressed = compiled.suppressed
+    if suppressed is not None and suppressed.parameters:
+        suppressed = replace(suppressed, parameters=parameters)
+    shape = _cursor_shape(view, compiled.pagination, query)
+    return replace(compiled, shape=shape, suppressed=suppressed, parameters=parameters)
+
+
+def _cursor_shape(view: GovernedView, pagination: str, query: Query) -> str:
+    """What a cursor of ``query``'s pages is valid for: the query without its cursor and page size."""
+    dumped = query.model_dump(mode="json", exclude={"cursor", "limit"})
+    return shape_digest({"product": view.name, "pagination": pagination, **dumped})
+
+
+def query_shape(query: Query) -> str:
+    """What the statement of ``query`` depends on: the query with each filter value replaced by its type.
+
+    Two queries of one shape compile to the same statement with placeholders (see ``compile_query(...,
+    parameters=True)``); the values are checked and bound by :func:`bind_parameters`. A query with a
+    cursor is its own shape (the cursor's values are inline and checked against the query's values).
+    """
+    if query.cursor is not None:
+        return "cursor:" + query.model_dump_json()
+    dumped = query.model_dump(mode="json", by_alias=True)
+    dumped["where"] = [_value_types(f) for f in dumped.get("where") or []]
+    return json.dumps(dumped, sort_keys=True, separators=(",", ":"))
+
+
+def _value_types(item: dict[str, Any]) -> dict[str, Any]:
+    for group in ("and", "or"):
+        if group in item:
+            return {group: [_value_types(f) for f in item[group]]}
+    value = item.get("value")
+    typed = [type(v).__name__ for v in value] if isinstance(value, list) else type(value).__name__
+    return {**item, "value": typed}
+
+
+def bind_parameters(view: GovernedView, query: Query) -> dict[str, Any]:
+    """The placeholder values of ``query``'s statement, each checked as :func:`compile_query` checks it.
+
+    Raises:
+        InvalidRequestError: unknown column, or a value that does not fit its column's visible type.
+    """
+    builder = _Builder(view, params={})
+    for item in query.where:
+        builder.bind(item)
+    return builder.params or {}
 
 
 def _group_size(compare: type[exp.Binary], size: int) -> exp.Expr:
@@ -336,8 +416,9 @@ def _keyset_predicate(keys: list[OrderKey], after: tuple[Any, ...], alias: str, 
 class _Builder:
     """Validation and expression building for one view."""
 
-    def __init__(self, view: GovernedView) -> None:
+    def __init__(self, view: GovernedView, params: dict[str, Any] | None = None) -> None:
         self.view = view
+        self.params = params  # None: values are inline literals
 
     def column(self, name: str) -> str:
         return resolve_column(name, self.view.columns, where=self.view.name)
@@ -362,19 +443,48 @@ class _Builder:
         name = self.column(cond.column)
         self.refuse_aggregate_only(name, "in a filter")
         col = column_ref(name, alias)
+        values = [self.param(v) for v in self.values(name, cond)]
         if cond.op == "is_null":
             return exp.Is(this=col, expression=exp.null())
         if cond.op == "is_not_null":
             return exp.not_(exp.Is(this=col, expression=exp.null()))
         if cond.op in ("in", "not_in"):
-            assert isinstance(cond.value, list)
-            values = [literal(self.value(name, v, cond.op)) for v in cond.value]
             found = exp.In(this=col, expressions=values)
             return exp.not_(found) if cond.op == "not_in" else found
         if cond.op == "between":
-            assert isinstance(cond.value, list)
-            low, high = (literal(self.value(name, v, cond.op)) for v in cond.value)
+            low, high = values
             return exp.Between(this=col, low=low, high=high)
+        if cond.op == "like":
+            like = exp.Like(this=col, expression=values[0])
+            return exp.Escape(this=like, expression=exp.Literal.string("\\"))
+        return _COMPARISONS[cond.op](this=col, expression=values[0])
+
+    def bind(self, item: Filter) -> None:
+        """Check and collect the values of ``item`` in the order :meth:`filter` places them."""
+        if isinstance(item, AllOf | AnyOf):
+            for inner in item.all_of if isinstance(item, AllOf) else item.any_of:
+                self.bind(inner)
+            return
+        name = self.column(item.column)
+        self.refuse_aggregate_only(name, "in a filter")
+        for value in self.values(name, item):
+            self.param(value)
+
+    def param(self, value: Any) -> exp.Expr:
+        """``value`` in the statement: an inline literal, or the next placeholder (its value kept)."""
+        if self.params is None:
+            return literal(value)
+        name = f"p{len(self.params)}"
+        self.params[name] = bindable(value)
+        return exp.Placeholder(this=name)
+
+    def values(self, name: str, cond: Condition) -> list[Any]:
+        """The checked values ``cond`` compares ``name`` with, in statement order."""
+        if cond.op in ("is_null", "is_not_null"):
+            return []
+        if cond.op in ("in", "not_in", "between"):
+            assert isinstance(cond.value, list)
+            return [self.value(name, v, cond.op) for v in cond.value]
         if cond.op == "like":
             if self.view.column_type(name) != "string" or not isinstance(cond.value, str):
                 raise InvalidRequestError(
@@ -384,9 +494,8 @@ class _Builder:
             pattern = self.value(name, cond.value, cond.op)
             if (len(pattern) - len(pattern.rstrip("\\"))) % 2:
                 raise InvalidRequestError("a 'like' pattern cannot end with a lone backslash; write \\\\ for one")
-            like = exp.Like(this=col, expression=literal(pattern))
-            return exp.Escape(this=like, expression=exp.Literal.string("\\"))
-        return _COMPARISONS[cond.op](this=col, expression=literal(self.value(name, cond.value, cond.op)))
+            return [pattern]
+        return [self.value(name, cond.value, cond.op)]
 
     def value(self, name: str, value: Any, op: str) -> Any:
         """``value`` checked against the column's visible type (masked columns are strings)."""

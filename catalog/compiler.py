@@ -43,13 +43,16 @@ class Compiler:
         """This compiler under other limits (``compiler.bounded(max_rows=5000)``)."""
         return replace(self, limits=self.limits.model_copy(update=limits))
 
-    def compile(self, view: GovernedView, query: Query) -> CompiledQuery:
-        """``query`` over the governed source of ``view`` (see :func:`catalog.compile.compile_query`).
+    def compile(self, view: GovernedView, query: Query, *, parameters: bool = False) -> CompiledQuery:
+        """``query`` over the governed source of ``view`` (see :func:`catalog.compile.compile_query`);
+        with ``parameters``, filter values are placeholders (the statement serves its whole shape).
 
         Raises:
             InvalidRequestError: as :func:`~catalog.compile.compile_query`.
         """
-        return compile_query(view, query, limits=self.limits, dialect=self.dialect, hash_salt=self.hash_salt)
+        return compile_query(
+            view, query, limits=self.limits, dialect=self.dialect, hash_salt=self.hash_salt, parameters=parameters
+        )
 
     def rewrite(self, parsed: ParsedSQL, views: Mapping[str, GovernedView]) -> GovernedStatement:
         """``parsed`` with each product replaced by its governed source, in this store's dialect.

@@ -41,6 +41,7 @@ Lifecycle
 from __future__ import annotations
 
 import re
+import secrets
 import threading
 from collections import OrderedDict
 from collections.abc import Mapping
@@ -48,6 +49,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import psycopg
+import psycopg.sql
 from psycopg import pq
 from sqlglot import exp
 
@@ -175,9 +177,10 @@ class PostgresWall:
             QueryExecutionError: the store refused a read outside the statement's governed sources.
         """
         try:
-            described = self._describe(raw, prepared.sql)
+            statement = _spliced(raw, prepared) if prepared.parameters else prepared.sql
+            described = self._describe(raw, prepared.sql, statement)
             with raw.cursor() as cursor:
-                cursor.execute(described.wrapped, [prepared.sql], binary=True)
+                cursor.execute(described.wrapped, [statement], binary=True)
                 rowset = fetch_capped(described.names, cursor.fetchmany, limits, deadline)
         except psycopg.Error as exc:
             if exc.sqlstate not in _REFUSALS:
@@ -197,11 +200,32 @@ class PostgresWall:
             return False
         return self.views.forget(r.name for r in prepared.relations)
 
-    def _describe(self, raw: psycopg.Connection[Any], statement: str) -> _Described:
+    def template(self, statement: exp.Query) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """``statement``'s text split at its placeholders, and their names in text order.
+
+        ``run()`` takes the statement as text, so the driver cannot bind its values: they are quoted by
+        psycopg (:func:`_spliced`) between these pieces. The pieces are found by rendering each
+        placeholder as a marker drawn now at random, which nothing else in the text can hold.
+        """
+        marker = f"dp_param_{secrets.token_hex(8)}_"
+        marked = statement.copy()
+        names: list[str] = []
+        for placeholder in list(marked.find_all(exp.Placeholder)):
+            placeholder.replace(exp.column(f"{marker}{len(names)}"))
+            names.append(placeholder.name)
+        pieces = re.split(f"{marker}(\\d+)", marked.sql(dialect="postgres"))
+        order = tuple(names[int(i)] for i in pieces[1::2])
+        if sorted(order) != sorted(names):
+            raise QueryExecutionError(f"{self.connection!r}: the statement's placeholders could not be located")
+        return tuple(pieces[0::2]), order
+
+    def _describe(self, raw: psycopg.Connection[Any], key: str, statement: str) -> _Described:
+        """The result columns of ``statement`` and the ``run()`` call that returns them, kept under ``key``
+        (the statement's text with placeholders: one description serves all its values)."""
         with self._lock:
-            hit = self._described.get(statement)
+            hit = self._described.get(key)
             if hit is not None:
-                self._described.move_to_end(statement)
+                self._described.move_to_end(key)
                 return hit
         encoding = raw.info.encoding
         parsed = raw.pgconn.prepare(b"", statement.encode(encoding))  # parse analysis only: nothing runs
@@ -218,7 +242,7 @@ class PostgresWall:
         wrapped = f'SELECT * FROM "{self.governed_schema}"."run"(%s) AS "t"({columns})'
         described = _Described([name.decode(encoding) for name, _, _ in fields], wrapped)
         with self._lock:
-            self._described[statement] = described
+            self._described[key] = described
             while len(self._described) > _DESCRIBED:
                 self._described.popitem(last=False)
         return described
@@ -236,6 +260,14 @@ class PostgresWall:
                 self._types.update({t: str(name) for t, (name,) in zip(unknown, rows, strict=True)})
         with self._lock:
             return [self._types[t] for t in types]
+
+
+def _spliced(raw: psycopg.Connection[Any], prepared: Prepared) -> str:
+    """``prepared``'s text with its parameters quoted by psycopg for this connection."""
+    pieces = [prepared.template[0]]
+    for name, text in zip(prepared.placeholders, prepared.template[1:], strict=True):
+        pieces += [psycopg.sql.Literal(prepared.parameters[name]).as_string(raw), text]
+    return "".join(pieces)
 
 
 def _ms(timeout_s: float) -> int:

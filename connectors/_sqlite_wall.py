@@ -55,10 +55,11 @@ Running
 
 from __future__ import annotations
 
+import datetime as dt
 import secrets
 import sqlite3
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import sqlalchemy as sa
@@ -162,7 +163,7 @@ class SQLiteWall:
         gate = _Gate(prepared.relations, ctes=set(prepared.ctes) - stored)
         raw.set_authorizer(gate)
         try:
-            result = conn.exec_driver_sql(prepared.sql)
+            result = conn.exec_driver_sql(prepared.sql, _sqlite_parameters(prepared.parameters))
             try:
                 rowset = fetch_capped(list(result.keys()), result.fetchmany, limits, deadline)
             finally:
@@ -279,3 +280,17 @@ def _schema_gate(names: set[str]) -> Authorizer:
         return sqlite3.SQLITE_DENY
 
     return gate
+
+
+def _sqlite_parameters(parameters: Mapping[str, Any]) -> dict[str, Any] | None:
+    """Placeholder values as SQLite compares them: temporal values as the ISO text inline literals are."""
+    if not parameters:
+        return None
+    return {
+        name: value.isoformat(sep=" ")
+        if isinstance(value, dt.datetime)
+        else value.isoformat()
+        if isinstance(value, dt.date | dt.time)
+        else value
+        for name, value in parameters.items()
+    }

@@ -45,11 +45,14 @@ def arm(timeout_s: float, cancel: Callable[[], None]) -> Alarm:
     global _thread
     alarm = Alarm(time.monotonic() + timeout_s, cancel)
     with _lock:
+        while _heap and _heap[0][2]._done:  # statements that ended: the heap stays as long as those running
+            heapq.heappop(_heap)
         heapq.heappush(_heap, (alarm.at, next(_counter), alarm))
         if _thread is None or not _thread.is_alive():
             _thread = threading.Thread(target=_run, name="dataproducts-watchdog", daemon=True)
             _thread.start()
-        _wakeup.notify()
+        if _heap[0][2] is alarm:  # a later deadline than the one the watchdog waits for needs no wake-up
+            _wakeup.notify()
     return alarm
 
 

@@ -25,7 +25,8 @@ Sync drivers run in a worker thread through ``anyio.to_thread``. Callers plan on
 from __future__ import annotations
 
 import abc
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from types import TracebackType
 from typing import Any, Self
 
@@ -132,6 +133,22 @@ class Prepared:
     relations: tuple[GovernedRelation, ...]
     ctes: tuple[str, ...] = ()
     limits: Limits | None = None  # what it runs under when prepared from a GovernedStatement
+    #: Values of the statement's placeholders (``$p0``, ``:p0``, ``%(p0)s``… as the dialect writes them);
+    #: a cached form is bound to a call's values with :meth:`bind`.
+    parameters: Mapping[str, Any] = field(default_factory=dict, compare=False)
+    #: The SQL text around each placeholder, for a store that splices quoted values in itself (``sql``
+    #: split at its placeholders; empty otherwise). ``template[i]`` precedes ``placeholders[i]``.
+    template: tuple[str, ...] = ()
+    placeholders: tuple[str, ...] = ()
+
+    def bind(self, parameters: Mapping[str, Any]) -> Prepared:
+        """The same statement with other placeholder values (checked by ``catalog.compile.bind_parameters``)."""
+        if parameters.keys() != self.parameters.keys():
+            raise QueryExecutionError(
+                f"{self.connection!r}: the statement takes parameters {sorted(self.parameters)}, "
+                f"not {sorted(parameters)}"
+            )
+        return replace(self, parameters=parameters)
 
     @property
     def objects(self) -> list[str]:
@@ -244,7 +261,18 @@ class Connector(abc.ABC):
             raise QueryExecutionError(f"{self.name!r}: select from a governed source, it cannot be the statement")
         relations = tuple(self._bind_governed(source, mark) for source, mark in sources)
         self._check_prepared(bound, relations)
-        return Prepared(self.name, self.render(bound), relations, tuple(sorted(cte_names(bound))), limits)
+        parameters = statement.parameters if isinstance(statement, GovernedStatement) else {}
+        template, placeholders = self._template(bound) if parameters else ((), ())
+        return Prepared(
+            self.name,
+            self.render(bound),
+            relations,
+            tuple(sorted(cte_names(bound))),
+            limits,
+            dict(parameters),
+            template,
+            placeholders,
+        )
 
     def prepared(self, statement: exp.Query | str | Prepared) -> Prepared:
         """``statement`` ready to run behind the store's wall (prepared here unless it already is).
@@ -274,6 +302,11 @@ class Connector(abc.ABC):
     def _qualify(self, table: exp.Table) -> str:
         """Qualify one physical table of a governed body in place; return its qualified name."""
         return ".".join(part.name for part in table.parts)
+
+    def _template(self, statement: exp.Query) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """The text around each placeholder and the placeholders' names, for a store that splices values
+        into the text itself (see :attr:`Prepared.template`); by default none: the driver binds them."""
+        return (), ()
 
     def _check_prepared(self, statement: exp.Query, relations: tuple[GovernedRelation, ...]) -> None:  # noqa: B027
         """Refuse a bound statement the store's wall could not judge (a hook; nothing by default).

@@ -41,7 +41,7 @@ import shutil
 import tempfile
 import threading
 import weakref
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -205,7 +205,7 @@ class DuckDBConnector(Connector):
     async def _execute(self, statement: exp.Query | str | Prepared, limits: Limits, *, governed: bool) -> RowSet:
         if governed or isinstance(statement, Prepared):
             prepared = self.prepared(statement)
-            rowset = await anyio.to_thread.run_sync(self._execute_sync, prepared.sql, limits)
+            rowset = await anyio.to_thread.run_sync(self._execute_sync, prepared.sql, limits, prepared.parameters)
             rowset.objects = prepared.objects
             return rowset
         return await anyio.to_thread.run_sync(self._execute_sync, self.render(statement), limits)
@@ -221,14 +221,14 @@ class DuckDBConnector(Connector):
                 table.set("db", table.args.get("db") or exp.to_identifier("main", quoted=True))
         return ".".join(part.name for part in table.parts)
 
-    def _execute_sync(self, sql: str, limits: Limits) -> RowSet:
+    def _execute_sync(self, sql: str, limits: Limits, parameters: Mapping[str, Any] | None = None) -> RowSet:
         with self._run(limits.timeout_s) as (cursor, deadline):
             statements = cursor.extract_statements(sql)
             if len(statements) != 1 or statements[0].type != duckdb.StatementType.SELECT:
                 raise QueryExecutionError(
                     f"{self.name!r} runs exactly one SELECT statement; this connection only reads"
                 )
-            cursor.execute(sql)
+            cursor.execute(sql, dict(parameters) if parameters else None)
             columns = [d[0] for d in cursor.description or []]
             return fetch_capped(columns, cursor.fetchmany, limits, deadline)
 

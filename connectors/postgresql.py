@@ -145,6 +145,9 @@ class PostgreSQLConnector(SQLAlchemyConnector):
     def _bind_governed(self, source: exp.Subquery, mark: GovernedMark) -> GovernedRelation:
         return self._wall.bind(source, mark)
 
+    def _template(self, statement: exp.Query) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        return self._wall.template(statement)
+
     def _execute_governed_sync(self, prepared: Prepared, limits: Limits) -> RowSet:
         for attempt in (1, 2):  # a second time when a view was dropped under the cached binding
             try:

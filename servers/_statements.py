@@ -1,11 +1,12 @@
-"""A bounded cache of compiled, prepared statements for repeated identical reads.
+"""A bounded cache of compiled, prepared statements, one per query shape.
 
 Compiling a governed query, binding its governed source to the store's wall and rendering it cost
-about as much as a point lookup on an indexed table. Agents repeat reads (the same question, the same
-first page), so the prepared statement is kept per (connection, product version, what the principal
-may see, query, limits). The key holds the governed view's decisions — masks, row filters,
-aggregate-only columns — not the principal's name, so principals with the same view share entries and
-a policy change (a new contract version) never reuses a stale one. The entry is the connector's
+more than a point lookup on an indexed table. So a query is compiled with its filter values as
+placeholders and the prepared statement is kept per (connection, product version, what the principal
+may see, query shape, limits); a call of a known shape only checks its values and binds them (no
+sqlglot). The key holds the governed view's decisions — masks, row filters, aggregate-only columns —
+not the principal's name, so principals with the same view share entries and a policy change (a new
+contract version) never reuses a stale one. The entry is the connector's
 :class:`~connectors.base.Prepared` form, so a cached read still runs behind the store's wall.
 """
 
@@ -16,7 +17,7 @@ from collections.abc import Callable, Mapping
 from threading import Lock
 from typing import Generic, TypeVar
 
-from catalog.compile import CompiledQuery
+from catalog.compile import CompiledQuery, query_shape, rebind
 from catalog.compiler import Compiler
 from catalog.metric_query import MetricsRequest
 from catalog.metrics import CompiledMetrics
@@ -64,7 +65,10 @@ class StatementCache:
         self, view: GovernedView, query: Query, *, compiler: Compiler, connector: Connector
     ) -> tuple[CompiledQuery, Prepared]:
         """The compiled query and its prepared form on ``connector`` (which runs it under the limits it
-        carries), from the cache when seen before.
+        carries), bound to ``query``'s values.
+
+        Entries are kept per :func:`~catalog.compile.query_shape`: filter values are placeholders, so a
+        lookup by another key reuses the statement, and only its values are checked and bound here.
 
         Raises:
             InvalidRequestError: as :meth:`catalog.compiler.Compiler.compile`.
@@ -79,15 +83,21 @@ class StatementCache:
             tuple(sorted(view.masked.items())),
             tuple(view.row_filters),
             tuple(sorted(view.aggregate_only.items())),
-            query.model_dump_json(),
+            query_shape(query),
             compiler.limits,
         )
+        built: list[CompiledQuery] = []
 
         def build() -> tuple[CompiledQuery, Prepared]:
-            compiled = compiler.compile(view, query)
+            compiled = compiler.compile(view, query, parameters=True)
+            built.append(compiled)
             return compiled, connector.prepare(compiled)
 
-        return self._lru.get(key, build)
+        compiled, prepared = self._lru.get(key, build)
+        if built:  # compiled for this very query
+            return compiled, prepared
+        compiled = rebind(compiled, view, query)
+        return compiled, prepared.bind(compiled.parameters)
 
 
 class MetricsStatementCache:
