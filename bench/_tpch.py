@@ -9,6 +9,8 @@ nothing is downloaded at run time.
 from __future__ import annotations
 
 import importlib.util
+import sqlite3
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +21,7 @@ from catalog.contract import ProductContract
 
 __all__ = [
     "LINEITEM_COLUMNS",
+    "load_lineitem_sqlite",
     "generate_lineitem",
     "lineitem_contract",
     "load_lineitem_postgres",
@@ -105,6 +108,34 @@ def load_lineitem_postgres(dsn: str, parquet: Path, *, reader: str = "bench_read
         conn.execute(f'CREATE SCHEMA IF NOT EXISTS dataproducts_governed AUTHORIZATION "{reader}"')
         row = conn.execute("SELECT count(*) FROM lineitem").fetchone()
     return int(row[0]) if row else 0
+
+
+def load_lineitem_sqlite(path: Path, parquet: Path) -> int:
+    """Write ``lineitem`` with primary key (l_orderkey, l_linenumber) into a new SQLite file; return its row count.
+
+    Dates are ISO text and decimals REAL, as SQLite stores them; the file is kept and reused when present.
+    """
+    if not path.is_file():
+        partial = path.with_suffix(".partial")
+        partial.unlink(missing_ok=True)
+        ddl = ", ".join(f"{name} {_SQLITE_TYPES[kind]} NOT NULL" for name, kind, _ in LINEITEM_COLUMNS)
+        names = [name for name, _, _ in LINEITEM_COLUMNS]
+        cast = {"date": "VARCHAR", "decimal": "DOUBLE"}
+        select = ", ".join(f"CAST({n} AS {cast[k]})" if k in cast else n for n, k, _ in LINEITEM_COLUMNS)
+        with closing(sqlite3.connect(partial)) as lite, duckdb.connect() as duck:
+            lite.execute(f"CREATE TABLE lineitem ({ddl}, PRIMARY KEY (l_orderkey, l_linenumber))")
+            duck.execute(f"SELECT {select} FROM read_parquet('{parquet}')")
+            insert = f"INSERT INTO lineitem ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})"
+            while batch := duck.fetchmany(50_000):
+                lite.executemany(insert, batch)
+            lite.commit()
+            lite.execute("ANALYZE")
+        partial.rename(path)
+    with closing(sqlite3.connect(path)) as lite:
+        return int(lite.execute("SELECT count(*) FROM lineitem").fetchone()[0])
+
+
+_SQLITE_TYPES = {"integer": "INTEGER", "float": "REAL", "decimal": "REAL", "string": "TEXT", "date": "TEXT"}
 
 
 def lineitem_contract(name: str, connection: str) -> ProductContract:

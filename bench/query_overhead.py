@@ -1,6 +1,6 @@
 """What governance costs: ``query_product`` through an in-process MCP client vs the same query run raw.
 
-For each store (DuckDB over a Parquet file, PostgreSQL in a throwaway cluster) and each query shape (a
+For each store (SQLite file, DuckDB over a Parquet file, PostgreSQL in a throwaway cluster) and each query shape (a
 point lookup by primary key, a TPC-H Q1-like aggregate scan over ``lineitem``) it prints the median of
 ``--repeat`` timed runs after warm-up, the ratio MCP/raw and the milliseconds added, beside the
 targets: at most 1.10x on the scan, at most 2 ms added on the lookup.
@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import secrets
 import shutil
+import sqlite3
 import statistics
 import sys
 import tempfile
@@ -39,7 +40,12 @@ from pydantic import SecretStr  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from bench._tpch import generate_lineitem, lineitem_contract, load_lineitem_postgres  # noqa: E402
+from bench._tpch import (  # noqa: E402
+    generate_lineitem,
+    lineitem_contract,
+    load_lineitem_postgres,
+    load_lineitem_sqlite,
+)
 from catalog.principal import Principal  # noqa: E402
 from catalog.query import Limits, Query  # noqa: E402
 from catalog.registry import Registry  # noqa: E402
@@ -49,7 +55,7 @@ from servers.service import DataProductsService  # noqa: E402
 from servers.settings import PrincipalConfig, Settings  # noqa: E402
 from tests.pgcluster import PostgresCluster  # noqa: E402
 
-STORES = ("duckdb", "postgresql")
+STORES = ("sqlite", "duckdb", "postgresql")
 READER_ROLE = "bench_reader"
 LOOKUP_MAX_ADDED_MS = 2.0
 SCAN_MAX_RATIO = 1.10
@@ -153,6 +159,16 @@ class RawStore:
         return cls(lambda sql, params: conn.execute(sql, params).fetchall(), conn.close)
 
     @classmethod
+    def sqlite(cls, path: Path) -> RawStore:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
+
+        def run(sql: str, params: list[Any]) -> list[tuple[Any, ...]]:
+            # dates are ISO text in SQLite: compare them as text (CAST(... AS DATE) would make a number)
+            return conn.execute(sql.replace("CAST(? AS DATE)", "?"), params).fetchall()
+
+        return cls(run, conn.close)
+
+    @classmethod
     def postgresql(cls, dsn: str) -> RawStore:
         conn = psycopg.connect(dsn, autocommit=True)
         return cls(lambda sql, params: conn.execute(sql.replace("?", "%s"), params).fetchall(), conn.close)
@@ -211,6 +227,14 @@ def prepared_stores(
     configs: dict[str, ConnectionConfig] = {}
     raws: dict[str, RawStore] = {}
     with ExitStack() as stack:
+        if "sqlite" in stores:
+            path = parquet.with_suffix(".sqlite")
+            started = time.perf_counter()
+            count = load_lineitem_sqlite(path, parquet)
+            Console(stderr=True).log(f"sqlite: {count:,} rows in {path} ({time.perf_counter() - started:.1f}s)")
+            configs["sqlite"] = ConnectionConfig(name="sqlite", kind="sqlite", path=str(path))
+            raws["sqlite"] = RawStore.sqlite(path)
+            stack.callback(raws["sqlite"].close)
         if "duckdb" in stores:
             configs["duckdb"] = ConnectionConfig(name="duckdb", kind="duckdb", files={"lineitem": str(parquet)})
             raws["duckdb"] = RawStore.duckdb(parquet)
@@ -315,7 +339,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--sf", type=float, default=0.1, help="TPC-H scale factor (default 0.1, ~600k rows)")
     parser.add_argument("--repeat", type=int, default=20, help="timed runs per query (default 20)")
     parser.add_argument("--warmup", type=int, default=3, help="untimed runs first (default 3)")
-    parser.add_argument("--stores", default=",".join(STORES), help="comma-separated subset of: duckdb,postgresql")
+    parser.add_argument(
+        "--stores", default=",".join(STORES), help="comma-separated subset of: sqlite,duckdb,postgresql"
+    )
     parser.add_argument("--data-dir", help="keep generated Parquet/CSV here to reuse across runs")
     parser.add_argument("--check", action="store_true", help="exit 1 when a target is missed")
     args = parser.parse_args(argv)

@@ -78,6 +78,7 @@ __all__ = ["MAX_VIEWS", "SQLiteWall", "read_only_authorizer"]
 #: Governed views kept per pooled connection.
 MAX_VIEWS = 64
 _VIEWS = "dataproducts.governed_views"  # key in the pooled connection's info dict
+_GATE = "dataproducts.governed_gate"  # the governed authorizer left installed: (views it admits, gate)
 
 Authorizer = Callable[[int, str | None, str | None, str | None, str | None], int]
 
@@ -90,7 +91,8 @@ _READ_ONLY = {
     sqlite3.SQLITE_TRANSACTION,  # the driver's own BEGIN/ROLLBACK
 }
 _READ_PRAGMAS = {"table_info", "table_xinfo", "index_list", "index_info", "index_xinfo", "foreign_key_list"}
-_GOVERNED = {sqlite3.SQLITE_SELECT, sqlite3.SQLITE_FUNCTION, sqlite3.SQLITE_RECURSIVE}
+# A gate left on an idle connection also admits the driver's own BEGIN/ROLLBACK (which read nothing).
+_GOVERNED = {sqlite3.SQLITE_SELECT, sqlite3.SQLITE_FUNCTION, sqlite3.SQLITE_RECURSIVE, sqlite3.SQLITE_TRANSACTION}
 _STORED_NAMES = "SELECT name FROM main.sqlite_master UNION ALL SELECT name FROM temp.sqlite_master"
 _SCHEMA_ROWS = {sqlite3.SQLITE_INSERT, sqlite3.SQLITE_UPDATE, sqlite3.SQLITE_DELETE, sqlite3.SQLITE_READ}
 
@@ -157,15 +159,70 @@ class SQLiteWall:
         raw: Any = conn.connection.dbapi_connection
         views: OrderedDict[str, None] = conn.connection.info.setdefault(_VIEWS, OrderedDict())
         self._ensure(conn, raw, views, prepared.relations)
-        stored: set[str] = set()
-        if prepared.ctes:  # a CTE read without columns is reported like a table: tell the two apart
-            stored = {str(name).lower() for (name,) in conn.exec_driver_sql(_STORED_NAMES)}
+        parameters = _sqlite_parameters(prepared.parameters)
+        if not prepared.ctes:
+            return self._run_kept(conn, raw, prepared, parameters, limits, deadline)
+        self.release(conn)  # sqlite_master is read under the read-only authorizer
+        stored = {str(name).lower() for (name,) in conn.exec_driver_sql(_STORED_NAMES)}
         gate = _Gate(prepared.relations, ctes=set(prepared.ctes) - stored)
         raw.set_authorizer(gate)
         try:
-            result = conn.exec_driver_sql(prepared.sql, _sqlite_parameters(prepared.parameters))
+            rowset = self._fetch(conn, gate, prepared.sql, parameters, limits, deadline)
+        finally:
+            raw.set_authorizer(read_only_authorizer)
+        rowset.objects = sorted(gate.read)
+        return rowset
+
+    def _run_kept(
+        self,
+        conn: sa.Connection,
+        raw: Any,
+        prepared: Prepared,
+        parameters: dict[str, Any] | None,
+        limits: Limits,
+        deadline: Deadline,
+    ) -> RowSet:
+        """Run a statement without CTEs under its views' gate, which stays on the connection afterwards.
+
+        Setting an authorizer expires every prepared statement of the connection, so a gate replaced on
+        each call would make SQLite prepare and authorize the statement again each time. The gate of the
+        last views read stays installed instead (the connection's cached statements were authorized by
+        it); :meth:`release` puts the read-only authorizer back before the connection runs anything else.
+        """
+        key = tuple(r.name for r in prepared.relations)
+        held = conn.connection.info.get(_GATE)
+        if held is not None and held[0] == key:
+            gate = held[1]
+        else:
+            gate = _Gate(prepared.relations, ctes=set())
+            raw.set_authorizer(gate)
+            conn.connection.info[_GATE] = (key, gate)
+        try:
+            rowset = self._fetch(conn, gate, prepared.sql, parameters, limits, deadline)
+        except BaseException:
+            self.release(conn)
+            raise
+        rowset.objects = prepared.objects
+        return rowset
+
+    def release(self, conn: sa.Connection) -> None:
+        """Put the connection's everyday read-only authorizer back if a governed gate was left on it."""
+        if conn.connection.info.pop(_GATE, None) is not None:
+            conn.connection.dbapi_connection.set_authorizer(read_only_authorizer)  # type: ignore[union-attr]
+
+    def _fetch(
+        self,
+        conn: sa.Connection,
+        gate: _Gate,
+        sql: str,
+        parameters: dict[str, Any] | None,
+        limits: Limits,
+        deadline: Deadline,
+    ) -> RowSet:
+        try:
+            result = conn.exec_driver_sql(sql, parameters)
             try:
-                rowset = fetch_capped(list(result.keys()), result.fetchmany, limits, deadline)
+                return fetch_capped(list(result.keys()), result.fetchmany, limits, deadline)
             finally:
                 result.close()
         except sa_exc.DBAPIError as exc:
@@ -176,10 +233,6 @@ class SQLiteWall:
                 "products only through their governed sources",
                 orig=exc.orig,
             ) from exc
-        finally:
-            raw.set_authorizer(read_only_authorizer)
-        rowset.objects = sorted(gate.read)
-        return rowset
 
     def _ensure(
         self, conn: sa.Connection, raw: Any, views: OrderedDict[str, None], relations: tuple[GovernedRelation, ...]
@@ -212,6 +265,7 @@ class SQLiteWall:
                     raise
         finally:
             raw.set_authorizer(read_only_authorizer)
+            conn.connection.info.pop(_GATE, None)
 
 
 def _keep_in_use(body: exp.Expr) -> None:

@@ -84,6 +84,8 @@ class SQLiteConnector(SQLAlchemyConnector):
         aborts the running statement once ``deadline`` passes (it fails with ``interrupted``). The
         connection itself only reads (:func:`_prepare_connection`); the wall needs nothing more."""
         raw: Any = conn.connection.dbapi_connection
+        if governed is None:
+            self._wall.release(conn)  # a governed gate left on the connection admits only its own views
         raw.set_progress_handler(lambda: 1 if deadline.passed else 0, 1000)
         try:
             yield
@@ -125,7 +127,7 @@ class SQLiteConnector(SQLAlchemyConnector):
         self._wall.check(statement, relations)
 
     def _execute_governed_sync(self, prepared: Prepared, limits: Limits) -> RowSet:
-        with self._session(limits.timeout_s) as (conn, deadline):
+        with self._session(limits.timeout_s, prepared) as (conn, deadline):
             return self._wall.run(conn, prepared, limits, deadline)
 
     # -- introspection -------------------------------------------------------------------------
