@@ -25,10 +25,14 @@ the structured content it came from.
 
 from __future__ import annotations
 
+import functools
 import json
+import math
 import re
 from collections.abc import Mapping
 from typing import Any
+
+import pydantic_core
 
 __all__ = ["read_result_text", "result_text"]
 
@@ -36,13 +40,20 @@ _NUMBER = re.compile(r"-?(?:0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?\Z")
 _WORDS = frozenset({"null", "true", "false", "none"})
 # Line breaks JSON leaves unescaped but str.splitlines() splits on: escaped so a row stays one line.
 _LINE_BREAKS = str.maketrans({"\x85": "\\u0085", "\u2028": "\\u2028", "\u2029": "\\u2029"})
+_NUMERIC_START = frozenset("0123456789+-.iInN")  # how a text float() reads may begin
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
 _DECODER = json.JSONDecoder()
 
 
 def result_text(structured: Mapping[str, Any]) -> str:
     """The text content of a tool result whose structured content is ``structured``."""
     table = _table(structured)
-    return table if table is not None else _json(structured)
+    if table is not None:
+        return table
+    try:
+        return _json(structured)
+    except (TypeError, ValueError):  # not plain JSON (NaN, another type): as the SDK would write it, compact
+        return pydantic_core.to_json(structured, fallback=str, inf_nan_mode="null").decode().translate(_LINE_BREAKS)
 
 
 def read_result_text(text: str) -> dict[str, Any]:
@@ -73,7 +84,7 @@ def _table(structured: Mapping[str, Any]) -> str | None:
     if not (isinstance(rows, list) and all(isinstance(r, list) and len(r) == len(columns) for r in rows)):
         return None
     try:
-        lines = [",".join(_cell(value) for value in row) for row in [columns, *rows]]
+        lines = [",".join(map(_cell, row)) for row in [columns, *rows]]
         meta = _json({key: value for key, value in structured.items() if key not in ("columns", "rows")})
     except ValueError:  # a value JSON cannot hold (NaN, infinity, a non-JSON type): no table
         return None
@@ -81,15 +92,27 @@ def _table(structured: Mapping[str, Any]) -> str | None:
 
 
 def _cell(value: Any) -> str:
+    kind = type(value)
+    if kind is str:
+        return _string_cell(value)
     if value is None:
         return ""
-    if isinstance(value, bool):
+    if kind is int:
+        return str(value)
+    if kind is bool:
         return "true" if value else "false"
-    if isinstance(value, str):
-        return value if _reads_bare(value) else _json(value)
-    if isinstance(value, int | float | list | dict):
+    if kind is float:
+        if not math.isfinite(value):
+            raise ValueError(f"not a JSON number: {value}")
+        return repr(value)  # what JSON writes: the shortest text that reads back as the same float
+    if kind is list or kind is dict:
         return _json(value)
-    raise ValueError(f"not a JSON value: {type(value).__name__}")
+    raise ValueError(f"not a JSON value: {kind.__name__}")
+
+
+@functools.lru_cache(maxsize=4096)  # a column's values repeat (statuses, regions, dates)
+def _string_cell(text: str) -> str:
+    return text if _reads_bare(text) else _json(text)
 
 
 def _reads_bare(text: str) -> bool:
@@ -98,6 +121,8 @@ def _reads_bare(text: str) -> bool:
         return False
     if "," in text or '"' in text or text[0] in "[{" or text.lower() in _WORDS:
         return False
+    if text[0] not in _NUMERIC_START:
+        return True
     try:
         float(text)  # 1e5, 0012, nan, inf: quoted, so that only numbers read as numbers
     except ValueError:
@@ -106,7 +131,7 @@ def _reads_bare(text: str) -> bool:
 
 
 def _json(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False).translate(_LINE_BREAKS)
+    return _ENCODER.encode(value).translate(_LINE_BREAKS)
 
 
 def _cells(line: str) -> list[Any]:

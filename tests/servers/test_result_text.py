@@ -105,6 +105,8 @@ def test_a_result_that_is_not_a_table_is_its_json_compact() -> None:
     assert read_result_text(text) == structured
     ragged = {"columns": ["a", "b"], "rows": [[1]]}
     assert json.loads(result_text(ragged)) == ragged
+    # not plain JSON (structured content never is, but the text must not fail a call that succeeded)
+    assert json.loads(result_text({"columns": ["a"], "rows": [[float("nan")]]})) == {"columns": ["a"], "rows": [[None]]}
 
 
 json_values = st.recursive(
