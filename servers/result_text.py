@@ -25,7 +25,6 @@ the structured content it came from.
 
 from __future__ import annotations
 
-import functools
 import json
 import math
 import re
@@ -83,8 +82,18 @@ def _table(structured: Mapping[str, Any]) -> str | None:
         return None
     if not (isinstance(rows, list) and all(isinstance(r, list) and len(r) == len(columns) for r in rows)):
         return None
+    strings: dict[str, str] = {}  # a column's values repeat (statuses, regions, dates); this result's only
+
+    def cell(value: Any) -> str:
+        if type(value) is str:
+            written = strings.get(value)
+            if written is None:
+                written = strings[value] = _string_cell(value)
+            return written
+        return _cell(value)
+
     try:
-        lines = [",".join(map(_cell, row)) for row in [columns, *rows]]
+        lines = [",".join(map(cell, row)) for row in [columns, *rows]]
         meta = _json({key: value for key, value in structured.items() if key not in ("columns", "rows")})
     except ValueError:  # a value JSON cannot hold (NaN, infinity, a non-JSON type): no table
         return None
@@ -110,7 +119,6 @@ def _cell(value: Any) -> str:
     raise ValueError(f"not a JSON value: {kind.__name__}")
 
 
-@functools.lru_cache(maxsize=4096)  # a column's values repeat (statuses, regions, dates)
 def _string_cell(text: str) -> str:
     return text if _reads_bare(text) else _json(text)
 
