@@ -23,6 +23,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, model_validator
+from typing_extensions import TypeAliasType
 
 from catalog._model import StrictModel
 
@@ -76,7 +77,8 @@ class AnyOf(StrictModel):
     any_of: list[Filter] = Field(alias="or", min_length=1)
 
 
-Filter = Annotated[Condition | AllOf | AnyOf, Field(union_mode="left_to_right")]
+# A named alias: schemas define it once (``$defs/Filter``) and refer to it wherever a filter goes.
+Filter = TypeAliasType("Filter", Annotated[Condition | AllOf | AnyOf, Field(union_mode="left_to_right")])
 
 
 class OrderBy(StrictModel):

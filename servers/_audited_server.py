@@ -37,14 +37,18 @@ from mcp.server.mcpserver.exceptions import (
     UnexpectedToolError,
 )
 from mcp.shared.exceptions import MCPError
-from mcp_types import CallToolResult, InputRequiredResult
+from mcp_types import CallToolResult, InputRequiredResult, TextContent
+from mcp_types import Tool as ListedTool
 from pydantic import AnyUrl, ValidationError
 
 from catalog.audit import Outcome
 from catalog.errors import AccessDeniedError, AuditError, DataProductsError
 from catalog.principal import Principal
+from catalog.query import Limits
 from servers._audit_trail import ANONYMOUS, audit_scope, refusal, write_audit
+from servers._tool_listing import lean_tools
 from servers.auth import current_principal
+from servers.result_text import result_text
 from servers.service import DataProductsService
 
 __all__ = ["AuditedMCPServer", "Refused", "argument_problems", "caller", "refusing_invalid_arguments"]
@@ -72,12 +76,17 @@ class AuditedMCPServer(MCPServer[DataProductsService]):
     """An MCPServer whose tool calls and resource reads each leave one audit row and fail in one line.
 
     ``principal`` is the caller of requests that carry no authenticated principal (stdio, in-process);
-    None refuses them.
+    None refuses them. The tools are listed lean (see :mod:`servers._tool_listing`), their descriptions
+    stating ``limits``; a result's text content is its structured content, compact (see
+    :mod:`servers.result_text`).
     """
 
-    def __init__(self, *args: Any, principal: Principal | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, principal: Principal | None = None, limits: Limits | None = None, **kwargs: Any
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.default_principal = principal
+        self.limits = limits or Limits()
         self.middleware.append(self._audit_refused_requests)
 
     def caller(self) -> Principal:
@@ -95,6 +104,9 @@ class AuditedMCPServer(MCPServer[DataProductsService]):
             )
         return found
 
+    async def list_tools(self) -> list[ListedTool]:
+        return lean_tools(await super().list_tools(), self.limits)
+
     async def call_tool(
         self, name: str, arguments: dict[str, Any], context: Context[DataProductsService, Any] | None = None
     ) -> CallToolResult | InputRequiredResult:
@@ -104,7 +116,7 @@ class AuditedMCPServer(MCPServer[DataProductsService]):
                 if self._tool_manager.get_tool(name) is None:  # the lookup the SDK makes next, answered here
                     known = ", ".join(sorted(tool.name for tool in await self.list_tools()))
                     raise Refused("unknown_tool", f"no tool {name[:100]!r}; the tools are {known}")
-                return await super().call_tool(name, arguments, context)
+                return _lean(await super().call_tool(name, arguments, context))
             except MCPError:  # a protocol error the SDK answers as such
                 if not written:
                     await self._audit_refusal(context, name, arguments, "protocol_error", "error", started, ToolError)
@@ -185,6 +197,15 @@ class AuditedMCPServer(MCPServer[DataProductsService]):
                     )
                     await write_audit(ctx.lifespan_context.audit, record)  # AuditError: the request fails
                 raise
+
+
+def _lean(result: CallToolResult | InputRequiredResult) -> CallToolResult | InputRequiredResult:
+    """``result`` with its text content written from its structured content, compact."""
+    if not isinstance(result, CallToolResult) or result.is_error or result.structured_content is None:
+        return result
+    return result.model_copy(
+        update={"content": [TextContent(type="text", text=result_text(result.structured_content))]}
+    )
 
 
 def caller(ctx: Context[Any, Any]) -> Principal:

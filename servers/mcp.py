@@ -40,7 +40,9 @@ INSTRUCTIONS = (
     "with describe_product, then read rows with query_product (filters, group_by/aggregates, order, cursor "
     "paging) or run_sql (one SELECT over product names such as sales.orders); find passages of text with "
     "search_documents; see where a product's data comes from and goes with get_lineage. Masked columns "
-    "hold masked values; rows may be filtered for you."
+    "hold masked values; rows may be filtered for you. Rows come as text in three parts, one per line: a JSON "
+    "object (row_count, truncated, next_cursor, ...), the column names, then one comma-separated line per row "
+    '(an empty cell is null; a "quoted" cell is a JSON string).'
 )
 
 
@@ -72,6 +74,7 @@ def create_server(
         version="0.1.0",
         log_level="WARNING",
         principal=principal,
+        limits=settings.limits,
     )
     allowed = set(settings.server.tools)
     for tool in TOOLS:

@@ -35,6 +35,10 @@ from servers.service import DataProductsService
 
 __all__ = ["TOOLS", "product_resource"]
 
+# Descriptions name the guardrails as {max_rows}, {max_sql_chars}...: the tool listing states the
+# deployment's values (servers._tool_listing).
+_PAGE = "rows per page, at most {max_rows}"
+
 
 def _service(ctx: Context) -> DataProductsService:
     """The service the server's lifespan opened (or was given)."""
@@ -57,7 +61,7 @@ def _query(arguments: Mapping[str, Any]) -> Query:
 async def search_products(
     query: Annotated[str, Field(description="keywords: subject, column, tag or owner", min_length=1)],
     ctx: Context,
-    limit: Annotated[int, Field(ge=1, le=50)] = 10,
+    limit: Annotated[int, Field(ge=1, le=50, description="products to return")] = 10,
 ) -> SearchResult:
     """Find data products you may read, best match first."""
     return await _service(ctx).search_products(caller(ctx), query, limit=limit)
@@ -76,14 +80,14 @@ async def query_product(
     columns: Annotated[list[str] | None, Field(description="columns to return; default all")] = None,
     where: Annotated[
         list[Filter] | None,
-        Field(description='ANDed conditions: {"column","op","value"} or {"or":[...]}/{"and":[...]}'),
+        Field(description='conditions, ANDed; nest {"or":[...]} / {"and":[...]}'),
     ] = None,
-    group_by: list[str] | None = None,
+    group_by: Annotated[list[str] | None, Field(description="columns to group by")] = None,
     aggregates: Annotated[
         list[Aggregate] | None, Field(description='e.g. [{"fn":"sum","column":"amount","as":"total"}]')
     ] = None,
-    order_by: list[OrderBy] | None = None,
-    limit: Annotated[int | None, Field(ge=1)] = None,
+    order_by: Annotated[list[OrderBy] | None, Field(description="sort keys, in order")] = None,
+    limit: Annotated[int | None, Field(ge=1, description=_PAGE)] = None,
     cursor: Annotated[str | None, Field(description="next_cursor of the previous page")] = None,
 ) -> QueryResult:
     """Read rows of one product, governed and bounded; aggregate with group_by + aggregates."""
@@ -92,10 +96,13 @@ async def query_product(
 
 
 async def run_sql(
-    sql: Annotated[str, Field(description="one SELECT; tables are product names, e.g. FROM shop.orders")],
+    sql: Annotated[
+        str,
+        Field(description="one SELECT, at most {max_sql_chars} chars; tables are product names, e.g. FROM shop.orders"),
+    ],
     ctx: Context,
 ) -> QueryResult:
-    """Run one read-only SELECT over products (joins, CTEs, aggregates), governed like query_product."""
+    """Run one read-only SELECT over products (joins, CTEs, aggregates), governed; at most {max_rows} rows."""
     return await _service(ctx).run_sql(caller(ctx), sql)
 
 
@@ -103,7 +110,7 @@ async def search_documents(
     query: Annotated[str, Field(description="what to find, in plain words", min_length=1)],
     ctx: Context,
     product: Annotated[str | None, Field(description="only this product, e.g. docs.handbook")] = None,
-    k: Annotated[int, Field(ge=1, le=50)] = 10,
+    k: Annotated[int, Field(ge=1, le=50, description="passages to return")] = 10,
 ) -> DocumentsResult:
     """Find passages in products' indexed text (keyword + semantic); each hit cites its product and row."""
     return await _service(ctx).search_documents(caller(ctx), query, product=product, k=k)
@@ -112,8 +119,8 @@ async def search_documents(
 async def get_lineage(
     product: Annotated[str, Field(description="product name, e.g. shop.orders")],
     ctx: Context,
-    direction: Literal["upstream", "downstream", "both"] = "both",
-    depth: Annotated[int, Field(ge=1, le=10)] = 3,
+    direction: Annotated[Literal["upstream", "downstream", "both"], Field(description="which way to follow")] = "both",
+    depth: Annotated[int, Field(ge=1, le=10, description="hops to follow")] = 3,
 ) -> LineageResult:
     """Where a product's data comes from and goes: products, source tables, column links, PII carried."""
     return await _service(ctx).get_lineage(caller(ctx), product, direction=direction, depth=depth)
@@ -140,7 +147,7 @@ def _metrics_request(arguments: Mapping[str, Any]) -> MetricsRequest:
 async def list_metrics(
     ctx: Context,
     query: Annotated[str | None, Field(description="words in metric names or descriptions")] = None,
-    product: str | None = None,
+    product: Annotated[str | None, Field(description="only this product's metrics")] = None,
 ) -> MetricsListing:
     """Metrics you may query (unit, filter) and the dimensions and time grains they group by."""
     return await _service(ctx).list_metrics(caller(ctx), query=query, product=product)
@@ -153,8 +160,8 @@ async def query_metrics(
     group_by: Annotated[list[GroupBy] | None, Field(description="grain for time dimensions")] = None,
     where: Annotated[list[DimensionCondition] | None, Field(description="ANDed; ops as query_product")] = None,
     time_range: Annotated[TimeRange | None, Field(description="start <= t < end")] = None,
-    order_by: list[MetricOrder] | None = None,
-    limit: Annotated[int | None, Field(ge=1)] = None,
+    order_by: Annotated[list[MetricOrder] | None, Field(description="by metric or dimension name")] = None,
+    limit: Annotated[int | None, Field(ge=1, description="rows, at most {max_rows}")] = None,
     explain: Annotated[bool, Field(description="return the SQL run")] = False,
 ) -> MetricsResult:
     """Compute metrics grouped by dimensions, governed, in one bounded read."""
