@@ -42,6 +42,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from a checkout
 
@@ -188,9 +189,9 @@ async def built_store(corpus: Corpus, anchors: Vectors, model_id: str, size: int
     return store
 
 
-async def timed(ms: list[float], call: Callable[[], Awaitable[object]]) -> None:
+async def timed(ms: list[float], call: Callable[..., Awaitable[object]], *args: Any, **kwargs: Any) -> None:
     started = time.perf_counter()
-    await call()
+    await call(*args, **kwargs)
     ms.append((time.perf_counter() - started) * 1000)
 
 
@@ -203,23 +204,17 @@ async def measure(
 ) -> Timings:
     timings = Timings(size=len(await store.indexed(PRODUCT)))
     precomputed, uncached = PrecomputedEmbedder(model.model_id, vectors), UncachedEmbedder(model)
-    products, depth = [PRODUCT], args.candidates
+    search = {"k": args.k, "products": [PRODUCT], "candidates": args.candidates}
+    leg = {"k": args.candidates, "products": [PRODUCT]}
     for query in queries[:3]:  # warm: the vector cache loads, pages come into memory
-        await hybrid_search(store, precomputed, query, k=args.k, products=products, candidates=depth)
+        await hybrid_search(store, precomputed, query, **search)
+    ms = timings.ms
     for query in queries:
-        vector = vectors[query]
-        ms = timings.ms
-        await timed(ms["bm25"], lambda q=query: store.bm25(q, k=depth, products=products))
-        await timed(ms["knn"], lambda v=vector: store.knn(v, k=depth, products=products))
-        await timed(
-            ms["hybrid"],
-            lambda q=query: hybrid_search(store, precomputed, q, k=args.k, products=products, candidates=depth),
-        )
-        await timed(
-            ms["hybrid + model"],
-            lambda q=query: hybrid_search(store, uncached, q, k=args.k, products=products, candidates=depth),
-        )
-        await timed(ms["embed"], lambda q=query: anyio.to_thread.run_sync(model.embed_batch, [q]))
+        await timed(ms["bm25"], store.bm25, query, **leg)
+        await timed(ms["knn"], store.knn, vectors[query], **leg)
+        await timed(ms["hybrid"], hybrid_search, store, precomputed, query, **search)
+        await timed(ms["hybrid + model"], hybrid_search, store, uncached, query, **search)
+        await timed(ms["embed"], anyio.to_thread.run_sync, model.embed_batch, [query])
     return timings
 
 
@@ -281,12 +276,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--model", default=DEFAULT_EMBEDDING_MODEL, help="built embedding model")
     parser.add_argument("--models-dir", type=Path, default=None, help="where built models live")
     parser.add_argument("--data-dir", type=Path, help="keep anchor vectors and built stores here for reruns")
-    parser.add_argument("--smoke", action="store_true", help="1.5k chunks, 20 queries, 50 anchors: that it runs")
+    parser.add_argument("--smoke", action="store_true", help="1.5k chunks, 20 queries, 20 anchors: that it runs")
     parser.add_argument("--check", action="store_true", help="exit 1 when the target is missed")
     args = parser.parse_args(argv)
     args.max_texts = None
     if args.smoke:
-        args.sizes, args.queries, args.anchors, args.max_texts = "1500", 20, 50, 1000
+        args.sizes, args.queries, args.anchors, args.max_texts = "1500", 20, 20, 1000
     try:
         args.sizes = [int(s) for s in args.sizes.split(",")]
     except ValueError:
