@@ -11,7 +11,15 @@ writes)::
 
 BM25 is FTS5's own ``bm25()``. User text never reaches FTS5 syntax: the query is cut into words,
 each word is quoted as an FTS5 string and the words are OR-ed (like Elasticsearch's ``match``), so
-``NEAR(``, ``*``, ``AND``, quotes or column filters in the text are plain words.
+``NEAR(``, ``*``, ``AND``, quotes or column filters in the text are plain words. The BM25 leg ranks
+in FTS5 alone (``ORDER BY bm25, rowid LIMIT 4k`` over every product) and then reads the few ranked
+rows, keeping those of the products asked for; only when fewer than ``k`` of them are among the
+``4k`` best does it rank inside the products with the join (the same order either way: filtering a
+ranking keeps its order). Joining ``chunks`` first read every matching row, text included, before
+the sort kept ``k``. FTS5 still scores every matching row: it has no top-k pruning, so the leg grows
+with the number of chunks holding a query word (SciFact claims match ~30% of the chunks).
+Readers map the file (``mmap_size``): a lookup per ranked row then costs no ``read`` system call and
+no copy (10k SciFact chunks, load 14: 119 → 57 ms for the joined query).
 
 Vectors are searched exactly: ``einsum(matrix, query)`` per product over float32 rows loaded from the
 file and cached in memory per product, reloaded when the product's ``generation`` changes (so a
@@ -70,6 +78,8 @@ __all__ = ["EmbeddedSearchStore", "fts5_query"]
 
 SCHEMA_VERSION = "1"
 BUSY_TIMEOUT_MS = 30_000
+#: How much of the file SQLite maps into memory; BM25 reads a page per ranked row (measured below).
+MMAP_BYTES = 1 << 30
 MAX_QUERY_TERMS = 64
 _WORD = re.compile(r"\w+")
 # Lucene's English stop words, which Elasticsearch's ``english`` analyzer drops too: the two stores rank alike.
@@ -111,6 +121,13 @@ ON CONFLICT (id) DO UPDATE SET key = excluded.key, field = excluded.field, chunk
     text = excluded.text, field_hash = excluded.field_hash, vector = excluded.vector
 """
 _HIT_COLUMNS = "c.rowid, c.product, c.key, c.field, c.chunk, c.text"
+#: FTS5's BM25 ranking of every product, ties by rowid: the order the product-filtered ranking keeps.
+_BM25_RANKED = (
+    "SELECT rowid, bm25(chunks_fts) AS score FROM chunks_fts WHERE chunks_fts MATCH ? ORDER BY score, rowid LIMIT ?"
+)
+#: How many chunks per hit asked for the BM25 leg ranks over every product before filtering by product.
+BM25_OVERFETCH = 4
+_ROWID_BATCH = 500
 
 
 def fts5_query(text: str) -> str:
@@ -158,6 +175,7 @@ class EmbeddedSearchStore(SearchStore):
         conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         conn.execute("PRAGMA journal_mode = WAL")
         conn.execute("PRAGMA synchronous = NORMAL")
+        conn.execute(f"PRAGMA mmap_size = {MMAP_BYTES}")  # pages read in place, not copied per lookup
         self._opened.append(conn)
         return conn
 
@@ -339,15 +357,24 @@ class EmbeddedSearchStore(SearchStore):
         return await anyio.to_thread.run_sync(self._bm25_sync, match, k, products)
 
     def _bm25_sync(self, match: str, k: int, products: Sequence[str] | None) -> list[ChunkHit]:
-        where, params = _product_filter(products)
-        sql = (
-            f"SELECT {_HIT_COLUMNS}, -bm25(chunks_fts) AS score"
-            " FROM chunks_fts JOIN chunks c ON c.rowid = chunks_fts.rowid"
-            f" WHERE chunks_fts MATCH ?{where} ORDER BY bm25(chunks_fts), c.rowid LIMIT ?"
-        )
+        wanted = None if products is None else set(products)
+        depth = k if wanted is None else k * BM25_OVERFETCH
         with self._read() as conn:
-            rows = conn.execute(sql, [match, *params, k]).fetchall()
-        return [_hit(row, row[6], rank) for rank, row in enumerate(rows, start=1)]
+            # Rank in FTS5 alone, then read the few rows ranked: joining chunks first would read every
+            # matching row (text included) before the sort keeps k of them.
+            ranked = conn.execute(_BM25_RANKED, (match, depth)).fetchall()
+            rows = _rows_by_rowid(conn, [rowid for rowid, _ in ranked])
+            kept = [(rows[rowid], -score) for rowid, score in ranked if _wanted(rows.get(rowid), wanted)][:k]
+            if len(kept) < k and len(ranked) == depth and products is not None:
+                # The products asked for hold few of the best chunks: rank within them (same order, same scores).
+                where, params = _product_filter(products)
+                sql = (
+                    f"SELECT {_HIT_COLUMNS}, -bm25(chunks_fts) AS score"
+                    " FROM chunks_fts JOIN chunks c ON c.rowid = chunks_fts.rowid"
+                    f" WHERE chunks_fts MATCH ?{where} ORDER BY bm25(chunks_fts), c.rowid LIMIT ?"
+                )
+                kept = [(row, row[6]) for row in conn.execute(sql, [match, *params, k]).fetchall()]
+        return [_hit(row, score, rank) for rank, (row, score) in enumerate(kept, start=1)]
 
     async def knn(
         self, vector: npt.NDArray[np.float32], *, k: int, products: Sequence[str] | None = None
@@ -390,11 +417,7 @@ class EmbeddedSearchStore(SearchStore):
                 return []
             ids, scores = np.concatenate(best_ids), np.concatenate(best_scores)
             order = np.lexsort((ids, -scores))[:k]
-            placeholders = ",".join("?" * len(order))
-            rows = conn.execute(
-                f"SELECT {_HIT_COLUMNS} FROM chunks c WHERE c.rowid IN ({placeholders})", [int(ids[i]) for i in order]
-            ).fetchall()
-        by_rowid = {row[0]: row for row in rows}
+            by_rowid = _rows_by_rowid(conn, [int(ids[i]) for i in order])
         hits = [(by_rowid[int(ids[i])], float(scores[i])) for i in order if int(ids[i]) in by_rowid]
         return [_hit(row, score, rank) for rank, (row, score) in enumerate(hits, start=1)]
 
@@ -433,6 +456,20 @@ def _product_filter(products: Sequence[str] | None) -> tuple[str, list[str]]:
     if products is None:
         return "", []
     return f" AND c.product IN ({','.join('?' * len(products))})", list(products)
+
+
+def _rows_by_rowid(conn: sqlite3.Connection, rowids: list[int]) -> dict[int, tuple[Any, ...]]:
+    """The hit columns of the chunks at ``rowids`` (those still stored), read in batches of bound parameters."""
+    rows: dict[int, tuple[Any, ...]] = {}
+    for start in range(0, len(rowids), _ROWID_BATCH):
+        batch = rowids[start : start + _ROWID_BATCH]
+        sql = f"SELECT {_HIT_COLUMNS} FROM chunks c WHERE c.rowid IN ({','.join('?' * len(batch))})"
+        rows.update((row[0], row) for row in conn.execute(sql, batch))
+    return rows
+
+
+def _wanted(row: tuple[Any, ...] | None, products: set[str] | None) -> bool:
+    return row is not None and (products is None or row[1] in products)
 
 
 def _hit(row: tuple[Any, ...], score: float, rank: int) -> ChunkHit:

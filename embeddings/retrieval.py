@@ -99,8 +99,11 @@ def fuse_rankings(rankings: Mapping[str, Sequence[K]], *, rrf_k: int = RRF_K) ->
     return [(item, scores[item], ranks[item]) for item in order]
 
 
-def reciprocal_rank_fusion(rankings: dict[str, Sequence[ChunkHit]], *, rrf_k: int = RRF_K) -> list[RetrievedChunk]:
-    """Fuse named rankings of hits (e.g. ``{"bm25": [...], "dense": [...]}``) by :func:`fuse_rankings`.
+def reciprocal_rank_fusion(
+    rankings: dict[str, Sequence[ChunkHit]], *, rrf_k: int = RRF_K, limit: int | None = None
+) -> list[RetrievedChunk]:
+    """Fuse named rankings of hits (e.g. ``{"bm25": [...], "dense": [...]}``) by :func:`fuse_rankings`;
+    only the ``limit`` best when given (the others are never built).
 
     Raises:
         ValueError: ``rrf_k`` is negative.
@@ -112,7 +115,7 @@ def reciprocal_rank_fusion(rankings: dict[str, Sequence[ChunkHit]], *, rrf_k: in
     ids = {name: [h.id for h in hits] for name, hits in rankings.items()}
     return [
         _retrieved(first[hit_id], score, bm25_rank=ranks.get("bm25"), dense_rank=ranks.get("dense"))
-        for hit_id, score, ranks in fuse_rankings(ids, rrf_k=rrf_k)
+        for hit_id, score, ranks in fuse_rankings(ids, rrf_k=rrf_k)[:limit]
     ]
 
 
@@ -170,7 +173,7 @@ async def hybrid_search(
         return [_retrieved(h, h.score, bm25_rank=i, dense_rank=None) for i, h in enumerate(bm25[:k], 1)]
     if mode == "dense":
         return [_retrieved(h, h.score, bm25_rank=None, dense_rank=i) for i, h in enumerate(dense[:k], 1)]
-    return reciprocal_rank_fusion({"bm25": bm25, "dense": dense}, rrf_k=rrf_k)[:k]
+    return reciprocal_rank_fusion({"bm25": bm25, "dense": dense}, rrf_k=rrf_k, limit=k)
 
 
 def _unreserved(hits: list[ChunkHit], products: Sequence[str] | None) -> list[ChunkHit]:

@@ -78,6 +78,14 @@ def test_rrf_sums_reciprocal_ranks_with_k_60() -> None:
     assert (fused[3].bm25_rank, fused[3].dense_rank) == (3, None)
 
 
+def test_rrf_with_a_limit_returns_the_best_of_the_whole_fusion() -> None:
+    bm25 = [_hit("A", 1), _hit("B", 2), _hit("C", 3)]
+    dense = [_hit("B", 1), _hit("D", 2), _hit("A", 3)]
+    whole = reciprocal_rank_fusion({"bm25": bm25, "dense": dense})
+    for limit in range(6):
+        assert reciprocal_rank_fusion({"bm25": bm25, "dense": dense}, limit=limit) == whole[:limit]
+
+
 def test_rrf_breaks_ties_by_best_single_rank_then_first_appearance() -> None:
     fused = reciprocal_rank_fusion({"bm25": [_hit("A", 1), _hit("B", 2)], "dense": [_hit("B", 1), _hit("A", 2)]})
     assert [r.key["id"] for r in fused] == ["A", "B"]
