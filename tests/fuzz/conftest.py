@@ -12,10 +12,6 @@ from tests.fuzz.runner import open_differential
 from tests.fuzz.stores import STORES
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "fuzz: differential fuzzing of run_sql against an oracle (runs by default)")
-
-
 @pytest.fixture(scope="session")
 def fuzz_workspace(tmp_path_factory: pytest.TempPathFactory) -> DemoWorkspace:
     return build_demo_workspace(tmp_path_factory.mktemp("fuzz") / "ws")
