@@ -103,6 +103,7 @@ class DataProductsService(QualityUseCases, MetricsUseCases, LineageUseCases):
         audit: AuditLog,
         *,
         contract_ttl_s: float = 2.0,
+        clock: Callable[[], float] = time.monotonic,
     ):
         self.settings = settings
         self.registry = registry
@@ -113,6 +114,7 @@ class DataProductsService(QualityUseCases, MetricsUseCases, LineageUseCases):
         self._connector_lock = anyio.Lock()
         self._contracts: dict[str, tuple[float, ProductContract]] = {}
         self._contract_ttl_s = contract_ttl_s
+        self._clock = clock  # seconds, monotonic: when a cached contract is too old to use
         self._statements = StatementCache()
         self._metric_statements = MetricsStatementCache()
         self.retrieval = RetrievalBackend(settings)
@@ -429,13 +431,16 @@ class DataProductsService(QualityUseCases, MetricsUseCases, LineageUseCases):
     # -- shared plumbing ---------------------------------------------------------------------------
 
     async def contract(self, name: str) -> ProductContract:
-        """The latest registered contract, cached for a couple of seconds (operator use: no policy).
+        """The latest registered contract, cached for ``contract_ttl_s`` seconds (operator use: no policy).
+
+        A version registered by another process (a tightened policy) applies to every call made once the
+        TTL has passed since the cached copy was read, never later.
 
         Raises:
             NotFoundError: no such product; the message lists close names among *all* products, so
                 use cases answering a principal go through :meth:`_view` instead.
         """
-        now = time.monotonic()
+        now = self._clock()  # taken before the read: the copy is never older than its timestamp says
         cached = self._contracts.get(name)
         if cached and now - cached[0] < self._contract_ttl_s:
             return cached[1]
