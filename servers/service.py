@@ -39,7 +39,7 @@ from catalog.audit import AuditLog
 from catalog.compile import next_cursor
 from catalog.compiler import Compiler
 from catalog.contract import ProductContract
-from catalog.errors import EmbeddingError, NotFoundError
+from catalog.errors import ConnectorError, EmbeddingError, NotFoundError
 from catalog.policy import GovernedView, can_read, govern
 from catalog.principal import Principal
 from catalog.quality_log import QualityLog
@@ -267,17 +267,18 @@ class DataProductsService(QualityUseCases, MetricsUseCases, LineageUseCases):
         """
         current = await anyio.to_thread.run_sync(lambda: self.registry.list_contracts(include_deprecated=False))
         chosen = [await self.contract(product)] if product is not None else [c for c in current if c.retrieval]
-        store, embedder = await self.retrieval.store(), await self.retrieval.embedder()
-        reports = []
-        for contract in chosen:
-            connector = await self.connector(contract.source.connection)
-            compiler = self.compiler(connector).bounded(max_bytes=INDEX_MAX_BYTES)
-            reports.append(
-                await index_product(
-                    contract, connector, store, embedder, compiler=compiler, rebuild=rebuild, progress=progress
+        with self.retrieval.store_errors():  # a damaged store says how to repair it
+            store, embedder = await self.retrieval.store(), await self.retrieval.embedder()
+            reports = []
+            for contract in chosen:
+                connector = await self.connector(contract.source.connection)
+                compiler = self.compiler(connector).bounded(max_bytes=INDEX_MAX_BYTES)
+                reports.append(
+                    await index_product(
+                        contract, connector, store, embedder, compiler=compiler, rebuild=rebuild, progress=progress
+                    )
                 )
-            )
-        reports.append(await index_catalog(current, store, embedder))
+            reports.append(await index_catalog(current, store, embedder))
         return reports
 
     async def _governed_hits(
@@ -319,8 +320,11 @@ class DataProductsService(QualityUseCases, MetricsUseCases, LineageUseCases):
         """The ``k`` best visible hits over the governed ``views`` (see :meth:`_governed_hits`)."""
         if not views:
             return []
-        store, embedder = await self.retrieval.store(), await self.retrieval.embedder()
-        hits = await hybrid_search(store, embedder, text, k=k * 3, products=sorted(views))
+        with self.retrieval.store_errors():  # a damaged store says how to repair it
+            store, embedder = await self.retrieval.store(), await self.retrieval.embedder()
+            hits = await hybrid_search(store, embedder, text, k=k * 3, products=sorted(views))
+            if not hits and (missing := await self.retrieval.not_indexed(sorted(views))):
+                raise missing  # a lost or never built index, not "no match"
         kept = [h for h in hits if _searchable(views[h.product], h.field)]
         visible: dict[str, set[str]] = {}
         for name in {h.product for h in kept}:
@@ -333,16 +337,17 @@ class DataProductsService(QualityUseCases, MetricsUseCases, LineageUseCases):
     async def _semantic_product_ranking(self, text: str, k: int) -> list[str]:
         """Product names ranked by hybrid search over their indexed descriptions.
 
-        Empty when the catalog is not indexed (``dataproducts index`` does it) or its model is missing
-        (logged): ``search_products`` then ranks by keywords alone.
+        Empty when the catalog is not indexed (``dataproducts index`` does it), or its model or the
+        search store cannot be used (logged): ``search_products`` then ranks by keywords alone.
         """
-        store = await self.retrieval.store()
-        if not await store.indexed(CATALOG_PRODUCT):
-            return []
         try:
-            embedder = await self.retrieval.embedder()
-            return [name for name, _ in await catalog_search(store, embedder, text, k)]
-        except EmbeddingError as exc:
+            with self.retrieval.store_errors():
+                store = await self.retrieval.store()
+                if not await store.indexed(CATALOG_PRODUCT):
+                    return []
+                embedder = await self.retrieval.embedder()
+                return [name for name, _ in await catalog_search(store, embedder, text, k)]
+        except (EmbeddingError, ConnectorError) as exc:
             log.warning("semantic product search is off: %s", exc.message)
             return []
 

@@ -57,15 +57,24 @@ def postgresql_source(url: str) -> dict[str, Any]:
 
 
 def open_service(
-    tmp_path: Path, source: dict[str, Any], *, registry_url: str | None = None, **options: Any
+    tmp_path: Path,
+    source: dict[str, Any],
+    *,
+    registry_url: str | None = None,
+    settings: dict[str, Any] | None = None,
+    **options: Any,
 ) -> DataProductsService:
-    """A service over ``source`` (connection ``shop``) with ``shop.orders`` 1.0.0 registered."""
-    settings = Settings(
+    """A service over ``source`` (connection ``shop``) with ``shop.orders`` 1.0.0 registered.
+
+    ``settings`` adds to the service's settings; ``options`` go to the service's constructor.
+    """
+    config = Settings(
         workspace=tmp_path,
         registry_url=registry_url or f"sqlite:///{tmp_path / 'registry.db'}",
         hash_salt="fault-salt",
         connections={"shop": source},
+        **(settings or {}),
     )
-    registry = Registry.from_url(settings.resolved_registry_url())
+    registry = Registry.from_url(config.resolved_registry_url())
     registry.register(contract(), actor="tests")
-    return DataProductsService(settings, registry, AuditLog.from_registry(registry), **options)
+    return DataProductsService(config, registry, AuditLog.from_registry(registry), **options)
