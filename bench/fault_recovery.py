@@ -58,8 +58,9 @@ async def outage(cluster: PostgresCluster, workspace: Path, *, callers: int, pha
             for _ in range(callers):
                 group.start_soon(caller)
             await anyio.sleep(phase_s)
-            state["phase"] = "down"
+            state["phase"] = "stopping"  # calls may still be served until the server is gone
             await anyio.to_thread.run_sync(cluster.halt)
+            state["phase"] = "down"
             await anyio.sleep(phase_s)
             state["phase"] = "restarting"
             await anyio.to_thread.run_sync(cluster.resume)
@@ -71,7 +72,7 @@ async def outage(cluster: PostgresCluster, workspace: Path, *, callers: int, pha
     def rate(phase: str) -> float:
         return sum(1 for _, p, o in calls if p == phase and o == "ok") / phase_s
 
-    down = Counter(o for _, p, o in calls if p in ("down", "restarting"))
+    down = Counter(o for _, p, o in calls if p == "down")  # after pg_ctl stop returned, before start
     after_failed = Counter(o for _, p, o in calls if p == "after" and o != "ok")
     first_ok = min((t for t, p, o in calls if p == "after" and o == "ok"), default=float("nan"))
     served = sum(1 for _, _, o in calls if o == "ok")
