@@ -13,9 +13,11 @@ from pathlib import Path
 
 import anyio
 import pytest
+from mcp import Client
 
 from catalog.errors import DataProductsError
 from catalog.query import Query
+from servers.mcp import create_server
 from servers.service import DataProductsService
 from tests.pgcluster import PostgresCluster, find_pg_bindir
 from tests.servers.fault_workspace import READER, open_service, postgresql_source
@@ -150,3 +152,22 @@ async def test_the_unavailable_message_names_the_database_and_says_to_retry(
     assert f"127.0.0.1:{own_cluster.port}/registry" in message
     assert "cannot be reached" in message and "retry" in message
     assert "Traceback" not in message and "sqlalchemy" not in message.lower()
+
+
+async def test_an_agent_reads_one_unavailable_line_while_the_registry_is_down(
+    tmp_path: Path, own_cluster: PostgresCluster
+) -> None:
+    registry_url = own_cluster.create_database("registry")
+    source = postgresql_source(own_cluster.create_database("shop"))
+    service = open_service(tmp_path, source, registry_url=registry_url, contract_ttl_s=0.0)
+    async with service, Client(create_server(service.settings, principal=READER, service=service)) as agent:
+        args = {"product": "shop.orders", "limit": 2}
+        assert not (await agent.call_tool("query_product", args)).is_error
+        await anyio.to_thread.run_sync(own_cluster.halt)
+        down = await agent.call_tool("query_product", args)
+        await anyio.to_thread.run_sync(own_cluster.resume)
+        back = await agent.call_tool("query_product", args)
+    assert down.is_error
+    text = down.content[0].text  # type: ignore[union-attr]
+    assert text.startswith("unavailable: ") and "retry" in text and "\n" not in text
+    assert not back.is_error
