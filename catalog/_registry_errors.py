@@ -25,33 +25,35 @@ T = TypeVar("T")
 
 # SQLSTATE classes of a server that is going away or not accepting connections yet
 _PG_UNAVAILABLE = ("08", "57P")
+_RETRY = "retry once it is back"
+# (driver message, what happened, what to do)
 _SQLITE_REASONS = (
-    ("database is locked", "is locked by another writer (waited for the busy timeout)"),
-    ("unable to open database file", "cannot be opened (check that its folder exists and is writable)"),
-    ("database or disk is full", "is out of space"),
-    ("disk i/o error", "failed to write to disk (out of space or a file-size limit)"),
-    ("readonly database", "is read-only"),
+    ("database is locked", "is locked by another writer (waited for the busy timeout)", "retry once it is done"),
+    ("unable to open database file", "cannot be opened", "check that its folder exists and is writable, then retry"),
+    ("database or disk is full", "is out of space", "free some space, then retry"),
+    ("disk i/o error", "failed to write to disk", "free some space (or raise the file-size limit), then retry"),
+    ("readonly database", "is read-only", "make the file writable, then retry"),
 )
 
 
 def unavailable_reason(exc: BaseException) -> str | None:
-    """Why the database behind ``exc`` cannot be used now, as a phrase after "the database …", or None
-    when ``exc`` is another failure (a bug, a constraint, a bad statement)."""
+    """Why the database behind ``exc`` cannot be used now and what to do, as a phrase after "the database
+    …", or None when ``exc`` is another failure (a bug, a constraint, a bad statement)."""
     if not isinstance(exc, DBAPIError):
         return None
     orig = exc.orig
     first = (str(orig).strip().splitlines() or [type(orig).__name__])[0][:200]
     lowered = first.lower()
-    for marker, reason in _SQLITE_REASONS:
+    for marker, reason, fix in _SQLITE_REASONS:
         if marker in lowered:
-            return f"{reason} ({first})"
+            return f"{reason} ({first}): {fix}"
     sqlstate = getattr(orig, "sqlstate", None)
     if exc.connection_invalidated or (
         type(orig).__name__ in ("OperationalError", "InterfaceError")
         and (sqlstate is None or sqlstate.startswith(_PG_UNAVAILABLE))
         and "sqlite" not in type(orig).__module__
     ):
-        return f"cannot be reached ({first})"
+        return f"cannot be reached ({first}): {_RETRY}"
     return None
 
 
@@ -76,8 +78,7 @@ def guard_availability(what: str, engine_of: Callable[..., Engine]) -> Callable[
                 if reason is None:
                     raise
                 raise UnavailableError(
-                    f"the {what} database {database_name(engine_of(args[0]))} {reason}; "
-                    "nothing was served or changed; retry once it is back"
+                    f"nothing was served or changed: the {what} database {database_name(engine_of(args[0]))} {reason}"
                 ) from exc
 
         return guarded

@@ -132,8 +132,8 @@ class AuditLog:
             reason = unavailable_reason(exc)
             if reason is not None:
                 raise AuditUnavailableError(
-                    f"could not write the audit record of {rec.tool} by {rec.principal}: the audit database "
-                    f"{database_name(self.engine)} {reason}; nothing was served; retry once it is back"
+                    f"could not write the audit record of {rec.tool} by {rec.principal}, so nothing was served: "
+                    f"the audit database {database_name(self.engine)} {reason}"
                 ) from exc
             raise AuditError(
                 f"could not write the audit record of {rec.tool} by {rec.principal} ({_driver_reason(exc)}); "

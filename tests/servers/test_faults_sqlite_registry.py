@@ -145,7 +145,8 @@ async def test_a_registry_out_of_space_fails_closed_and_stays_intact(tmp_path: P
     found = json.loads(done.stdout.strip().splitlines()[-1])
     assert found["register"][0] == "unavailable", found
     assert f"registry database sqlite:///{path}" in found["register"][1]
-    assert "disk" in found["register"][1] or "out of space" in found["register"][1]
+    assert "failed to write to disk" in found["register"][1] or "is out of space" in found["register"][1]
+    assert "free some space" in found["register"][1]
     assert found["query"][0] == "unavailable", found  # the audit row could not be written: not served
     assert "nothing was served" in found["query"][1]
     assert _intact(path) == before
