@@ -210,8 +210,9 @@ def _upgrade_after_create(target: MetaData, connection: Connection, **_: Any) ->
 def engine_for(url: str) -> Engine:
     """An engine for a SQLAlchemy URL, or for a SQLite file when ``url`` is a plain path.
 
-    SQLite connections use WAL (readers and the writer do not block each other), wait for locks
-    instead of failing at once, enforce foreign keys, and start
+    Server databases (PostgreSQL) check a pooled connection before use, so the registry recovers by
+    itself once a restarted server is back. SQLite connections use WAL (readers and the writer do not
+    block each other), wait for locks instead of failing at once, enforce foreign keys, and start
     write transactions with ``BEGIN IMMEDIATE`` (``execution_options(dp_write=True)``) so a
     read-then-write registration cannot interleave with another writer.
     """
@@ -219,10 +220,12 @@ def engine_for(url: str) -> Engine:
         path = Path(url).expanduser()
         path.parent.mkdir(parents=True, exist_ok=True)
         url = f"sqlite:///{path}"
+    if make_url(url).get_backend_name() != "sqlite":
+        # a pooled connection that died with a restarted server is replaced before use, not failed on
+        return create_engine(url, pool_pre_ping=True)
     engine = create_engine(url)
-    if make_url(url).get_backend_name() == "sqlite":
-        event.listen(engine, "connect", _sqlite_connect)
-        event.listen(engine, "begin", _sqlite_begin)
+    event.listen(engine, "connect", _sqlite_connect)
+    event.listen(engine, "begin", _sqlite_begin)
     return engine
 
 

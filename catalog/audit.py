@@ -23,8 +23,9 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validato
 from sqlalchemy import Engine, select
 from sqlalchemy.exc import SQLAlchemyError
 
+from catalog._registry_errors import database_name, unavailable_reason
 from catalog._registry_tables import audit, engine_for, metadata, utcnow, write_transaction
-from catalog.errors import AuditError
+from catalog.errors import AuditError, AuditUnavailableError
 from catalog.registry import Registry
 
 __all__ = ["AuditLog", "AuditRecord", "Outcome", "digest_args"]
@@ -120,13 +121,20 @@ class AuditLog:
 
         Raises:
             AuditError: the row could not be written (the caller fails closed); ``__cause__`` is the
-                database error.
+                database error. :class:`~catalog.errors.AuditUnavailableError` (code ``unavailable``) when
+                the database is unreachable, locked or full: the same call may be retried.
         """
         values = rec.model_dump(exclude={"id"})
         try:
             with write_transaction(self.engine) as conn:
                 conn.execute(audit.insert().values(**values))
         except SQLAlchemyError as exc:
+            reason = unavailable_reason(exc)
+            if reason is not None:
+                raise AuditUnavailableError(
+                    f"could not write the audit record of {rec.tool} by {rec.principal}, so nothing was served: "
+                    f"the audit database {database_name(self.engine)} {reason}"
+                ) from exc
             raise AuditError(
                 f"could not write the audit record of {rec.tool} by {rec.principal} ({_driver_reason(exc)}); "
                 "nothing was served"

@@ -13,6 +13,8 @@ message that says what was wrong and what would be valid::
     ├── RegistrationError             registration_refused   register refused (e.g. breaking change, same version)
     ├── ConfigError                   config_error       dataproducts.yaml / environment is wrong
     ├── AuditError                    audit_failed       the audit row could not be written (fail closed)
+    │   └── AuditUnavailableError     unavailable        ... because its database is down, locked or full
+    ├── UnavailableError              unavailable        the registry database is down, locked or full; retry
     ├── EmbeddingError                embedding_failed   a local model is missing, cannot load or fails
     └── ConnectorError                connector_error    a store failed; the driver exception is kept as ``.orig``
         ├── ConnectorUnavailableError store_unavailable  cannot connect / open the store
@@ -30,6 +32,7 @@ from dataclasses import dataclass
 __all__ = [
     "AccessDeniedError",
     "AuditError",
+    "AuditUnavailableError",
     "ConfigError",
     "ConnectorError",
     "ConnectorUnavailableError",
@@ -44,6 +47,7 @@ __all__ = [
     "RegistrationError",
     "SQLRefusedError",
     "StaleDataError",
+    "UnavailableError",
 ]
 
 
@@ -120,6 +124,20 @@ class ConfigError(DataProductsError):
 
 class AuditError(DataProductsError):
     code = "audit_failed"
+
+
+class UnavailableError(DataProductsError):
+    """A database the server itself depends on (the registry and its audit log) cannot be used now:
+    unreachable, locked by another writer, or out of space. Nothing was served or changed; the call
+    can be retried once the database is back."""
+
+    code = "unavailable"
+
+
+class AuditUnavailableError(AuditError, UnavailableError):
+    """The audit row could not be written because the audit database is unavailable (fail closed)."""
+
+    code = "unavailable"
 
 
 class EmbeddingError(DataProductsError):

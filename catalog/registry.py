@@ -17,6 +17,7 @@ from sqlalchemy import Connection, Engine, Row, func, select
 from sqlalchemy.exc import IntegrityError, ProgrammingError
 
 from catalog._model import FrozenModel
+from catalog._registry_errors import guard_availability
 from catalog._registry_search import ProductMatch, rank
 from catalog._registry_tables import (
     engine_for,
@@ -37,6 +38,9 @@ __all__ = ["HistoryEntry", "ProductMatch", "RegistrationResult", "Registry", "Re
 
 
 _INSERT_RACE_RETRIES = 3
+
+#: Registry methods raise UnavailableError when the database is down, locked or full.
+_available = guard_availability("registry", lambda registry: registry.engine)
 
 
 class RegistrationResult(FrozenModel):
@@ -72,7 +76,11 @@ class HistoryEntry(FrozenModel):
 
 
 class Registry:
-    """Product contracts by name and version. Construct with :meth:`from_url`; close with :meth:`close`."""
+    """Product contracts by name and version. Construct with :meth:`from_url`; close with :meth:`close`.
+
+    Every public method raises :class:`~catalog.errors.UnavailableError` when the database is
+    unreachable, locked by another writer or out of space (see :mod:`catalog._registry_errors`).
+    """
 
     def __init__(self, engine: Engine, *, owns_engine: bool = False) -> None:
         self.engine = engine
@@ -85,6 +93,7 @@ class Registry:
         registry.create_schema()
         return registry
 
+    @_available
     def create_schema(self) -> None:
         """Create the registry and audit tables that do not exist yet. Idempotent.
 
@@ -113,6 +122,7 @@ class Registry:
     ) -> None:
         self.close()
 
+    @_available
     def register(self, contract: ProductContract, *, actor: str) -> RegistrationResult:
         """Register ``contract`` as a new product or a new version of one.
 
@@ -239,6 +249,7 @@ class Registry:
             )
         )
 
+    @_available
     def get(self, name: str, version: str | None = None) -> ProductContract:
         """The contract of ``name`` at ``version`` (default: the latest), with deprecation applied.
 
@@ -250,6 +261,7 @@ class Registry:
             contract = self._contract(conn, name, version or product.latest_version)
         return _deprecated(contract, product.deprecation_note) if product.deprecated else contract
 
+    @_available
     def versions(self, name: str) -> list[str]:
         """Registered versions of ``name``, oldest first.
 
@@ -260,6 +272,7 @@ class Registry:
             self._product(conn, name)
             return self._versions(conn, name)
 
+    @_available
     def history(self, name: str) -> list[HistoryEntry]:
         """Registrations and deprecations of ``name``, newest first: who, when, version, what changed.
 
@@ -275,6 +288,7 @@ class Registry:
             HistoryEntry(at=r.at, actor=r.actor, event=r.action, version=r.version, summary=r.summary) for r in rows
         ]
 
+    @_available
     def diff(self, name: str, a: str, b: str) -> ContractDiff:
         """What changed from version ``a`` to version ``b`` of ``name``.
 
@@ -285,6 +299,7 @@ class Registry:
             self._product(conn, name)
             return self._with_impact(conn, diff_contracts(self._contract(conn, name, a), self._contract(conn, name, b)))
 
+    @_available
     def deprecate(self, name: str, *, actor: str, note: str) -> None:
         """Mark ``name`` deprecated (all versions), recorded in its history.
 
@@ -310,6 +325,7 @@ class Registry:
             match.contract for match in self.search_matches(text, limit=limit, include_deprecated=include_deprecated)
         ]
 
+    @_available
     def search_matches(self, text: str, *, limit: int = 20, include_deprecated: bool = False) -> list[ProductMatch]:
         """Products matching the words of ``text``, best first, with their score and matched fields.
 
@@ -317,6 +333,7 @@ class Registry:
         """
         return rank(self._latest_contracts(include_deprecated=include_deprecated), text, limit=limit)
 
+    @_available
     def list_contracts(self, domain: str | None = None, include_deprecated: bool = True) -> list[ProductContract]:
         """The latest contract of every product (optionally of one domain), by name, deprecation applied."""
         return self._latest_contracts(include_deprecated=include_deprecated, domain=domain)
@@ -361,6 +378,7 @@ class Registry:
             )
         return ProductContract.model_validate(json.loads(text))
 
+    @_available
     def list_entries(self, domain: str | None = None, include_deprecated: bool = True) -> list[RegistryEntry]:
         """The entry of every product (optionally of one domain), by name: its latest version and status."""
         entries = []

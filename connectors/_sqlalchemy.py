@@ -130,7 +130,9 @@ class SQLAlchemyConnector(Connector):
             if self._is_timeout(orig, deadline):
                 raise QueryTimeoutError(timeout_message(timeout_s), orig=orig) from exc
             if self._is_unreachable(exc, orig):
-                raise ConnectorUnavailableError(f"cannot reach {self.name!r}: {message}", orig=orig) from exc
+                raise ConnectorUnavailableError(
+                    f"cannot reach {self.name!r}: {message}; nothing was served, retry once it is back", orig=orig
+                ) from exc
             raise QueryExecutionError(
                 f"{self.name!r} rejected the statement: {message}{self._hint(orig)}", orig=orig
             ) from exc

@@ -118,7 +118,10 @@ class LocalChatModel:
                         verbose=False,
                     )
                 except (ValueError, RuntimeError) as exc:
-                    raise EmbeddingError(f"cannot load chat model {self.model_path.name}: {exc}") from exc
+                    raise EmbeddingError(
+                        f"cannot load chat model {self.model_path} ({exc}); rebuild it with"
+                        " `dataproducts models build`, or set models.chat to a working GGUF chat model"
+                    ) from exc
             return self._llm
 
     def stream(

@@ -148,7 +148,11 @@ class LlamaCppEmbedder(Embedder):
             params.n_gpu_layers = 0
             model = lib.llama_model_load_from_file(str(self.model_path).encode(), params)
             if not model:
-                raise EmbeddingError(f"llama.cpp could not load {self.model_path} (not a GGUF model, or unsupported)")
+                raise EmbeddingError(
+                    f"llama.cpp could not load the embedding model {self.model_path} (damaged, not a GGUF model, or"
+                    " unsupported); rebuild it with `dataproducts models build`, or set models.embedding to a"
+                    " working GGUF embedding model"
+                )
             self._lib, self._model = lib, model
             self._vocab = lib.llama_model_get_vocab(model)
             self._dimensions = int(lib.llama_model_n_embd(model))

@@ -162,7 +162,10 @@ def resolve_model(name_or_path: str | Path, models_dir: Path | None = None) -> P
     if text.endswith(".gguf") or os.sep in text or isinstance(name_or_path, Path):
         path = Path(text).expanduser()
         if not path.is_file():
-            raise EmbeddingError(f"GGUF model file {path} does not exist")
+            raise EmbeddingError(
+                f"GGUF model file {path} does not exist; set the model to an existing GGUF file, or to the name"
+                " of a model built by `dataproducts models build`"
+            )
         return path
     path = models_dir / f"{text}.gguf"
     if path.is_file():

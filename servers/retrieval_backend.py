@@ -4,14 +4,23 @@
 the chat model (``models:``). Each is opened the first time a use case needs it, so a server that
 never searches never loads a model, and all are closed with the service. Tests and benchmarks may
 pass an embedder or a store in.
+
+A search store that cannot be used (a damaged file, a cluster that does not answer) or holds no index
+of the products searched fails with a message naming the store and the command that fixes it
+(:meth:`RetrievalBackend.store_errors`, :meth:`RetrievalBackend.not_indexed`); the models name their
+file and ``dataproducts models build`` themselves.
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import anyio
 
+from catalog.errors import ConnectorUnavailableError, NotFoundError
 from connectors.search_base import SearchStore
 from connectors.search_stores import SearchStoreConfig, search_store_for
 from embeddings.answer import LocalChatModel
@@ -20,6 +29,8 @@ from embeddings.models import resolve_model
 from servers.settings import Settings
 
 __all__ = ["RetrievalBackend"]
+
+_DAMAGED = re.compile(r"not a database|malformed|schema version")
 
 
 class RetrievalBackend:
@@ -40,6 +51,49 @@ class RetrievalBackend:
                     config = config.model_copy(update={"path": str((self.settings.workspace / config.path).resolve())})
                 self._store = search_store_for(config)
             return self._store
+
+    def describe_store(self) -> str:
+        """The configured search store as a message may name it (never its credentials)."""
+        config = self.settings.search
+        if config.kind == "embedded":
+            path = Path(config.path)
+            return f"search store {str(path if path.is_absolute() else (self.settings.workspace / path).resolve())!r}"
+        return f"Elasticsearch search store (search.url, index prefix {config.index_prefix!r})"
+
+    @contextmanager
+    def store_errors(self) -> Iterator[None]:
+        """Add what fixes it to a failure of the search store.
+
+        Raises:
+            ConnectorUnavailableError: the store cannot be used; the message says how to repair it.
+        """
+        try:
+            yield
+        except ConnectorUnavailableError as exc:
+            if self.settings.search.kind != "embedded":
+                fix = "check that the cluster at search.url answers, then retry"
+            elif _DAMAGED.search(exc.message):
+                fix = "the file is damaged: move it away and run `dataproducts index` to build it again"
+            else:
+                fix = "retry; if it persists, check the file and run `dataproducts index`"
+            raise ConnectorUnavailableError(f"{exc.message}; {fix}", orig=exc.orig) from exc
+
+    async def not_indexed(self, products: Sequence[str]) -> NotFoundError | None:
+        """The error to raise when none of ``products`` has an index in the store (else None).
+
+        Raises:
+            ConnectorError: the store failed.
+        """
+        store = await self.store()
+        for product in products:
+            if await store.indexed(product):
+                return None
+        if len(products) == 1:
+            command = f"run `dataproducts index {products[0]}`"
+            subject = products[0]
+        else:
+            command, subject = "run `dataproducts index`", "any of " + ", ".join(products)
+        return NotFoundError(f"the {self.describe_store()} holds no index of {subject}; {command} to build it")
 
     async def embedder(self) -> Embedder:
         """The configured local embedding model (loaded on its first batch).

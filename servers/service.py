@@ -39,7 +39,7 @@ from catalog.audit import AuditLog
 from catalog.compile import next_cursor
 from catalog.compiler import Compiler
 from catalog.contract import ProductContract
-from catalog.errors import EmbeddingError, NotFoundError
+from catalog.errors import ConnectorError, EmbeddingError, NotFoundError
 from catalog.policy import GovernedView, can_read, govern
 from catalog.principal import Principal
 from catalog.quality_log import QualityLog
@@ -103,6 +103,7 @@ class DataProductsService(QualityUseCases, MetricsUseCases, LineageUseCases):
         audit: AuditLog,
         *,
         contract_ttl_s: float = 2.0,
+        clock: Callable[[], float] = time.monotonic,
     ):
         self.settings = settings
         self.registry = registry
@@ -113,6 +114,7 @@ class DataProductsService(QualityUseCases, MetricsUseCases, LineageUseCases):
         self._connector_lock = anyio.Lock()
         self._contracts: dict[str, tuple[float, ProductContract]] = {}
         self._contract_ttl_s = contract_ttl_s
+        self._clock = clock  # seconds, monotonic: when a cached contract is too old to use
         self._statements = StatementCache()
         self._metric_statements = MetricsStatementCache()
         self.retrieval = RetrievalBackend(settings)
@@ -265,17 +267,18 @@ class DataProductsService(QualityUseCases, MetricsUseCases, LineageUseCases):
         """
         current = await anyio.to_thread.run_sync(lambda: self.registry.list_contracts(include_deprecated=False))
         chosen = [await self.contract(product)] if product is not None else [c for c in current if c.retrieval]
-        store, embedder = await self.retrieval.store(), await self.retrieval.embedder()
-        reports = []
-        for contract in chosen:
-            connector = await self.connector(contract.source.connection)
-            compiler = self.compiler(connector).bounded(max_bytes=INDEX_MAX_BYTES)
-            reports.append(
-                await index_product(
-                    contract, connector, store, embedder, compiler=compiler, rebuild=rebuild, progress=progress
+        with self.retrieval.store_errors():  # a damaged store says how to repair it
+            store, embedder = await self.retrieval.store(), await self.retrieval.embedder()
+            reports = []
+            for contract in chosen:
+                connector = await self.connector(contract.source.connection)
+                compiler = self.compiler(connector).bounded(max_bytes=INDEX_MAX_BYTES)
+                reports.append(
+                    await index_product(
+                        contract, connector, store, embedder, compiler=compiler, rebuild=rebuild, progress=progress
+                    )
                 )
-            )
-        reports.append(await index_catalog(current, store, embedder))
+            reports.append(await index_catalog(current, store, embedder))
         return reports
 
     async def _governed_hits(
@@ -317,8 +320,11 @@ class DataProductsService(QualityUseCases, MetricsUseCases, LineageUseCases):
         """The ``k`` best visible hits over the governed ``views`` (see :meth:`_governed_hits`)."""
         if not views:
             return []
-        store, embedder = await self.retrieval.store(), await self.retrieval.embedder()
-        hits = await hybrid_search(store, embedder, text, k=k * 3, products=sorted(views))
+        with self.retrieval.store_errors():  # a damaged store says how to repair it
+            store, embedder = await self.retrieval.store(), await self.retrieval.embedder()
+            hits = await hybrid_search(store, embedder, text, k=k * 3, products=sorted(views))
+            if not hits and (missing := await self.retrieval.not_indexed(sorted(views))):
+                raise missing  # a lost or never built index, not "no match"
         kept = [h for h in hits if _searchable(views[h.product], h.field)]
         visible: dict[str, set[str]] = {}
         for name in {h.product for h in kept}:
@@ -331,16 +337,17 @@ class DataProductsService(QualityUseCases, MetricsUseCases, LineageUseCases):
     async def _semantic_product_ranking(self, text: str, k: int) -> list[str]:
         """Product names ranked by hybrid search over their indexed descriptions.
 
-        Empty when the catalog is not indexed (``dataproducts index`` does it) or its model is missing
-        (logged): ``search_products`` then ranks by keywords alone.
+        Empty when the catalog is not indexed (``dataproducts index`` does it), or its model or the
+        search store cannot be used (logged): ``search_products`` then ranks by keywords alone.
         """
-        store = await self.retrieval.store()
-        if not await store.indexed(CATALOG_PRODUCT):
-            return []
         try:
-            embedder = await self.retrieval.embedder()
-            return [name for name, _ in await catalog_search(store, embedder, text, k)]
-        except EmbeddingError as exc:
+            with self.retrieval.store_errors():
+                store = await self.retrieval.store()
+                if not await store.indexed(CATALOG_PRODUCT):
+                    return []
+                embedder = await self.retrieval.embedder()
+                return [name for name, _ in await catalog_search(store, embedder, text, k)]
+        except (EmbeddingError, ConnectorError) as exc:
             log.warning("semantic product search is off: %s", exc.message)
             return []
 
@@ -429,13 +436,16 @@ class DataProductsService(QualityUseCases, MetricsUseCases, LineageUseCases):
     # -- shared plumbing ---------------------------------------------------------------------------
 
     async def contract(self, name: str) -> ProductContract:
-        """The latest registered contract, cached for a couple of seconds (operator use: no policy).
+        """The latest registered contract, cached for ``contract_ttl_s`` seconds (operator use: no policy).
+
+        A version registered by another process (a tightened policy) applies to every call made once the
+        TTL has passed since the cached copy was read, never later.
 
         Raises:
             NotFoundError: no such product; the message lists close names among *all* products, so
                 use cases answering a principal go through :meth:`_view` instead.
         """
-        now = time.monotonic()
+        now = self._clock()  # taken before the read: the copy is never older than its timestamp says
         cached = self._contracts.get(name)
         if cached and now - cached[0] < self._contract_ttl_s:
             return cached[1]

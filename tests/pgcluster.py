@@ -69,16 +69,25 @@ class PostgresCluster:
             os.chmod(root, 0o700)
         cluster = cls(bindir=bindir, datadir=datadir, port=_free_port(), user=run_as)
         cluster._run("initdb", "-D", str(datadir), "-U", "postgres", "-A", "trust", "-E", "UTF8", "--no-sync")
-        opts = f"-c listen_addresses=127.0.0.1 -p {cluster.port} -k {root} -c fsync=off -c full_page_writes=off"
-        cluster._run("pg_ctl", "-D", str(datadir), "-o", opts, "-l", str(root / "log"), "-w", "-t", "60", "start")
+        cluster.resume()
+        return cluster
+
+    def resume(self) -> None:
+        """Start the server on this cluster's data directory and port (again, after :meth:`halt`)."""
+        root = self.datadir.parent
+        opts = f"-c listen_addresses=127.0.0.1 -p {self.port} -k {root} -c fsync=off -c full_page_writes=off"
+        self._run("pg_ctl", "-D", str(self.datadir), "-o", opts, "-l", str(root / "log"), "-w", "-t", "60", "start")
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             try:
-                socket.create_connection(("127.0.0.1", cluster.port), timeout=1).close()
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
                 break
             except OSError:
                 time.sleep(0.1)
-        return cluster
+
+    def halt(self) -> None:
+        """Stop the server in immediate mode (as a crash would: no clean shutdown), keeping its data."""
+        self._run("pg_ctl", "-D", str(self.datadir), "-m", "immediate", "-w", "stop")
 
     def _run(self, tool: str, *args: str) -> None:
         cmd = [str(self.bindir / tool), *args]
@@ -105,8 +114,10 @@ class PostgresCluster:
         return self.url_for(name)
 
     def stop(self) -> None:
+        """Stop the server (if running) and remove the cluster."""
         try:
-            self._run("pg_ctl", "-D", str(self.datadir), "-m", "immediate", "-w", "stop")
+            if (self.datadir / "postmaster.pid").exists():
+                self._run("pg_ctl", "-D", str(self.datadir), "-m", "immediate", "-w", "stop")
         finally:
             shutil.rmtree(self.datadir.parent, ignore_errors=True)
 

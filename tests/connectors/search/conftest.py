@@ -112,7 +112,10 @@ async def _remove_es_indices(case: SearchStoreCase) -> None:
     assert isinstance(case.store, ElasticsearchSearchStore)
     client: Any = case.store.client
     prefix = case.store.index_prefix
-    await client.indices.delete(index=f"{prefix}-*", ignore_unavailable=True, allow_no_indices=True)
+    # Elasticsearch 8+ refuses wildcard deletes (action.destructive_requires_name): resolve the names first.
+    found = await client.indices.get(index=f"{prefix}-*", ignore_unavailable=True, allow_no_indices=True)
+    for name in sorted(found):
+        await client.options(ignore_status=404).indices.delete(index=name)
     await client.options(ignore_status=404).ingest.delete_pipeline(id=f"{prefix}-poison")
 
 
