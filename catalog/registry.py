@@ -10,13 +10,15 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from datetime import datetime
+from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, Self
 
 from sqlalchemy import Connection, Engine, Row, func, select
-from sqlalchemy.exc import IntegrityError, ProgrammingError
+from sqlalchemy.exc import DBAPIError, IntegrityError, ProgrammingError
 
 from catalog._model import FrozenModel
+from catalog._registry_location import prepare_sqlite_location, registry_unavailable
 from catalog._registry_search import ProductMatch, rank
 from catalog._registry_tables import (
     engine_for,
@@ -79,10 +81,22 @@ class Registry:
         self._owns_engine = owns_engine
 
     @classmethod
-    def from_url(cls, url: str) -> Registry:
-        """A registry on a SQLAlchemy URL (or a SQLite file path), schema created if missing."""
+    def from_url(cls, url: str, *, owned_dir: Path | None = None) -> Registry:
+        """A registry on a SQLAlchemy URL (or a SQLite file path), schema created if missing.
+
+        A SQLite file inside ``owned_dir`` (the workspace) gets its missing folders created.
+
+        Raises:
+            ConnectorUnavailableError: the database cannot be opened or reached; the message names
+                the file (or the redacted URL) and what would fix it.
+        """
+        prepare_sqlite_location(url, owned_dir)
         registry = cls(engine_for(url), owns_engine=True)
-        registry.create_schema()
+        try:
+            registry.create_schema()
+        except DBAPIError as exc:
+            registry.close()
+            raise registry_unavailable(url, exc) from exc
         return registry
 
     def create_schema(self) -> None:

@@ -70,7 +70,7 @@ def demo(
     workspace = build_demo_workspace(directory)
     settings = load_settings(workspace.config_path)
     settings = settings.model_copy(update={"server": settings.server.model_copy(update={"port": port})})
-    registry = Registry.from_url(settings.resolved_registry_url())
+    registry = Registry.from_url(settings.resolved_registry_url(), owned_dir=settings.workspace)
     try:
         for path in workspace.contract_paths:
             for contract in load_contract_file(path):
