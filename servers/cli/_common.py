@@ -85,8 +85,23 @@ def reporting_errors(command: Callable[..., None]) -> Callable[..., None]:
             if debugging():
                 raise
             fail(environment_error(exc))
+        except ExceptionGroup as group:  # raised from a task group (a server's lifespan): its one cause
+            leaf = _only_leaf(group)
+            if debugging() or not isinstance(leaf, DataProductsError | SQLAlchemyError | OSError):
+                raise
+            fail(leaf if isinstance(leaf, DataProductsError) else environment_error(leaf))
 
     return wrapper
+
+
+def _only_leaf(group: BaseExceptionGroup[Any]) -> BaseException | None:
+    """The single exception at the bottom of nested groups, or None when there are several."""
+    found: BaseException = group
+    while isinstance(found, BaseExceptionGroup):
+        if len(found.exceptions) != 1:
+            return None
+        found = found.exceptions[0]
+    return found
 
 
 def environment_error(exc: SQLAlchemyError | OSError) -> str:

@@ -13,8 +13,11 @@ import sys
 from pathlib import Path
 
 import pytest
+import typer
 
+from catalog.errors import ConnectorUnavailableError
 from servers.cli import main
+from servers.cli._common import reporting_errors
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -76,13 +79,22 @@ def test_a_registry_folder_outside_the_workspace_is_named_with_the_fix_in_one_li
     config = workspace / "dataproducts.yaml"
     contract = workspace / "flights.yaml"
     contract.write_text(FILLED, encoding="utf-8")
-    for command in (["list"], ["register", str(contract)], ["history", "air.flights"]):
+    for command in (["list"], ["register", str(contract)], ["history", "air.flights"], ["serve"], ["serve", "--http"]):
         code, output = dataproducts(monkeypatch, capsys, "--config", str(config), *command)
         assert code == 1, (command, output)
         assert f"cannot open the registry database '{missing}'" in output, (command, output)
         assert "does not exist; create it or set registry_url in dataproducts.yaml" in output, (command, output)
         assert "Traceback" not in output and "sqlalche.me" not in output
     assert not missing.parent.exists()  # not ours to create
+
+
+def test_a_failure_inside_a_task_group_is_reported_as_its_one_cause(capsys: pytest.CaptureFixture[str]) -> None:
+    def serving() -> None:  # what a server's lifespan raises when its registry cannot be opened
+        raise ExceptionGroup("unhandled errors in a TaskGroup", [ConnectorUnavailableError("registry down")])
+
+    with pytest.raises(typer.Exit):
+        reporting_errors(serving)()
+    assert capsys.readouterr().err == "store_unavailable: registry down\n"
 
 
 def test_an_expected_failure_prints_no_traceback_unless_debug(
