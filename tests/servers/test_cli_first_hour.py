@@ -201,3 +201,19 @@ def test_a_completed_contract_on_untyped_columns_validates_and_registers(
     )
     code, output = dataproducts(monkeypatch, capsys, "--config", config, "register", str(contract))
     assert code == 0, output
+
+
+def test_a_registry_server_that_does_not_answer_is_one_line_without_its_password(
+    workspace: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pytest.importorskip("psycopg", reason="psycopg is not installed")
+    config = workspace / "dataproducts.yaml"
+    url = "postgresql+psycopg://dp:s3cret@127.0.0.1:1/registry"  # nothing listens on port 1
+    config.write_text(f"registry_url: {url}\n", encoding="utf-8")
+    code, output = dataproducts(monkeypatch, capsys, "--config", str(config), "list")
+    assert code == 1
+    assert output.startswith(
+        "store_unavailable: cannot reach the registry database postgresql+psycopg://dp:***@127.0.0.1:1/registry"
+    )
+    assert "check that it is running and that registry_url in dataproducts.yaml is right" in output
+    assert "s3cret" not in output and "Traceback" not in output
