@@ -122,12 +122,19 @@ def _column_lines(column: SourceColumn) -> list[str]:
         lines.append(f"  # PII candidate: {kind} — confirm and set pii: {kind} (consider a masking rule)")
     lines += [
         f"  - name: {column.name}",
-        f"    type: {column.type}  # native: {column.native_type}",
+        f"    type: {column.type}  # {_type_origin(column)}",
         f"    description: {_scalar('TODO: describe ' + column.name)}",
     ]
     if not column.nullable:
         lines.append("    nullable: false")
     return lines
+
+
+def _type_origin(column: SourceColumn) -> str:
+    """Where the drafted type comes from: the declared native type, or what the stored values showed."""
+    if column.inferred:
+        return f"no declared type; {column.inferred}"
+    return f"native: {column.native_type}"
 
 
 def _scalar(value: str) -> str:

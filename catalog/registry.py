@@ -10,14 +10,16 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from datetime import datetime
+from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, Self
 
 from sqlalchemy import Connection, Engine, Row, func, select
-from sqlalchemy.exc import IntegrityError, ProgrammingError
+from sqlalchemy.exc import DBAPIError, IntegrityError, ProgrammingError
 
 from catalog._model import FrozenModel
 from catalog._registry_errors import guard_availability
+from catalog._registry_location import prepare_sqlite_location, registry_unavailable
 from catalog._registry_search import ProductMatch, rank
 from catalog._registry_tables import (
     engine_for,
@@ -29,7 +31,7 @@ from catalog._registry_tables import (
     write_transaction,
 )
 from catalog.contract import ProductContract
-from catalog.errors import ContractError, ContractProblem, NotFoundError, RegistrationError
+from catalog.errors import ContractError, ContractProblem, NotFoundError, RegistrationError, UnavailableError
 from catalog.lineage import LineageGraph, build_lineage
 from catalog.suggest import close_matches
 from catalog.versioning import ContractDiff, canonical_json, content_hash, diff_contracts, version_refusal
@@ -87,10 +89,25 @@ class Registry:
         self._owns_engine = owns_engine
 
     @classmethod
-    def from_url(cls, url: str) -> Registry:
-        """A registry on a SQLAlchemy URL (or a SQLite file path), schema created if missing."""
+    def from_url(cls, url: str, *, owned_dir: Path | None = None) -> Registry:
+        """A registry on a SQLAlchemy URL (or a SQLite file path), schema created if missing.
+
+        A SQLite file inside ``owned_dir`` (the workspace) gets its missing folders created.
+
+        Raises:
+            ConnectorUnavailableError: the database cannot be opened or reached; the message names
+                the file (or the redacted URL) and what would fix it.
+        """
+        prepare_sqlite_location(url, owned_dir)
         registry = cls(engine_for(url), owns_engine=True)
-        registry.create_schema()
+        try:
+            registry.create_schema()
+        except (DBAPIError, UnavailableError) as exc:
+            registry.close()
+            cause = exc if isinstance(exc, DBAPIError) else exc.__cause__
+            if not isinstance(cause, DBAPIError):
+                raise
+            raise registry_unavailable(url, cause) from cause
         return registry
 
     @_available

@@ -85,6 +85,8 @@ class IntrospectedColumn(BaseModel):
     native_type: str
     type: ColumnType
     nullable: bool = True
+    #: How ``type`` was found when the store declares none (SQLite): from a sample of stored values.
+    inferred: str | None = None
 
 
 class TableSchema(BaseModel):

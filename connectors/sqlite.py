@@ -31,6 +31,7 @@ from catalog.query import Limits, RowSet
 from connectors import _sqlite_functions
 from connectors._common import Deadline, fetch_capped, known_type
 from connectors._sqlalchemy import FoundColumns, SQLAlchemyConnector
+from connectors._sqlite_typeof import infer_column_types
 from connectors._sqlite_wall import SQLiteWall, read_only_authorizer
 from connectors.base import (
     Capabilities,
@@ -144,6 +145,10 @@ class SQLiteConnector(SQLAlchemyConnector):
             IntrospectedColumn(name=name, native_type=native, type=_sqlite_type(native), nullable=not notnull)
             for _cid, name, native, notnull, _default, _pk in rows
         ]
+        untyped = [c.name for c in columns if not c.native_type.strip()]
+        if untyped:
+            inferred = infer_column_types(conn, quoted, untyped)
+            columns = [c.model_copy(update=inferred[c.name]) if c.name in inferred else c for c in columns]
         primary_key = [name for _cid, name, _n, _nn, _d, pk in sorted(rows, key=lambda r: r[5]) if pk]
         return quoted, columns, primary_key
 

@@ -19,6 +19,7 @@ from pydantic.dataclasses import dataclass as pydantic_dataclass
 
 from catalog.errors import EmbeddingError
 from connectors.search_base import ChunkRef
+from embeddings.quantize import import_llama_cpp
 
 __all__ = ["NO_ANSWER", "SYSTEM_PROMPT", "Answer", "LocalChatModel", "Passage", "build_messages", "cited_numbers"]
 
@@ -104,14 +105,9 @@ class LocalChatModel:
                         f"chat model {str(self.model_path)!r} not found; run `dataproducts models build` "
                         "or set models.chat to a GGUF file"
                     )
+                llama_cpp = import_llama_cpp()  # EmbeddingError when it is not installed
                 try:
-                    from llama_cpp import Llama
-                except ImportError as exc:
-                    raise EmbeddingError(
-                        "local answers need llama-cpp-python: pip install 'dataproducts[models]'"
-                    ) from exc
-                try:
-                    self._llm = Llama(
+                    self._llm = llama_cpp.Llama(
                         model_path=str(self.model_path),
                         n_ctx=self.n_ctx,
                         n_threads=self.n_threads,

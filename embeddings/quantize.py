@@ -7,6 +7,7 @@ multiple of 256 (all-MiniLM's 384-wide matrices), so they shrink less than their
 
 from __future__ import annotations
 
+import atexit
 import ctypes
 import logging
 import os
@@ -32,6 +33,19 @@ _log = logging.getLogger("embeddings.llama_cpp")
 _log_callback: Any = None
 
 
+def _close_null_files_at_exit(llama_cpp: Any) -> None:
+    """Close the two ``/dev/null`` files llama-cpp-python opens at import and never closes.
+
+    It uses them only while loading a model (to silence llama.cpp), never at exit; left open, each
+    ends the process with an unclosed-file ``ResourceWarning``.
+    """
+    utils = getattr(llama_cpp, "_utils", None)
+    for name in ("outnull_file", "errnull_file"):
+        file = getattr(utils, name, None)
+        if file is not None and hasattr(file, "close"):
+            atexit.register(file.close)
+
+
 def import_llama_cpp() -> Any:
     """The ``llama_cpp`` module, with llama.cpp's own log reduced to its errors (sent to Python logging).
 
@@ -44,6 +58,7 @@ def import_llama_cpp() -> Any:
     except ImportError as exc:
         raise EmbeddingError("llama-cpp-python is not installed: pip install 'dataproducts[models]'") from exc
     if _log_callback is None:
+        _close_null_files_at_exit(llama_cpp)
 
         @llama_cpp.llama_log_callback
         def forward(level: int, text: bytes, _user_data: ctypes.c_void_p) -> None:

@@ -45,6 +45,8 @@ from catalog.audit import Outcome
 from catalog.errors import AccessDeniedError, AuditError, DataProductsError
 from catalog.principal import Principal
 from catalog.query import Limits
+from servers._argument_errors import argument_problems as _argument_problems
+from servers._argument_errors import format_problems, unknown_argument_problems
 from servers._audit_trail import ANONYMOUS, audit_scope, refusal, write_audit
 from servers._tool_listing import lean_tools
 from servers.auth import current_principal
@@ -59,7 +61,6 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 _AUDITED_METHODS = frozenset({"tools/call", "resources/read"})
-_MAX_PROBLEMS = 4
 _EXAMPLE_URI = "product://shop.orders"
 
 
@@ -111,18 +112,24 @@ class AuditedMCPServer(MCPServer[DataProductsService]):
         self, name: str, arguments: dict[str, Any], context: Context[DataProductsService, Any] | None = None
     ) -> CallToolResult | InputRequiredResult:
         started = time.perf_counter()
+        tool = None
         with audit_scope() as written:
             try:
-                if self._tool_manager.get_tool(name) is None:  # the lookup the SDK makes next, answered here
+                tool = self._tool_manager.get_tool(name)
+                if tool is None:  # the lookup the SDK makes next, answered here
                     known = ", ".join(sorted(tool.name for tool in await self.list_tools()))
                     raise Refused("unknown_tool", f"no tool {name[:100]!r}; the tools are {known}")
+                taken = list(tool.parameters.get("properties", {}))
+                if unknown := unknown_argument_problems(arguments, taken):  # the SDK would drop them silently
+                    raise Refused("invalid_arguments", format_problems(unknown))
                 return _lean(await super().call_tool(name, arguments, context))
             except MCPError:  # a protocol error the SDK answers as such
                 if not written:
                     await self._audit_refusal(context, name, arguments, "protocol_error", "error", started, ToolError)
                 raise
             except Exception as exc:
-                code, outcome, message = _failure(exc, f"tool {name[:100]!r}")
+                schema = tool.parameters if tool is not None else None
+                code, outcome, message = _failure(exc, f"tool {name[:100]!r}", schema)
                 if not written:
                     await self._audit_refusal(context, name, arguments, code, outcome, started, ToolError)
                 raise ToolError(message) from exc
@@ -238,7 +245,7 @@ def refusing_invalid_arguments(build: Callable[P, T]) -> Callable[P, T]:
     return refusing
 
 
-def _failure(exc: Exception, subject: str) -> tuple[str, Outcome, str]:
+def _failure(exc: Exception, subject: str, schema: Mapping[str, Any] | None = None) -> tuple[str, Outcome, str]:
     """The audit code, outcome and one-line message of a failed tool call or resource read.
 
     ``exc`` is what the SDK raised: its wrappers (``ToolError``, ``ResourceError`` and their
@@ -250,12 +257,14 @@ def _failure(exc: Exception, subject: str) -> tuple[str, Outcome, str]:
             break
         origin = origin.__cause__
     if isinstance(origin, Refused):
+        if isinstance(origin.__cause__, ValidationError) and schema is not None:  # see refusing_invalid_arguments
+            return origin.code, origin.outcome, f"{origin.code}: {argument_problems(origin.__cause__, schema)}"
         return origin.code, origin.outcome, str(origin)
     if isinstance(origin, DataProductsError):
         outcome: Outcome = "denied" if isinstance(origin, AccessDeniedError) else "error"
         return origin.code, outcome, f"{origin.code}: {_one_line(origin.message)}"
     if isinstance(origin, ValidationError) and not _is_crash(exc):
-        return "invalid_arguments", "error", f"invalid_arguments: {argument_problems(origin)}"
+        return "invalid_arguments", "error", f"invalid_arguments: {argument_problems(origin, schema)}"
     if origin is exc and isinstance(exc, ToolError | ResourceError):  # raised by the SDK with no cause
         return "invalid_request", "error", f"invalid_request: {_one_line(str(exc))}"
     logger.error("%s failed unexpectedly", subject, exc_info=origin)
@@ -278,27 +287,12 @@ def _is_crash(exc: BaseException) -> bool:
     return False
 
 
-def argument_problems(error: ValidationError) -> str:
-    """The argument errors in one line: where and what, never the values sent.
+def argument_problems(error: ValidationError, schema: Mapping[str, Any] | None = None) -> str:
+    """The argument errors of ``error``, one line each, saying where and what would be valid (never the values).
 
-    When a validator said what was wrong (``value_error``), only those errors are given: a union
-    argument (a filter is a condition or an and/or group) otherwise lists a mismatch per alternative.
+    ``schema``, the tool's input schema, lets a message name the fields an object takes.
     """
-    errors = error.errors(include_url=False, include_input=False, include_context=False)
-    errors = [e for e in errors if e["type"] == "value_error"] or errors
-    problems = []
-    for err in errors:
-        where = ".".join(str(p) for p in err["loc"] if isinstance(p, int) or _is_field(p)) or "arguments"
-        problem = f"{where}: {err['msg'].removeprefix('Value error, ')}"
-        if problem not in problems:
-            problems.append(problem)
-    more = len(problems) - _MAX_PROBLEMS
-    return "; ".join(problems[:_MAX_PROBLEMS]) + (f" (and {more} more)" if more > 0 else "")
-
-
-def _is_field(part: str) -> bool:
-    """A field name, not a union member's tag such as ``Condition`` or ``function-after[...]``."""
-    return part.isidentifier() and part == part.lower()
+    return format_problems(_argument_problems(error, schema))
 
 
 def _one_line(text: str) -> str:

@@ -130,7 +130,7 @@ class DataProductsService(QualityUseCases, MetricsUseCases, LineageUseCases):
         Raises:
             ConfigError: the settings are incomplete (e.g. no hash salt).
         """
-        registry = Registry.from_url(settings.resolved_registry_url())
+        registry = Registry.from_url(settings.resolved_registry_url(), owned_dir=settings.workspace)
         return cls(settings, registry, AuditLog.from_registry(registry))
 
     async def aclose(self) -> None:

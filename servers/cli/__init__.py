@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from sqlalchemy.exc import SQLAlchemyError
 
 from catalog.errors import DataProductsError
 from servers.cli import (
@@ -18,7 +19,7 @@ from servers.cli import (
     retrieval_cmds,
     serve_cmds,
 )
-from servers.cli._common import CLIState, print_error
+from servers.cli._common import CLIState, debugging, environment_error, print_error, set_debug
 
 __all__ = ["app", "main"]
 
@@ -37,7 +38,9 @@ def _root(
         Path | None,
         typer.Option("--config", "-c", help="dataproducts.yaml (default: $DATAPRODUCTS_CONFIG or ./dataproducts.yaml)"),
     ] = None,
+    debug: Annotated[bool, typer.Option("--debug", help="show the traceback of a failure")] = False,
 ) -> None:
+    set_debug(debug)
     ctx.obj = CLIState(config_path=config)
 
 
@@ -51,9 +54,16 @@ metrics_cmds.register_commands(app)
 
 
 def main() -> None:
-    """Console-script entry point: user errors print one actionable line and exit 1."""
+    """Console-script entry point: expected failures print one actionable line and exit 1 (``--debug``: traceback)."""
     try:
         app(standalone_mode=True)
     except DataProductsError as exc:
+        if debugging():
+            raise
         print_error(exc)
+        sys.exit(1)
+    except (SQLAlchemyError, OSError) as exc:
+        if debugging():
+            raise
+        print_error(environment_error(exc))
         sys.exit(1)

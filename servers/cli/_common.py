@@ -13,12 +13,25 @@ from typing import Any, NoReturn, TypeVar
 import anyio
 import typer
 from rich.console import Console
+from sqlalchemy.exc import SQLAlchemyError
 
 from catalog.errors import DataProductsError
 from catalog.registry import Registry
 from servers.settings import Settings, load_settings
 
-__all__ = ["CLIState", "console", "err_console", "fail", "print_error", "reporting_errors", "run_async", "state"]
+__all__ = [
+    "CLIState",
+    "console",
+    "debugging",
+    "environment_error",
+    "err_console",
+    "fail",
+    "print_error",
+    "reporting_errors",
+    "run_async",
+    "set_debug",
+    "state",
+]
 
 T = TypeVar("T")
 
@@ -38,7 +51,7 @@ class CLIState:
         return self._settings
 
     def registry(self) -> Registry:
-        return Registry.from_url(self.settings.resolved_registry_url())
+        return Registry.from_url(self.settings.resolved_registry_url(), owned_dir=self.settings.workspace)
 
     @staticmethod
     def actor() -> str:
@@ -54,16 +67,65 @@ def state(ctx: typer.Context) -> CLIState:
 
 
 def reporting_errors(command: Callable[..., None]) -> Callable[..., None]:
-    """Wrap a command so that a user error prints one actionable message and exits 1, without a traceback."""
+    """Wrap a command so that an expected failure prints one actionable message and exits 1, without a traceback.
+
+    Expected failures are our own errors and what the environment refuses (a file or folder, a database
+    that cannot be opened); ``--debug`` lets them propagate with their traceback.
+    """
 
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> None:
         try:
             command(*args, **kwargs)
         except DataProductsError as exc:
+            if debugging():
+                raise
             fail(exc)
+        except (SQLAlchemyError, OSError) as exc:
+            if debugging():
+                raise
+            fail(environment_error(exc))
+        except ExceptionGroup as group:  # raised from a task group (a server's lifespan): its one cause
+            leaf = _only_leaf(group)
+            if debugging() or not isinstance(leaf, DataProductsError | SQLAlchemyError | OSError):
+                raise
+            fail(leaf if isinstance(leaf, DataProductsError) else environment_error(leaf))
 
     return wrapper
+
+
+def _only_leaf(group: BaseExceptionGroup[Any]) -> BaseException | None:
+    """The single exception at the bottom of nested groups, or None when there are several."""
+    found: BaseException = group
+    while isinstance(found, BaseExceptionGroup):
+        if len(found.exceptions) != 1:
+            return None
+        found = found.exceptions[0]
+    return found
+
+
+def environment_error(exc: SQLAlchemyError | OSError) -> str:
+    """One line for a failure of the environment (a file, a folder, a database) that is no bug of ours."""
+    if isinstance(exc, OSError):
+        where = f" {exc.filename!s}" if exc.filename else ""
+        reason = exc.strerror or str(exc) or type(exc).__name__
+        return f"{reason}:{where} (run with --debug for the traceback)"
+    orig = getattr(exc, "orig", None)
+    reason = str(orig if orig is not None else exc).strip().splitlines()[0]
+    return f"database error: {reason} (run with --debug for the traceback)"
+
+
+_debug = False
+
+
+def set_debug(enabled: bool) -> None:
+    """Whether expected failures of this run show their traceback (the root ``--debug`` flag)."""
+    global _debug
+    _debug = enabled
+
+
+def debugging() -> bool:
+    return _debug
 
 
 def run_async(fn: Callable[..., Coroutine[Any, Any, T]], *args: Any) -> T:

@@ -11,6 +11,7 @@ from rich.table import Column, Table
 from catalog.draft import draft_contract
 from catalog.errors import ConfigError, ContractError, ContractProblem, DataProductsError
 from catalog.loader import LoadedContract, dump_contract, load_file
+from catalog.placeholders import placeholder_problems
 from catalog.validate import validate_against_source
 from connectors import connector_for
 from servers.cli._common import console, err_console, fail, reporting_errors, run_async, state
@@ -53,10 +54,15 @@ async def _live_problems(ctx: typer.Context, loaded: list[tuple[Path, LoadedCont
 
 
 def _checked(
-    ctx: typer.Context, files: list[Path], live: bool
+    ctx: typer.Context, files: list[Path], live: bool, *, allow_draft: bool = False
 ) -> tuple[list[tuple[Path, LoadedContract]], list[ContractProblem]]:
-    """The contracts of ``files`` and every problem found in them (and, when ``live``, against their sources)."""
+    """The contracts of ``files`` and every problem found in them (and, when ``live``, against their sources).
+
+    ``TODO`` placeholders left by ``init`` are problems unless ``allow_draft``.
+    """
     loaded, problems = _load_all(files)
+    if not allow_draft:
+        problems += [p for _path, item in loaded for p in placeholder_problems(item)]
     if live and loaded:
         problems += run_async(_live_problems, ctx, loaded)
     return loaded, problems
@@ -86,12 +92,23 @@ def register(
     ctx: typer.Context,
     files: Files,
     live: Annotated[bool, typer.Option(help="validate against the live source first")] = True,
+    allow_draft: Annotated[
+        bool, typer.Option("--allow-draft", help="register even with TODO placeholders left from `init`")
+    ] = False,
 ) -> None:
     """Register contracts (a new version only when the content changed; breaking changes need a major bump)."""
-    loaded, problems = _checked(ctx, files, live)
+    loaded, problems = _checked(ctx, files, live, allow_draft=allow_draft)
     if problems:
         _report(problems)
-        err_console.print("nothing was registered")
+        drafts = sum(p.message.startswith("placeholder left from the draft") for p in problems)
+        if drafts:
+            err_console.print(
+                f"nothing was registered: {drafts} TODO placeholder(s) left from `dataproducts init`; "
+                "fill them in, or pass --allow-draft to register the draft as it is",
+                highlight=False,
+            )
+        else:
+            err_console.print("nothing was registered")
         raise typer.Exit(1)
     registry = state(ctx).registry()
     try:

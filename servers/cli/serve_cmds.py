@@ -34,6 +34,7 @@ def register_commands(app: typer.Typer) -> None:
 
 
 def _serve(settings: Settings, http: bool) -> None:
+    Registry.from_url(settings.resolved_registry_url(), owned_dir=settings.workspace).close()  # fail before serving
     if http:
         url = f"http://{settings.server.host}:{settings.server.port}{settings.server.path}"
         err_console.print(f"serving MCP over streamable HTTP at {url} (bearer token required); Ctrl-C stops")
@@ -70,7 +71,7 @@ def demo(
     workspace = build_demo_workspace(directory)
     settings = load_settings(workspace.config_path)
     settings = settings.model_copy(update={"server": settings.server.model_copy(update={"port": port})})
-    registry = Registry.from_url(settings.resolved_registry_url())
+    registry = Registry.from_url(settings.resolved_registry_url(), owned_dir=settings.workspace)
     try:
         for path in workspace.contract_paths:
             for contract in load_contract_file(path):

@@ -95,9 +95,9 @@ async def test_argument_errors_say_where_and_what_without_the_values_sent(ana: C
     message = error_text(
         await ana.call_tool("query_product", {"product": "shop.orders", "where": [{"column": "region", "op": "in"}]})
     )
-    assert message == "invalid_arguments: where.0: op 'in' needs a non-empty list value, e.g. [1, 2, 3]"
+    assert message == "invalid_arguments: where[0]: op 'in' needs a non-empty list value, e.g. [1, 2, 3]"
     limit = error_text(await ana.call_tool("query_product", {"product": "shop.orders", "limit": -7}))
-    assert limit == "invalid_arguments: limit: Input should be greater than or equal to 1"
+    assert limit == "invalid_arguments: limit: should be greater than or equal to 1"
 
 
 async def test_an_unknown_tool_is_refused_with_the_tools_there_are(ana: Client) -> None:
