@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta, timezone
@@ -182,3 +183,20 @@ def test_when_the_table_is_gone_every_concurrent_call_fails_closed(registry: Reg
     for i, future in enumerate(futures):
         with pytest.raises(AuditError, match=f"audit record of query_product by q{i} .*nothing was served"):
             future.result(60)
+
+
+def test_rows_queued_while_another_writer_holds_the_sqlite_lock_commit_together(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'registry.db'}"
+    with Registry.from_url(url) as registry:
+        log = AuditLog(registry)
+        holder = sqlite3.connect(tmp_path / "registry.db", isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")  # another process's write transaction: the audit writer waits
+        first = log.submit(record(principal="first"))
+        queued = [log.submit(record(principal=f"w{i}")) for i in range(10)]
+        assert not first.done() and not any(f.done() for f in queued)  # nobody returns before its commit
+        holder.execute("COMMIT")
+        holder.close()
+        for future in [first, *queued]:
+            future.result(60)
+        assert len(log.query(limit=100)) == 11
+        assert log.transactions <= 2  # the ten rows that waited went in one transaction
