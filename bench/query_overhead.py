@@ -11,7 +11,14 @@ path is the store's own Python driver on one open connection. A third column tim
 again on the service layer directly, right after the MCP call: its statement is then cached, so the
 column shows what compiling costs and what MCP costs on top.
 
-    python bench/query_overhead.py --sf 0.1 --repeat 30 --stores duckdb,postgresql
+    python bench/query_overhead.py --sf 0.1 --repeat 30 --stores sqlite,duckdb,postgresql
+
+With ``--clients`` (N = 1, 8, 32 unless given, e.g. ``--clients 2``) it measures concurrency instead:
+N MCP clients over streamable HTTP on loopback against one ``serve --http`` process, each making
+``--repeat`` point lookups, vs the same lookups on N raw threads; target ≥ 0.7x the raw lookups/s at
+the largest N (:mod:`bench._concurrent_lookups`).
+
+    python bench/query_overhead.py --clients --sf 0.1 --repeat 50 --stores duckdb,postgresql
 """
 
 from __future__ import annotations
@@ -40,6 +47,8 @@ from pydantic import SecretStr  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
+from bench._concurrent_lookups import ConcurrencyMeasurement, measure_concurrency, report_concurrency  # noqa: E402
+from bench._http_load import served_over_http  # noqa: E402
 from bench._tpch import (  # noqa: E402
     generate_lineitem,
     lineitem_contract,
@@ -52,10 +61,11 @@ from catalog.registry import Registry  # noqa: E402
 from connectors.base import ConnectionConfig  # noqa: E402
 from servers.mcp import create_server  # noqa: E402
 from servers.service import DataProductsService  # noqa: E402
-from servers.settings import PrincipalConfig, Settings  # noqa: E402
+from servers.settings import PrincipalConfig, Settings, hash_token  # noqa: E402
 from tests.pgcluster import PostgresCluster  # noqa: E402
 
 STORES = ("sqlite", "duckdb", "postgresql")
+BENCH_TOKEN = secrets.token_urlsafe(24)  # the bench principal's bearer token over HTTP (--clients)
 READER_ROLE = "bench_reader"
 LOOKUP_MAX_ADDED_MS = 2.0
 SCAN_MAX_RATIO = 1.10
@@ -174,6 +184,9 @@ class RawStore:
         return cls(lambda sql, params: conn.execute(sql.replace("?", "%s"), params).fetchall(), conn.close)
 
 
+RAW_OPENERS: dict[str, Callable[[], RawStore]] = {}
+
+
 @dataclass
 class Paths:
     """The three ways one query is run, from the bare driver to the agent's tool call."""
@@ -223,7 +236,10 @@ async def measure(paths: Paths, store: str, case: Case, *, repeat: int, warmup: 
 def prepared_stores(
     stores: list[str], parquet: Path
 ) -> Iterator[tuple[dict[str, ConnectionConfig], dict[str, RawStore]]]:
-    """Connection configs for the settings and raw drivers, per store; PostgreSQL is loaded first."""
+    """Connection configs for the settings and raw drivers, per store; PostgreSQL is loaded first.
+
+    ``RAW_OPENERS`` gets, per store, how to open one more raw driver (one per thread under concurrency).
+    """
     configs: dict[str, ConnectionConfig] = {}
     raws: dict[str, RawStore] = {}
     with ExitStack() as stack:
@@ -233,10 +249,12 @@ def prepared_stores(
             count = load_lineitem_sqlite(path, parquet)
             Console(stderr=True).log(f"sqlite: {count:,} rows in {path} ({time.perf_counter() - started:.1f}s)")
             configs["sqlite"] = ConnectionConfig(name="sqlite", kind="sqlite", path=str(path))
+            RAW_OPENERS["sqlite"] = lambda: RawStore.sqlite(path)
             raws["sqlite"] = RawStore.sqlite(path)
             stack.callback(raws["sqlite"].close)
         if "duckdb" in stores:
             configs["duckdb"] = ConnectionConfig(name="duckdb", kind="duckdb", files={"lineitem": str(parquet)})
+            RAW_OPENERS["duckdb"] = lambda: RawStore.duckdb(parquet)
             raws["duckdb"] = RawStore.duckdb(parquet)
             stack.callback(raws["duckdb"].close)
         if "postgresql" in stores:
@@ -248,6 +266,7 @@ def prepared_stores(
             dsn = url.replace("postgresql+psycopg://", "postgresql://")
             Console(stderr=True).log(f"postgresql: loaded {count:,} rows in {time.perf_counter() - started:.1f}s")
             configs["postgresql"] = ConnectionConfig(name="postgresql", kind="postgresql", url=SecretStr(url))
+            RAW_OPENERS["postgresql"] = lambda: RawStore.postgresql(dsn)
             raws["postgresql"] = RawStore.postgresql(dsn)
             stack.callback(raws["postgresql"].close)
         yield configs, raws
@@ -263,24 +282,16 @@ def sample_keys(parquet: Path, n: int = 64) -> list[int]:
     return [int(r[0]) for r in rows]
 
 
-async def run_bench(args: argparse.Namespace, workdir: Path) -> list[Measurement]:
+async def run_bench(args: argparse.Namespace, workdir: Path) -> list[Measurement] | list[ConcurrencyMeasurement]:
     console = Console(stderr=True)
     started = time.perf_counter()
     parquet = generate_lineitem(Path(args.data_dir) if args.data_dir else workdir, args.sf)
     console.log(f"lineitem sf={args.sf:g}: {parquet} ({time.perf_counter() - started:.1f}s)")
     keys = sample_keys(parquet)
     with prepared_stores(args.stores, parquet) as (configs, raws):
-        settings = Settings(
-            workspace=workdir,
-            registry_url=f"sqlite:///{workdir / 'registry.db'}",
-            hash_salt=SecretStr(secrets.token_hex(16)),
-            connections=configs,
-            principals=[PrincipalConfig(name="bench", roles=["analyst"])],
-            limits=Limits(max_rows=1000, timeout_s=600),
-        )
-        with Registry.from_url(settings.resolved_registry_url()) as registry:
-            for store in configs:
-                registry.register(lineitem_contract(f"tpch.lineitem_{store}", store), actor="bench")
+        settings = registered_settings(workdir, configs)
+        if args.clients:
+            return await run_concurrency(args, settings, keys)
         principal = settings.principal("bench")
         cases = [
             (s, c) for s in configs for c in (lookup_case(f"tpch.lineitem_{s}", keys), scan_case(f"tpch.lineitem_{s}"))
@@ -298,6 +309,44 @@ async def run_bench(args: argparse.Namespace, workdir: Path) -> list[Measurement
                     )
                     for store, case in cases
                 ]
+
+
+def registered_settings(workdir: Path, configs: dict[str, ConnectionConfig]) -> Settings:
+    """Settings for the bench principal (with a bearer token for HTTP), lineitem registered per store."""
+    settings = Settings(
+        workspace=workdir,
+        registry_url=f"sqlite:///{workdir / 'registry.db'}",
+        hash_salt=SecretStr(secrets.token_hex(16)),
+        connections=configs,
+        principals=[PrincipalConfig(name="bench", roles=["analyst"], token_sha256=hash_token(BENCH_TOKEN))],
+        limits=Limits(max_rows=1000, timeout_s=600),
+    )
+    with Registry.from_url(settings.resolved_registry_url()) as registry:
+        for store in configs:
+            registry.register(lineitem_contract(f"tpch.lineitem_{store}", store), actor="bench")
+    return settings
+
+
+async def run_concurrency(
+    args: argparse.Namespace, settings: Settings, keys: list[int]
+) -> list[ConcurrencyMeasurement]:
+    """Per store and N: N MCP clients over HTTP on one served process vs N raw threads (same lookups)."""
+    results = []
+    with served_over_http(settings) as served:
+        for store in settings.connections:
+            case = lookup_case(f"tpch.lineitem_{store}", keys)
+            await measure_concurrency(  # warm-up: connectors opened, statement shapes cached
+                store, served.url, BENCH_TOKEN, case.governed, RAW_OPENERS[store], case.raw, 1, args.warmup + 1
+            )
+            for clients in args.clients:
+                m = await measure_concurrency(
+                    store, served.url, BENCH_TOKEN, case.governed, RAW_OPENERS[store], case.raw, clients, args.repeat
+                )
+                Console(stderr=True).log(
+                    f"{store} N={clients}: {m.governed.calls_per_s:.0f} governed/s, {m.raw.calls_per_s:.0f} raw/s"
+                )
+                results.append(m)
+    return results
 
 
 def report(results: list[Measurement], args: argparse.Namespace) -> bool:
@@ -344,7 +393,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--data-dir", help="keep generated Parquet/CSV here to reuse across runs")
     parser.add_argument("--check", action="store_true", help="exit 1 when a target is missed")
+    parser.add_argument(
+        "--clients",
+        nargs="?",
+        const="1,8,32",
+        help="concurrency mode: N MCP clients over HTTP vs N raw threads (default N: 1,8,32; e.g. --clients 2)",
+    )
     args = parser.parse_args(argv)
+    try:
+        args.clients = [int(n) for n in args.clients.split(",") if n.strip()] if args.clients else []
+    except ValueError:
+        parser.error(f"--clients: expected comma-separated whole numbers, e.g. 1,8,32; got {args.clients!r}")
+    if any(n < 1 for n in args.clients):
+        parser.error("--clients: every N must be at least 1")
     args.stores = [s.strip() for s in args.stores.split(",") if s.strip()]
     unknown = sorted(set(args.stores) - set(STORES))
     if unknown or not args.stores:
@@ -361,7 +422,10 @@ def main(argv: list[str] | None = None) -> int:
         results = anyio.run(run_bench, args, workdir)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    met = report(results, args)
+    if args.clients:
+        met = report_concurrency(results, args.repeat)  # type: ignore[arg-type]
+        return 1 if args.check and not met else 0
+    met = report(results, args)  # type: ignore[arg-type]
     return 1 if args.check and not met else 0
 
 

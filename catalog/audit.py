@@ -7,6 +7,9 @@ statement ran have rows too: unknown tools, invalid arguments, HTTP 401s.
 
 Writes fail closed: when a row cannot be written :meth:`AuditLog.record` raises
 :class:`~catalog.errors.AuditError` and the caller must not return the result it was about to give.
+Writes are group-committed (:mod:`catalog._group_commit`): the rows of concurrent calls are inserted
+by one writer thread in one transaction, and each caller waits until the transaction holding its
+row has committed. Async callers wait on :meth:`AuditLog.submit`'s future without holding a thread.
 Arguments are kept as a digest only (sha256 of their canonical JSON), never in clear.
 """
 
@@ -14,7 +17,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from concurrent.futures import Future
 from datetime import datetime
 from types import TracebackType
 from typing import Any, Literal, Self
@@ -23,6 +27,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validato
 from sqlalchemy import Engine, select
 from sqlalchemy.exc import SQLAlchemyError
 
+from catalog._group_commit import GroupCommitter
 from catalog._registry_errors import database_name, unavailable_reason
 from catalog._registry_tables import audit, engine_for, metadata, utcnow, write_transaction
 from catalog.errors import AuditError, AuditUnavailableError
@@ -89,6 +94,12 @@ class AuditLog:
         """Audit rows in ``store``: an engine, or a registry whose engine is shared (it keeps ownership)."""
         self.engine = store.engine if isinstance(store, Registry) else store
         self._owns_engine = owns_engine and not isinstance(store, Registry)
+        self._committer = GroupCommitter(
+            self._insert,
+            lambda rec, exc: _audit_error(self.engine, rec, exc),
+            retry_alone=lambda exc: unavailable_reason(exc) is None,  # a database that is down fails them all
+            name="dataproducts-audit-writer",
+        )
 
     @classmethod
     def from_url(cls, url: str) -> AuditLog:
@@ -104,7 +115,11 @@ class AuditLog:
         return cls(registry)
 
     def close(self) -> None:
-        """Dispose the engine when this log created it. Idempotent."""
+        """Write the pending rows, then dispose the engine when this log created it. Idempotent.
+
+        Rows recorded after closing are still written, each in its own transaction.
+        """
+        self._committer.close()
         if self._owns_engine:
             self.engine.dispose()
 
@@ -117,28 +132,31 @@ class AuditLog:
         self.close()
 
     def record(self, rec: AuditRecord) -> None:
-        """Write one audit row in its own transaction.
+        """Write one audit row; return once the transaction holding it has committed.
 
         Raises:
             AuditError: the row could not be written (the caller fails closed); ``__cause__`` is the
                 database error. :class:`~catalog.errors.AuditUnavailableError` (code ``unavailable``) when
                 the database is unreachable, locked or full: the same call may be retried.
         """
-        values = rec.model_dump(exclude={"id"})
-        try:
-            with write_transaction(self.engine) as conn:
-                conn.execute(audit.insert().values(**values))
-        except SQLAlchemyError as exc:
-            reason = unavailable_reason(exc)
-            if reason is not None:
-                raise AuditUnavailableError(
-                    f"could not write the audit record of {rec.tool} by {rec.principal}, so nothing was served: "
-                    f"the audit database {database_name(self.engine)} {reason}"
-                ) from exc
-            raise AuditError(
-                f"could not write the audit record of {rec.tool} by {rec.principal} ({_driver_reason(exc)}); "
-                "nothing was served"
-            ) from exc
+        self.submit(rec).result()
+
+    def submit(self, rec: AuditRecord) -> Future[None]:
+        """Queue one audit row for the next group commit; the future resolves once it has committed.
+
+        The future fails with :class:`~catalog.errors.AuditError` when the row could not be written.
+        """
+        return self._committer.submit(rec)
+
+    @property
+    def transactions(self) -> int:
+        """How many write transactions this log has run (fewer than rows when rows were grouped)."""
+        return self._committer.batches
+
+    def _insert(self, records: Sequence[AuditRecord]) -> None:
+        rows = [rec.model_dump(exclude={"id"}) for rec in records]
+        with write_transaction(self.engine) as conn:
+            conn.execute(audit.insert(), rows)
 
     def query(
         self,
@@ -177,6 +195,21 @@ class AuditLog:
         except SQLAlchemyError as exc:
             raise AuditError(f"could not read the audit log: {exc}") from exc
         return [AuditRecord.model_validate(dict(row)) for row in rows]
+
+
+def _audit_error(engine: Engine, rec: AuditRecord, exc: Exception) -> Exception:
+    """The error a caller gets when its row did not commit (the database error becomes its cause):
+    :class:`AuditUnavailableError` when the database is unreachable, locked or full."""
+    unavailable = unavailable_reason(exc)
+    if unavailable is not None:
+        return AuditUnavailableError(
+            f"could not write the audit record of {rec.tool} by {rec.principal}, so nothing was served: "
+            f"the audit database {database_name(engine)} {unavailable}"
+        )
+    reason = _driver_reason(exc) if isinstance(exc, SQLAlchemyError) else type(exc).__name__
+    return AuditError(
+        f"could not write the audit record of {rec.tool} by {rec.principal} ({reason}); nothing was served"
+    )
 
 
 def _driver_reason(exc: SQLAlchemyError) -> str:

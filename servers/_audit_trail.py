@@ -14,12 +14,14 @@ the handler's rows land in the HTTP request's scope.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any, TypeVar
 
+import anyio
 import anyio.to_thread
 
 from catalog.audit import AuditLog, AuditRecord, Outcome, digest_args
@@ -51,15 +53,32 @@ def audit_scope() -> Iterator[list[AuditRecord]]:
 
 
 async def write_audit(log: AuditLog, record: AuditRecord) -> None:
-    """Write ``record`` in a worker thread and count it for the open scopes.
+    """Write ``record`` (group-committed with concurrent calls' rows) and count it for the open scopes.
+
+    Returns once the row has committed. The wait is shielded: a cancelled caller still waits for its
+    row, as it would for a write in progress. On asyncio the wait holds no worker thread, so the rows
+    of many concurrent calls do not queue for the thread pool.
 
     Raises:
         AuditError: the row could not be written; the caller must refuse the request (fail closed).
     """
-    await anyio.to_thread.run_sync(log.record, record)
+    committed = log.submit(record)
+    with anyio.CancelScope(shield=True):
+        if _on_asyncio():
+            await asyncio.wrap_future(committed)
+        else:
+            await anyio.to_thread.run_sync(committed.result)
     rows = _written.get()
     if rows is not None:
         rows.append(record)
+
+
+def _on_asyncio() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
 
 
 def refusal(

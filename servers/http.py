@@ -14,7 +14,8 @@ from contextlib import asynccontextmanager
 
 import uvicorn
 from starlette.applications import Starlette
-from starlette.types import Scope
+from starlette.requests import ClientDisconnect
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from catalog.errors import ConfigError
 from servers._audit_trail import ANONYMOUS, refusal, write_audit
@@ -56,6 +57,7 @@ def create_http_app(settings: Settings) -> Starlette:
             await service.aclose()
 
     app.router.lifespan_context = lifespan
+    app.add_middleware(ClientGoneMiddleware)  # innermost: the SDK reads the body and may find the client gone
     app.add_middleware(SessionGuardMiddleware, audit=service.audit)  # added first: runs innermost
 
     async def audit_too_large(scope: Scope, size: int) -> None:
@@ -75,7 +77,29 @@ def create_http_app(settings: Settings) -> Starlette:
     return app
 
 
+class ClientGoneMiddleware:
+    """A client that disconnects before its request body arrived is gone: nothing to answer, no traceback.
+
+    No call ran (the body was never read), so there is no audit row to write either.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await self.app(scope, receive, send)
+        except ClientDisconnect:
+            return
+
+
 def serve_http(settings: Settings) -> None:
     """Run the HTTP server until interrupted."""
     app = create_http_app(settings)
-    uvicorn.run(app, host=settings.server.host, port=settings.server.port, log_level="warning")
+    uvicorn.run(
+        app,
+        host=settings.server.host,
+        port=settings.server.port,
+        log_level="warning",
+        timeout_keep_alive=int(settings.server.keep_alive_s),
+    )

@@ -138,6 +138,7 @@ class DataProductsService(QualityUseCases, MetricsUseCases, LineageUseCases):
             await connector.aclose()
         self._connectors.clear()
         await self.retrieval.aclose()
+        await anyio.to_thread.run_sync(self.audit.close)  # drains the rows still being group-committed
         self.registry.close()
 
     async def __aenter__(self) -> DataProductsService:

@@ -96,6 +96,12 @@ class ServerConfig(BaseModel):
     max_request_bytes: int = Field(
         default=1_048_576, ge=16_384, description="HTTP request bodies over this size get 413 before they are parsed"
     )
+    keep_alive_s: float = Field(
+        default=65,
+        gt=0,
+        description="idle HTTP connections are closed after this long; keep it above the idle timeout of a "
+        "proxy or client in front (a shorter one races with requests sent on the idle connection)",
+    )
 
 
 class ModelsConfig(BaseModel):

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -156,3 +158,45 @@ def test_names_as_a_caller_asked_them_are_clipped_to_their_columns(log: AuditLog
     [back] = log.query()
     assert len(back.tool) == 100 and back.tool.endswith("…")
     assert back.product is not None and len(back.product) == 200
+
+
+def test_concurrent_calls_all_return_with_their_rows_committed(registry: Registry, log: AuditLog) -> None:
+    def call(i: int) -> bool:
+        log.record(record(principal=f"p{i}", time=T0 + timedelta(seconds=i)))
+        with registry.engine.connect() as conn:  # another connection sees it: committed, not just queued
+            return (
+                conn.execute(text("SELECT count(*) FROM dp_audit WHERE principal = :p"), {"p": f"p{i}"}).scalar() == 1
+            )
+
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        assert all(pool.map(call, range(64)))
+    back = log.query(limit=1000)
+    assert sorted(r.principal for r in back) == sorted(f"p{i}" for i in range(64))
+    assert len({r.id for r in back}) == 64
+
+
+def test_when_the_table_is_gone_every_concurrent_call_fails_closed(registry: Registry, log: AuditLog) -> None:
+    log.record(record())
+    with registry.engine.begin() as conn:
+        conn.execute(text("DROP TABLE dp_audit"))
+    futures = [log.submit(record(principal=f"q{i}")) for i in range(8)]
+    for i, future in enumerate(futures):
+        with pytest.raises(AuditError, match=f"audit record of query_product by q{i} .*nothing was served"):
+            future.result(60)
+
+
+def test_rows_queued_while_another_writer_holds_the_sqlite_lock_commit_together(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'registry.db'}"
+    with Registry.from_url(url) as registry:
+        log = AuditLog(registry)
+        holder = sqlite3.connect(tmp_path / "registry.db", isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")  # another process's write transaction: the audit writer waits
+        first = log.submit(record(principal="first"))
+        queued = [log.submit(record(principal=f"w{i}")) for i in range(10)]
+        assert not first.done() and not any(f.done() for f in queued)  # nobody returns before its commit
+        holder.execute("COMMIT")
+        holder.close()
+        for future in [first, *queued]:
+            future.result(60)
+        assert len(log.query(limit=100)) == 11
+        assert log.transactions <= 2  # the ten rows that waited went in one transaction
