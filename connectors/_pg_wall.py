@@ -97,6 +97,7 @@ class PostgresWall:
         )
         self._lock = threading.Lock()
         self._described: OrderedDict[str, _Described] = OrderedDict()
+        self._opening = threading.local()  # begin() -> run() on one worker thread: the pipelined opening
         self._types: dict[tuple[int, int], str] = {}
 
     def _option(self, options: Mapping[str, Any], key: str, default: str) -> str:
@@ -163,12 +164,25 @@ class PostgresWall:
     # -- running ---------------------------------------------------------------------------------
 
     def begin(self, raw: psycopg.Connection[Any], timeout_s: float, prepared: Prepared, *, superuser: bool) -> None:
-        """Create missing views, then open the statement's READ ONLY transaction as the reader with its tokens."""
+        """Create missing views, then open the statement's READ ONLY transaction as the reader with its tokens.
+
+        For a statement already described, the transaction is only made ready here: :meth:`run` opens
+        it, runs the statement and rolls back in one round trip (a pipeline).
+        """
         tokens = ",".join(self.views.ensure(raw, prepared.relations, timeout_s, superuser=superuser))
-        raw.execute(
-            f"BEGIN READ ONLY; SET LOCAL statement_timeout = {_ms(timeout_s)}; "
-            f"SET LOCAL dataproducts.bindings = '{tokens}'; SET LOCAL ROLE \"{self.reader}\""
+        opening = (
+            "BEGIN READ ONLY",
+            f"SET LOCAL statement_timeout = {_ms(timeout_s)}",
+            f"SET LOCAL dataproducts.bindings = '{tokens}'",
+            f'SET LOCAL ROLE "{self.reader}"',
         )
+        with self._lock:
+            described = prepared.sql in self._described
+        if described:
+            self._opening.statements = opening
+            return
+        self._opening.statements = None
+        raw.execute("; ".join(opening))
 
     def run(self, raw: psycopg.Connection[Any], prepared: Prepared, limits: Limits, deadline: Deadline) -> RowSet:
         """Run the prepared statement inside ``run()`` (in the transaction :meth:`begin` opened).
@@ -176,12 +190,23 @@ class PostgresWall:
         Raises:
             QueryExecutionError: the store refused a read outside the statement's governed sources.
         """
+        opening = self._opening.__dict__.pop("statements", None)
         try:
             statement = _spliced(raw, prepared) if prepared.parameters else prepared.sql
-            described = self._describe(raw, prepared.sql, statement)
-            with raw.cursor() as cursor:
-                cursor.execute(described.wrapped, [statement], binary=True)
-                rowset = fetch_capped(described.names, cursor.fetchmany, limits, deadline)
+            if opening is None:
+                described = self._describe(raw, prepared.sql, statement)
+                with raw.cursor() as cursor:
+                    cursor.execute(described.wrapped, [statement], binary=True)
+                    rowset = fetch_capped(described.names, cursor.fetchmany, limits, deadline)
+            else:
+                described = self._describe(raw, prepared.sql, statement)  # cached: no round trip
+                with raw.cursor() as cursor:
+                    with raw.pipeline():
+                        for setting in opening:
+                            raw.execute(setting)
+                        cursor.execute(described.wrapped, [statement], binary=True)
+                        raw.execute("ROLLBACK")
+                    rowset = fetch_capped(described.names, cursor.fetchmany, limits, deadline)
         except psycopg.Error as exc:
             if exc.sqlstate not in _REFUSALS:
                 raise

@@ -21,6 +21,7 @@ from typing import Any, ClassVar
 
 import psycopg
 import sqlalchemy as sa
+from psycopg import pq
 from sqlalchemy import exc as sa_exc
 from sqlglot import exp
 
@@ -90,7 +91,9 @@ class PostgreSQLConnector(SQLAlchemyConnector):
             self._begin(conn, deadline.timeout_s, governed)
             yield
         finally:
-            conn.exec_driver_sql("ROLLBACK")
+            raw: Any = conn.connection.dbapi_connection
+            if raw.info.transaction_status != pq.TransactionStatus.IDLE:  # a pipelined run rolled back already
+                conn.exec_driver_sql("ROLLBACK")
 
     def _begin(self, conn: sa.Connection, timeout_s: float, governed: Prepared | None = None) -> None:
         """Open the call's READ ONLY transaction with its settings in one round trip (the engine is in
