@@ -255,7 +255,23 @@ async def test_keyset_pages_cover_every_row(db: Path, connector: Connector, stor
     keys = {c.id.split("|")[1] for c in await store.indexed("support.notes")}
     assert keys == {f"note_id={i}" for i in range(1, 48)}
     assert events[-1].phase == "done" and events[-1].rows_done == events[-1].rows_total == 47
-    assert [e.rows_done for e in events if e.phase == "reading"] == [*range(5, 47, 5), 47]
+    assert [e.rows_read for e in events if e.phase == "reading"] == [*range(5, 47, 5), 47]
+
+
+async def test_progress_counts_a_row_done_once_its_chunks_are_embedded_not_when_read(
+    db: Path, connector: Connector, store: SearchStore
+) -> None:
+    for i in range(6, 200):
+        _sql(db, "INSERT INTO notes VALUES (?, ?, ?, NULL)", i, f"Title {i}", BODIES[i % 5 + 1] * 3)
+    events: list[IndexProgress] = []
+    await _index(connector, store, FakeEmbedder(), page_size=500, progress=events.append)
+    [read] = [e for e in events if e.phase == "reading"]
+    assert (read.rows_read, read.rows_done) == (199, 0)  # all read in one page, nothing embedded yet
+    embedding = [e.rows_done for e in events if e.phase == "embedding"]
+    assert len(embedding) > 10 and embedding == sorted(embedding) and embedding[-1] == 199
+    assert 0 < embedding[len(embedding) // 2] < 199  # the count moves with the batches
+    again = await _index(connector, store, FakeEmbedder(), page_size=500, progress=events.append)
+    assert again.rows_unchanged == 199 and events[-1].rows_done == 199  # unchanged rows are done once read
 
 
 async def test_a_field_masked_later_loses_its_chunks(connector: Connector, store: SearchStore) -> None:
