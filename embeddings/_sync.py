@@ -12,7 +12,9 @@ primary key and the texts of its fields — with :meth:`IndexRun.add`, then call
 * everything is written by ONE :meth:`SearchStore.apply` at the end, so an exception anywhere before
   it (reading, embedding, cancellation) leaves the previous index untouched.
 
-A field's hash covers the chunk settings too, so changing ``retrieval.chunk`` re-chunks every row.
+A field's hash covers the chunk settings too, so changing ``retrieval.chunk`` re-chunks every row, and
+the context that heads its chunks (the row's title), so a new title or a context first used re-embeds
+the row once.
 New chunks and their vectors stay in memory until the final write (about 1.6 kB per chunk for a
 384-dimensional model).
 """
@@ -83,9 +85,11 @@ class IndexProgress:
 ProgressCallback = Callable[[IndexProgress], None]
 
 
-def field_hash(text: str, chunking: Chunking) -> str:
-    """The hash a field's chunks are stored with: its text and the chunk settings that split it."""
-    return content_hash(f"chunk:{chunking.size}:{chunking.overlap}\n{text}")
+def field_hash(text: str, chunking: Chunking, context: str | None = None) -> str:
+    """The hash a field's chunks are stored with: its text, the chunk settings that split it and the
+    context that heads each chunk (none: the hash of earlier versions, so their chunks stay valid)."""
+    head = f"context:{context}\n" if context else ""
+    return content_hash(f"chunk:{chunking.size}:{chunking.overlap}\n{head}{text}")
 
 
 @dataclass
@@ -134,8 +138,11 @@ class IndexRun:
         self._vectors: list[Vectors] = []
         self._deletes: list[str] = []
 
-    def add(self, key: dict[str, Any], texts: dict[str, str | None]) -> None:
+    def add(self, key: dict[str, Any], texts: dict[str, str | None], *, context: str | None = None) -> None:
         """Feed one record; texts of changed fields are chunked now and embedded by :meth:`flush`.
+
+        ``context`` (e.g. the row's title) heads the text of every chunk, so each chunk of a long field
+        says what it belongs to, for BM25, the model and the reader alike.
 
         Raises:
             ValueError: the chunk settings are unusable (overlap not below size).
@@ -157,11 +164,13 @@ class IndexRun:
                     self._delete(entry.ids)
                     changed = True
                 continue
-            digest = field_hash(text, self.chunking)
+            digest = field_hash(text, self.chunking, context)
             if entry is not None and entry.field_hash == digest:
                 continue
             changed = True
             pieces = chunk_text(text, self.chunking.size, self.chunking.overlap)
+            if context:
+                pieces = [f"{context}\n\n{piece}" for piece in pieces]
             chunks = [
                 Chunk(product=self.product, key=key, field=name, chunk=i, text=t, content_hash=digest)
                 for i, t in enumerate(pieces)

@@ -52,7 +52,12 @@ CONTRACT: dict[str, Any] = {
         "access": ["role:support"],
         "masking": [{"columns": ["author_email"], "unless": "role:pii-reader", "method": "hash"}],
     },
-    "retrieval": {"text_fields": ["title", "body", "author_email"], "chunk": {"size": 64, "overlap": 16}},
+    # every text field chunked on its own: the tests below count title chunks too (context: see the end)
+    "retrieval": {
+        "text_fields": ["title", "body", "author_email"],
+        "chunk": {"size": 64, "overlap": 16},
+        "context_fields": [],
+    },
 }
 
 
@@ -347,3 +352,51 @@ async def test_a_folder_of_markdown_files_is_a_document_product(tmp_path: Path, 
     assert report.rows_new == 2
     hits = await hybrid_search(store, FakeEmbedder(), "returned within days", k=1, products=["docs.handbook"])
     assert hits[0].key == {"filename": "returns.md"}  # relative to the folder: no server path
+
+
+def _titled(**retrieval: Any) -> ProductContract:
+    """The notes with the default retrieval context: the title heads every body chunk."""
+    return _contract(retrieval={"text_fields": ["title", "body"], "chunk": {"size": 64, "overlap": 16}, **retrieval})
+
+
+async def test_the_title_heads_every_chunk_of_the_body_and_is_no_chunk_of_its_own(
+    db: Path, connector: Connector, store: SearchStore
+) -> None:
+    _sql(db, "INSERT INTO notes VALUES (6, 'Only a title', NULL, NULL)")
+    await _index(connector, store, FakeEmbedder(), _titled())
+    hits = await hybrid_search(store, FakeEmbedder(), "descaling citric acid", k=50, products=["support.notes"])
+    by_row: dict[int, list[str]] = {}
+    for hit in hits:
+        by_row.setdefault(hit.key["note_id"], []).append(hit.field)
+        if hit.key["note_id"] in BODIES:
+            assert hit.field == "body" and hit.text.startswith(f"Note {hit.key['note_id']}\n\n"), hit
+    stored = await store.indexed("support.notes")
+    fields = {(c.id.split("|")[1], c.id.split("|")[2]) for c in stored}
+    assert {f for _, f in fields} == {"body", "title"}
+    assert {row for row, f in fields if f == "title"} == {"note_id=6"}  # a row with no text keeps its title
+    assert len(stored) == sum(_chunk_count(b) for b in BODIES.values()) + 1
+
+
+async def test_an_index_built_without_context_re_embeds_once_and_loses_its_title_chunks(
+    db: Path, connector: Connector, store: SearchStore
+) -> None:
+    await _index(connector, store, FakeEmbedder(), _titled(context_fields=[]))
+    before = await store.indexed("support.notes")
+    assert any("|title|" in c.id for c in before)
+    upgrade = await _index(connector, store, FakeEmbedder(), _titled())
+    assert upgrade.rows_changed == 5 and upgrade.chunks_embedded == sum(_chunk_count(b) for b in BODIES.values())
+    assert not any("|title|" in c.id for c in await store.indexed("support.notes"))
+    again = await _index(connector, store, FakeEmbedder(), _titled())
+    assert (again.rows_unchanged, again.chunks_embedded) == (5, 0)
+    _sql(db, "UPDATE notes SET title = 'Descaling' WHERE note_id = 1")  # a new title re-embeds its row
+    retitled = await _index(connector, store, FakeEmbedder(), _titled())
+    assert (retitled.rows_changed, retitled.chunks_embedded) == (1, _chunk_count(BODIES[1]))
+
+
+async def test_a_masked_context_field_never_heads_a_chunk(connector: Connector, store: SearchStore) -> None:
+    contract = _contract(
+        retrieval={"text_fields": ["body"], "context_fields": ["author_email"], "chunk": {"size": 64, "overlap": 16}}
+    )
+    await _index(connector, store, FakeEmbedder(), contract)
+    hits = await hybrid_search(store, FakeEmbedder(), "writer1@example.org", k=50, products=["support.notes"])
+    assert hits and not [h for h in hits if "@" in h.text]
