@@ -82,8 +82,11 @@ class Result:
     distinct10: float = 0.0
 
 
-def load_collection(folder: Path, *, max_queries: int | None = None) -> Collection:
+def load_collection(folder: Path, *, max_queries: int | None = None, max_docs: int | None = None) -> Collection:
     """Corpus, train queries and qrels of a BEIR folder (only judged queries are kept).
+
+    ``max_docs`` shrinks the corpus (a quick run): the documents judged for the kept queries stay, and
+    the first other documents fill up to ``max_docs``.
 
     Raises:
         FileNotFoundError: the folder lacks corpus.jsonl, queries-train.jsonl or qrels-train.tsv.
@@ -107,6 +110,10 @@ def load_collection(folder: Path, *, max_queries: int | None = None) -> Collecti
                 queries[str(query["_id"])] = query["text"]
     if max_queries is not None:
         queries = dict(list(queries.items())[:max_queries])
+    if max_docs is not None:  # every judged document of the queries kept, then the first others
+        judged = {d for q in queries for d in qrels[q]}
+        kept = judged | set([d for d in corpus if d not in judged][: max(0, max_docs - len(judged))])
+        corpus = {d: t for d, t in corpus.items() if d in kept}
     return Collection(corpus, queries, {q: qrels[q] for q in queries})
 
 
@@ -263,6 +270,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--candidates", type=int, default=100, help="depth of each ranking fused by hybrid")
     parser.add_argument("--rrf-k", type=int, default=RRF_K)
     parser.add_argument("--max-queries", type=int, default=None, help="evaluate only the first N judged queries")
+    parser.add_argument("--max-docs", type=int, default=None, help="a smaller corpus: judged documents first")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures to this file")
     return parser.parse_args(argv)
 
@@ -272,7 +280,7 @@ def main(argv: list[str] | None = None) -> int:
     if not (args.data / "corpus.jsonl").is_file():
         console.print(f"[red]no BEIR collection at {args.data}[/red]; pass --data")
         return 2
-    data = load_collection(args.data, max_queries=args.max_queries)
+    data = load_collection(args.data, max_queries=args.max_queries, max_docs=args.max_docs)
     console.print(f"{len(data.corpus)} documents, {len(data.queries)} judged queries from {args.data}")
     stores = ["embedded"] + (["elasticsearch"] if args.es_url else [])
     results: list[Result] = []

@@ -181,8 +181,9 @@ def group_by_row(chunks: Iterable[RetrievedChunk]) -> list[RetrievedChunk]:
     """One hit per row, in the order of each row's best chunk: that chunk, with ``matched`` set to the
     number of the row's chunks among ``chunks`` (which must be best first).
 
-    An agent asking for ten hits wants ten documents, not three chunks each of a few: on SciFact with
-    512-character chunks, the ten best chunks held 6.4 distinct abstracts on average.
+    An agent asking for ten hits wants ten documents, not several chunks each of a few: on SciFact
+    (300 claims, 1,000 abstracts in 512-character chunks; ``bench/retrieval_eval.py``) the ten best
+    chunks held 5.9 distinct abstracts on average (nDCG@10 0.820), ten rows 10 (nDCG@10 0.829).
     """
     best: dict[tuple[str, str], RetrievedChunk] = {}
     counts: dict[tuple[str, str], int] = {}
