@@ -7,7 +7,12 @@ run; the 809 train claims are the queries. For each store and model it reports:
 * ``bm25``   — the store's BM25 ranking (the same for every model, so reported once per store);
 * ``dense``  — cosine kNN over the model's vectors;
 * ``hybrid`` — both fused by reciprocal rank fusion (``embeddings.retrieval.reciprocal_rank_fusion``,
-  k = 60) over the top ``--candidates`` of each, exactly as ``hybrid_search`` does.
+  k = 60) over the top ``--candidates`` of each, exactly as ``hybrid_search`` does, then one hit per
+  document (``embeddings.retrieval.group_by_row``), as ``search_documents`` answers by default;
+* ``hybrid-chunks`` — the documents among the 10 best fused chunks, as ``search_documents`` answers
+  with ``chunks: true`` (with ``--chunk-size``, a document may fill several of the 10 hits).
+
+"docs in 10 hits" is the mean number of distinct documents among the first 10 hits of each mode.
 
 Documents: title and abstract joined by a space (as BEIR's dense evaluation does) form ONE chunk per
 document by default (``--chunk-size 0``): abstracts run to 10,000 characters (median 1,400), and
@@ -47,11 +52,13 @@ from bench._metrics import mean_metric  # noqa: E402
 from connectors.search_base import Chunk, ChunkHit, SearchStore  # noqa: E402
 from embeddings.base import Embedder, Vectors, content_hash  # noqa: E402
 from embeddings.chunking import chunk_text  # noqa: E402
-from embeddings.retrieval import RRF_K, reciprocal_rank_fusion  # noqa: E402
+from embeddings.retrieval import RRF_K, group_by_row, reciprocal_rank_fusion  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "scifact"
-MODES = ("bm25", "dense", "hybrid")
+MODES = ("bm25", "dense", "hybrid", "hybrid-chunks")
+#: The hits an agent asks search_documents for, and how many distinct documents they hold.
+AGENT_K = 10
 console = Console()
 
 
@@ -72,10 +79,14 @@ class Result:
     index_s: float
     query_ms: float
     truncated: int
+    distinct10: float = 0.0
 
 
-def load_collection(folder: Path, *, max_queries: int | None = None) -> Collection:
+def load_collection(folder: Path, *, max_queries: int | None = None, max_docs: int | None = None) -> Collection:
     """Corpus, train queries and qrels of a BEIR folder (only judged queries are kept).
+
+    ``max_docs`` shrinks the corpus (a quick run): the documents judged for the kept queries stay, and
+    the first other documents fill up to ``max_docs``.
 
     Raises:
         FileNotFoundError: the folder lacks corpus.jsonl, queries-train.jsonl or qrels-train.tsv.
@@ -99,6 +110,10 @@ def load_collection(folder: Path, *, max_queries: int | None = None) -> Collecti
                 queries[str(query["_id"])] = query["text"]
     if max_queries is not None:
         queries = dict(list(queries.items())[:max_queries])
+    if max_docs is not None:  # every judged document of the queries kept, then the first others
+        judged = {d for q in queries for d in qrels[q]}
+        kept = judged | set([d for d in corpus if d not in judged][: max(0, max_docs - len(judged))])
+        corpus = {d: t for d, t in corpus.items() if d in kept}
     return Collection(corpus, queries, {q: qrels[q] for q in queries})
 
 
@@ -168,7 +183,8 @@ async def evaluate(
             fused = reciprocal_rank_fusion({"bm25": bm25, "dense": dense}, rrf_k=args.rrf_k)
             runs["bm25"][query_id] = doc_ranking(bm25)
             runs["dense"][query_id] = doc_ranking(dense)
-            runs["hybrid"][query_id] = list(dict.fromkeys(str(h.key["id"]) for h in fused))
+            runs["hybrid"][query_id] = [str(h.key["id"]) for h in group_by_row(fused)]  # search_documents' default
+            runs["hybrid-chunks"][query_id] = doc_ranking(fused[:AGENT_K])  # chunks=true: the k best chunks
         await store.drop(product)
     embedder.close()
     query_ms = statistics.median(timings) * 1000 if timings else 0.0
@@ -182,6 +198,7 @@ async def evaluate(
             index_s,
             query_ms,
             truncated,
+            statistics.mean(len(ranking[:AGENT_K]) for ranking in runs[mode].values()) if runs[mode] else 0.0,
         )
         for mode in MODES
     ]
@@ -198,6 +215,7 @@ def report(results: list[Result], queries: int) -> None:
         "embed s",
         "query ms (bm25+knn, median)",
         "truncated",
+        f"docs in {AGENT_K} hits",
     ):
         table.add_column(name, justify="left" if name in ("store", "model", "mode") else "right")
     shown_bm25: set[str] = set()
@@ -216,12 +234,19 @@ def report(results: list[Result], queries: int) -> None:
             f"{r.index_s:.1f}",
             f"{r.query_ms:.1f}",
             str(r.truncated),
+            f"{r.distinct10:.2f}",
         )
     console.print(table)
     for store in dict.fromkeys(r.store for r in results):
         by = {(r.model, r.mode): r for r in results if r.store == store}
         for model in dict.fromkeys(m for m, _ in by):
             hybrid, dense, bm25 = by[(model, "hybrid")], by[(model, "dense")], by[(model, "bm25")]
+            chunks = by[(model, "hybrid-chunks")]
+            console.print(
+                f"{store} {model}: {AGENT_K} hits per row (default) nDCG@10 {hybrid.ndcg10:.4f}, "
+                f"{hybrid.distinct10:.2f} documents; {AGENT_K} raw chunks nDCG@10 {chunks.ndcg10:.4f}, "
+                f"{chunks.distinct10:.2f} documents"
+            )
             verdict = "above both" if hybrid.ndcg10 > max(dense.ndcg10, bm25.ndcg10) else "NOT above both"
             console.print(
                 f"{store} {model}: hybrid nDCG@10 {hybrid.ndcg10:.4f} is {verdict} "
@@ -245,6 +270,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--candidates", type=int, default=100, help="depth of each ranking fused by hybrid")
     parser.add_argument("--rrf-k", type=int, default=RRF_K)
     parser.add_argument("--max-queries", type=int, default=None, help="evaluate only the first N judged queries")
+    parser.add_argument("--max-docs", type=int, default=None, help="a smaller corpus: judged documents first")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures to this file")
     return parser.parse_args(argv)
 
@@ -254,7 +280,7 @@ def main(argv: list[str] | None = None) -> int:
     if not (args.data / "corpus.jsonl").is_file():
         console.print(f"[red]no BEIR collection at {args.data}[/red]; pass --data")
         return 2
-    data = load_collection(args.data, max_queries=args.max_queries)
+    data = load_collection(args.data, max_queries=args.max_queries, max_docs=args.max_docs)
     console.print(f"{len(data.corpus)} documents, {len(data.queries)} judged queries from {args.data}")
     stores = ["embedded"] + (["elasticsearch"] if args.es_url else [])
     results: list[Result] = []

@@ -328,6 +328,17 @@ class Chunking(StrictModel):
 class Retrieval(StrictModel):
     text_fields: list[Identifier] = Field(min_length=1)
     chunk: Chunking = Field(default_factory=Chunking)
+    context_fields: list[Identifier] | None = Field(
+        default=None,
+        description="fields whose text heads every chunk of the other text fields, never a chunk of its own "
+        "(default: a text field named title; [] for none)",
+    )
+
+    def context(self) -> list[str]:
+        """The context fields: as named, else a text field named ``title`` when other text fields exist."""
+        if self.context_fields is not None:
+            return list(dict.fromkeys(self.context_fields))
+        return ["title"] if "title" in self.text_fields and len(set(self.text_fields)) > 1 else []
 
 
 class Lineage(StrictModel):
@@ -452,6 +463,7 @@ class ProductContract(StrictModel):
             problems.append(("quality", "duplicate check names"))
         if self.retrieval:
             check("retrieval.text_fields", self.retrieval.text_fields)
+            check("retrieval.context_fields", self.retrieval.context_fields or [])
         for i, rf in enumerate(self.policy.row_filters):
             refs = [c.name for c in sqlglot.parse_one(rf.where).find_all(exp.Column)]
             check(f"policy.row_filters[{i}].where", refs)

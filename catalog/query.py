@@ -136,6 +136,7 @@ class Limits(StrictModel):
     timeout_s: float = Field(default=30.0, gt=0)
     max_sql_chars: int = Field(default=10_000, ge=100, description="longest run_sql text accepted")
     max_sql_depth: int = Field(default=32, ge=4, description="deepest nesting of run_sql text accepted")
+    max_hits: int = Field(default=1000, ge=1, description="most hits search_documents and ask return (k)")
 
 
 class RowSet(BaseModel):

@@ -12,7 +12,9 @@ primary key and the texts of its fields — with :meth:`IndexRun.add`, then call
 * everything is written by ONE :meth:`SearchStore.apply` at the end, so an exception anywhere before
   it (reading, embedding, cancellation) leaves the previous index untouched.
 
-A field's hash covers the chunk settings too, so changing ``retrieval.chunk`` re-chunks every row.
+A field's hash covers the chunk settings too, so changing ``retrieval.chunk`` re-chunks every row, and
+the context that heads its chunks (the row's title), so a new title or a context first used re-embeds
+the row once.
 New chunks and their vectors stay in memory until the final write (about 1.6 kB per chunk for a
 384-dimensional model).
 """
@@ -66,21 +68,28 @@ class IndexReport:
 @dataclass(frozen=True)
 class IndexProgress:
     """A progress event: ``phase`` is ``reading`` (after each page), ``embedding`` (after each batch),
-    ``writing`` (before the single store write) or ``done``."""
+    ``writing`` (before the single store write) or ``done``.
+
+    ``rows_done`` counts the rows whose chunks are all embedded (unchanged rows count once read): it
+    follows embedding, the slow step, while ``rows_read`` runs a page ahead.
+    """
 
     product: str
     phase: Literal["reading", "embedding", "writing", "done"]
     rows_done: int
     rows_total: int | None
     chunks_embedded: int
+    rows_read: int = 0
 
 
 ProgressCallback = Callable[[IndexProgress], None]
 
 
-def field_hash(text: str, chunking: Chunking) -> str:
-    """The hash a field's chunks are stored with: its text and the chunk settings that split it."""
-    return content_hash(f"chunk:{chunking.size}:{chunking.overlap}\n{text}")
+def field_hash(text: str, chunking: Chunking, context: str | None = None) -> str:
+    """The hash a field's chunks are stored with: its text, the chunk settings that split it and the
+    context that heads each chunk (none: the hash of earlier versions, so their chunks stay valid)."""
+    head = f"context:{context}\n" if context else ""
+    return content_hash(f"chunk:{chunking.size}:{chunking.overlap}\n{head}{text}")
 
 
 @dataclass
@@ -123,12 +132,17 @@ class IndexRun:
             entry.ids.add(item.id)
         self._seen: set[str] = set()
         self._pending: list[Chunk] = []
+        self._rows_ready = 0  # rows read with nothing left to embed
+        self._row_ends: list[int] = []  # where each row with chunks to embed ends in _pending
         self._upserts: list[Chunk] = []
         self._vectors: list[Vectors] = []
         self._deletes: list[str] = []
 
-    def add(self, key: dict[str, Any], texts: dict[str, str | None]) -> None:
+    def add(self, key: dict[str, Any], texts: dict[str, str | None], *, context: str | None = None) -> None:
         """Feed one record; texts of changed fields are chunked now and embedded by :meth:`flush`.
+
+        ``context`` (e.g. the row's title) heads the text of every chunk, so each chunk of a long field
+        says what it belongs to, for BM25, the model and the reader alike.
 
         Raises:
             ValueError: the chunk settings are unusable (overlap not below size).
@@ -138,6 +152,7 @@ class IndexRun:
         prefix = row_id(self.product, key)
         if prefix in self._seen:
             report.duplicate_keys += 1
+            self._rows_ready += 1
             return
         self._seen.add(prefix)
         old = self._stored.get(prefix, {})
@@ -149,11 +164,13 @@ class IndexRun:
                     self._delete(entry.ids)
                     changed = True
                 continue
-            digest = field_hash(text, self.chunking)
+            digest = field_hash(text, self.chunking, context)
             if entry is not None and entry.field_hash == digest:
                 continue
             changed = True
             pieces = chunk_text(text, self.chunking.size, self.chunking.overlap)
+            if context:
+                pieces = [f"{context}\n\n{piece}" for piece in pieces]
             chunks = [
                 Chunk(product=self.product, key=key, field=name, chunk=i, text=t, content_hash=digest)
                 for i, t in enumerate(pieces)
@@ -165,6 +182,10 @@ class IndexRun:
             if name not in texts:
                 self._delete(entry.ids)
                 changed = True
+        if len(self._pending) > (self._row_ends[-1] if self._row_ends else 0):
+            self._row_ends.append(len(self._pending))
+        else:
+            self._rows_ready += 1
         if not changed:
             report.rows_unchanged += 1
         elif old:
@@ -179,6 +200,8 @@ class IndexRun:
             EmbeddingError: the model fails; nothing has been written.
         """
         pending, self._pending = self._pending, []
+        row_ends, self._row_ends = self._row_ends, []
+        ended = 0
         for start in range(0, len(pending), EMBED_BATCH):
             batch = pending[start : start + EMBED_BATCH]
             texts = [c.text for c in batch]
@@ -186,7 +209,10 @@ class IndexRun:
             self._upserts.extend(batch)
             self._vectors.append(vectors)
             self.report.chunks_embedded += len(batch)
-            self.emit("embedding")
+            while ended < len(row_ends) and row_ends[ended] <= start + len(batch):
+                ended += 1
+            self.emit("embedding", embedded_rows=ended)
+        self._rows_ready += len(row_ends)
 
     async def finish(self) -> IndexReport:
         """Embed what is left, delete what was not fed, and write everything with one ``store.apply``.
@@ -215,11 +241,14 @@ class IndexRun:
         self.emit("done")
         return self.report
 
-    def emit(self, phase: Literal["reading", "embedding", "writing", "done"]) -> None:
-        """Tell the progress callback where the run is."""
+    def emit(self, phase: Literal["reading", "embedding", "writing", "done"], *, embedded_rows: int = 0) -> None:
+        """Tell the progress callback where the run is (``embedded_rows``: rows of the batch being flushed)."""
         if self._progress is not None:
-            done = self.report.rows_seen
-            event = IndexProgress(self.product, phase, done, self.rows_total, self.report.chunks_embedded)
+            done = self._rows_ready + embedded_rows
+            report = self.report
+            event = IndexProgress(
+                self.product, phase, done, self.rows_total, report.chunks_embedded, rows_read=report.rows_seen
+            )
             self._progress(event)
 
     def _delete(self, ids: set[str]) -> None:

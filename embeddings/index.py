@@ -18,6 +18,13 @@ than refuse the product: its other text fields are still worth searching, and th
 was left out. A product whose text fields are all masked indexes nothing. Fields named by any rule
 of ``policy.aggregate_only`` are skipped the same way: their raw values never leave the store.
 
+Context: a chunk cut from the middle of a long field loses what it is about. The text of
+``retrieval.context_fields`` (default: a text field named ``title``, when there are others) heads every
+chunk of the other text fields and is not indexed as a chunk of its own, so short titles never crowd
+the text out of the results (``ask --k 2`` answered with two bare titles). A row whose other text
+fields are empty keeps its title as its one chunk. The context is part of each field's hash: an
+index built before re-embeds those rows once, and loses their title chunks.
+
 Document products work the same way: a DuckDB view over ``docs/*.md`` (``read_text``: one row per
 file with ``filename``, ``content``, ``size``, ``last_modified``) with ``primary_key: [filename]``
 and ``retrieval: {text_fields: [content]}``.
@@ -41,7 +48,14 @@ from connectors.search_base import SearchStore
 from embeddings._sync import IndexProgress, IndexReport, IndexRun, ProgressCallback
 from embeddings.base import Embedder
 
-__all__ = ["IndexProgress", "IndexReport", "ProgressCallback", "index_product", "indexable_fields"]
+__all__ = [
+    "IndexProgress",
+    "IndexReport",
+    "ProgressCallback",
+    "context_fields",
+    "index_product",
+    "indexable_fields",
+]
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +92,16 @@ def indexable_fields(contract: ProductContract) -> tuple[list[str], dict[str, st
     return fields, skipped
 
 
+def context_fields(contract: ProductContract) -> list[str]:
+    """The fields whose text heads every chunk of the product's other text fields (``retrieval.context``),
+    less those masked or aggregate-only for anyone: their raw text is never indexed, as context neither."""
+    if contract.retrieval is None:
+        return []
+    hidden = {c for rule in contract.policy.masking for c in rule.columns}
+    hidden |= {c for rule in contract.policy.aggregate_only for c in rule.columns}
+    return [f for f in contract.retrieval.context() if f not in hidden]
+
+
 async def index_product(
     contract: ProductContract,
     connector: Connector,
@@ -103,6 +127,8 @@ async def index_product(
     """
     started = time.perf_counter()
     fields, skipped = indexable_fields(contract)
+    heads = context_fields(contract)
+    body_fields = [f for f in fields if f not in heads]
     for name, reason in skipped.items():
         log.warning("%s: text field %r not indexed: %s", contract.name, name, reason)
     view = GovernedView(contract=contract, principal=INDEXER)
@@ -120,7 +146,7 @@ async def index_product(
     )
     run.report.skipped_fields = skipped
     key_columns = list(contract.primary_key)
-    columns = list(dict.fromkeys([*key_columns, *fields]))
+    columns = list(dict.fromkeys([*key_columns, *fields, *heads]))
     cursor: str | None = None
     while True:
         query = Query(columns=columns, limit=page_size, cursor=cursor)
@@ -140,7 +166,8 @@ async def index_product(
         for row in rowset.rows[: compiled.row_limit]:
             key = {c: json_value(row[positions[c]]) for c in key_columns}
             texts = {f: _text(row[positions[f]]) for f in fields}
-            run.add(key, texts)
+            texts, context = _with_context(texts, {f: _text(row[positions[f]]) for f in heads}, body_fields)
+            run.add(key, texts, context=context)
         run.emit("reading")
         await run.flush()
         cursor = next_cursor(compiled, rowset)
@@ -149,6 +176,19 @@ async def index_product(
     report = await run.finish()
     report.seconds = time.perf_counter() - started
     return report
+
+
+def _with_context(
+    texts: dict[str, str | None], heads: dict[str, str | None], body_fields: list[str]
+) -> tuple[dict[str, str | None], str | None]:
+    """The texts to chunk and the context heading each chunk: the context fields' text heads the body
+    fields' chunks, and is indexed on its own only when the row has no body text (it is all there is)."""
+    context = "\n".join(" ".join(t.split()) for t in heads.values() if t and t.strip()) or None
+    if not heads or not body_fields:
+        return texts, None
+    if any(texts.get(f) and str(texts[f]).strip() for f in body_fields):
+        return {f: texts.get(f) for f in body_fields}, context
+    return texts, None  # a row with a title and no text: its title is what can be found
 
 
 async def _count_rows(view: GovernedView, connector: Connector, compiler: Compiler) -> int:

@@ -24,6 +24,7 @@ name.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 from typing import Literal, TypeVar
 
@@ -43,6 +44,7 @@ __all__ = [
     "catalog_document",
     "catalog_search",
     "fuse_rankings",
+    "group_by_row",
     "hybrid_search",
     "index_catalog",
     "reciprocal_rank_fusion",
@@ -62,13 +64,15 @@ class RetrievedChunk(ChunkRef):
     """One retrieved chunk and where it comes from (its :attr:`~ChunkRef.citation`).
 
     ``score`` is the fused RRF score in hybrid mode, the store's BM25 score or cosine otherwise;
-    ``bm25_rank`` / ``dense_rank`` are its ranks in each list (None when absent from that list).
+    ``bm25_rank`` / ``dense_rank`` are its ranks in each list (None when absent from that list);
+    ``matched`` is how many chunks of its row matched when hits are grouped per row (:func:`group_by_row`).
     """
 
     text: str
     score: float
     bm25_rank: int | None = None
     dense_rank: int | None = None
+    matched: int = 1
 
 
 K = TypeVar("K", bound=Hashable)
@@ -174,6 +178,23 @@ async def hybrid_search(
     if mode == "dense":
         return [_retrieved(h, h.score, bm25_rank=None, dense_rank=i) for i, h in enumerate(dense[:k], 1)]
     return reciprocal_rank_fusion({"bm25": bm25, "dense": dense}, rrf_k=rrf_k, limit=k)
+
+
+def group_by_row(chunks: Iterable[RetrievedChunk]) -> list[RetrievedChunk]:
+    """One hit per row, in the order of each row's best chunk: that chunk, with ``matched`` set to the
+    number of the row's chunks among ``chunks`` (which must be best first).
+
+    An agent asking for ten hits wants ten documents, not several chunks each of a few: on SciFact
+    (300 claims, 1,000 abstracts in 512-character chunks; ``bench/retrieval_eval.py``) the ten best
+    chunks held 5.9 distinct abstracts on average (nDCG@10 0.820), ten rows 10 (nDCG@10 0.829).
+    """
+    best: dict[tuple[str, str], RetrievedChunk] = {}
+    counts: dict[tuple[str, str], int] = {}
+    for chunk in chunks:
+        row = (chunk.product, chunk.key_token)
+        best.setdefault(row, chunk)
+        counts[row] = counts.get(row, 0) + 1
+    return [dataclasses.replace(chunk, matched=counts[row]) for row, chunk in best.items()]
 
 
 def _unreserved(hits: list[ChunkHit], products: Sequence[str] | None) -> list[ChunkHit]:

@@ -10,8 +10,10 @@ not authenticated (``unauthorized``), a crash (``internal_error``), a malformed 
 (``invalid_params``), a protocol error raised inside (``protocol_error``).
 
 Every failure reaches the client as one line starting with its code, e.g. ``not_found: no product
-'shop.ordrs'; did you mean 'shop.orders'?``; a resource that does not exist answers the spec's
-resource-not-found error (-32602). An exception that is not a
+'shop.ordrs'; did you mean 'shop.orders'?``; a resource that does not exist, or a product the caller
+may not read, answers the spec's resource-not-found error (-32602 since SEP-2164; the message keeps
+``access_denied`` and the policy's reason). ``resources/list`` lists the products the caller may
+read, a page at a time (:mod:`servers._resource_listing`), audited as ``list_resources``. An exception that is not a
 :class:`~catalog.errors.DataProductsError` is a bug: the client reads ``internal_error: <type>``, the
 traceback goes to the log, never to the client.
 
@@ -37,7 +39,16 @@ from mcp.server.mcpserver.exceptions import (
     UnexpectedToolError,
 )
 from mcp.shared.exceptions import MCPError
-from mcp_types import CallToolResult, InputRequiredResult, TextContent
+from mcp_types import (
+    INTERNAL_ERROR,
+    INVALID_PARAMS,
+    CallToolResult,
+    InputRequiredResult,
+    ListResourcesResult,
+    PaginatedRequestParams,
+    TextContent,
+)
+from mcp_types import Resource as MCPResource
 from mcp_types import Tool as ListedTool
 from pydantic import AnyUrl, ValidationError
 
@@ -48,6 +59,7 @@ from catalog.query import Limits
 from servers._argument_errors import argument_problems as _argument_problems
 from servers._argument_errors import format_problems, unknown_argument_problems
 from servers._audit_trail import ANONYMOUS, audit_scope, refusal, write_audit
+from servers._resource_listing import PAGE_SIZE
 from servers._tool_listing import lean_tools
 from servers.auth import current_principal
 from servers.result_text import result_text
@@ -62,6 +74,8 @@ T = TypeVar("T")
 
 _AUDITED_METHODS = frozenset({"tools/call", "resources/read"})
 _EXAMPLE_URI = "product://shop.orders"
+_NOT_FOUND_CODES = frozenset({"not_found", "access_denied"})
+_LISTED_DESCRIPTION = 300
 
 
 class Refused(ToolError):
@@ -88,6 +102,8 @@ class AuditedMCPServer(MCPServer[DataProductsService]):
         super().__init__(*args, **kwargs)
         self.default_principal = principal
         self.limits = limits or Limits()
+        #: Products per ``resources/list`` page.
+        self.resource_page_size = PAGE_SIZE
         self.middleware.append(self._audit_refused_requests)
 
     def caller(self) -> Principal:
@@ -134,6 +150,36 @@ class AuditedMCPServer(MCPServer[DataProductsService]):
                     await self._audit_refusal(context, name, arguments, code, outcome, started, ToolError)
                 raise ToolError(message) from exc
 
+    async def _handle_list_resources(
+        self, ctx: ServerRequestContext[DataProductsService], params: PaginatedRequestParams | None
+    ) -> ListResourcesResult:
+        """``resources/list``: one ``product://{name}`` per product the caller may read, paginated by cursor.
+
+        Replaces the SDK's handler (which lists only fixed resources, and no product is one); the
+        service audits the call. A bad cursor answers invalid params; any other failure one line.
+        """
+        service = ctx.lifespan_context
+        try:
+            page, after = await service.list_product_resources(
+                self.caller(), params.cursor if params else None, page_size=self.resource_page_size
+            )
+        except Exception as exc:
+            code, _, message = _failure(exc, "resources/list")
+            raise MCPError(
+                code=INVALID_PARAMS if code == "invalid_request" else INTERNAL_ERROR, message=message
+            ) from exc
+        resources = [
+            MCPResource(
+                uri=f"product://{c.name}",
+                name=c.name,
+                title=c.title,
+                description=_one_line(c.description)[:_LISTED_DESCRIPTION] or None,
+                mime_type="application/json",
+            )
+            for c in page
+        ]
+        return ListResourcesResult(resources=resources, next_cursor=after)
+
     async def read_resource(
         self, uri: AnyUrl | str, context: Context[DataProductsService, Any] | None = None
     ) -> Iterable[ReadResourceContents] | InputRequiredResult:
@@ -153,7 +199,8 @@ class AuditedMCPServer(MCPServer[DataProductsService]):
                 if not written:
                     args = {"uri": str(uri)}
                     await self._audit_refusal(context, "read_resource", args, code, outcome, started, ResourceError)
-                raise (ResourceNotFoundError if code == "not_found" else ResourceError)(message) from exc
+                # a product missing or not granted is a resource this caller cannot have: the spec's not-found error
+                raise (ResourceNotFoundError if code in _NOT_FOUND_CODES else ResourceError)(message) from exc
 
     async def _audit_refusal(
         self,

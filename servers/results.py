@@ -153,6 +153,7 @@ class DocumentHit(ResultModel):
     text: str
     score: float
     citation: str = Field(description="product[key].field#chunk")
+    matched: int = Field(default=1, description="chunks of this row that matched")
 
 
 class DocumentsResult(ResultModel):

@@ -39,7 +39,7 @@ from catalog.audit import AuditLog
 from catalog.compile import next_cursor
 from catalog.compiler import Compiler
 from catalog.contract import ProductContract
-from catalog.errors import ConnectorError, EmbeddingError, NotFoundError
+from catalog.errors import ConnectorError, EmbeddingError, InvalidRequestError, NotFoundError
 from catalog.policy import GovernedView, can_read, govern
 from catalog.principal import Principal
 from catalog.quality_log import QualityLog
@@ -56,11 +56,13 @@ from embeddings.retrieval import (
     RetrievedChunk,
     catalog_search,
     fuse_rankings,
+    group_by_row,
     hybrid_search,
     index_catalog,
 )
 from servers._aggregate_only import aggregate_only_warnings, sql_aggregate_only_warning
 from servers._audit_trail import CallStats, audited_call
+from servers._resource_listing import PAGE_SIZE, product_page
 from servers._statements import MetricsStatementCache, StatementCache
 from servers._visible import visible_keys
 from servers.lineage_cases import LineageUseCases
@@ -87,6 +89,8 @@ __all__ = ["DataProductsService"]
 log = logging.getLogger(__name__)
 #: The bytes one page of the index flow may read: documents are long.
 INDEX_MAX_BYTES = 256_000_000
+#: How many of the best chunks ``search_documents`` groups into rows (at least; 3 per hit asked for).
+ROW_CANDIDATES = 100
 #: How many hops get_lineage may walk.
 
 
@@ -172,24 +176,27 @@ class DataProductsService(QualityUseCases, MetricsUseCases, LineageUseCases):
         return await audited_call(self.audit, principal, "search_products", {"text": text, "limit": limit}, run)
 
     async def search_documents(
-        self, principal: Principal, text: str, *, product: str | None = None, k: int = 10
+        self, principal: Principal, text: str, *, product: str | None = None, k: int = 10, chunks: bool = False
     ) -> DocumentsResult:
         """Hybrid search over the indexed text of products the principal may read; hits cite their row.
 
+        One hit per row by default (its best chunk, with how many of its chunks matched), so ``k`` counts
+        rows; ``chunks`` returns the ``k`` best chunks instead, several of a row among them.
+
         Raises:
+            InvalidRequestError: ``k`` is above ``limits.max_hits``.
             NotFoundError, AccessDeniedError (``product`` given), EmbeddingError, ConnectorError.
         """
 
         async def run(stats: CallStats) -> DocumentsResult:
             stats.product = product
             trust = ReadTrust()
-            hits = await self._governed_hits(principal, text, product=product, k=k, trust=trust)
+            hits = await self._governed_hits(principal, text, product=product, k=k, trust=trust, per_row=not chunks)
             stats.rows = len(hits)
             return trust.apply(DocumentsResult(hits=[document_hit(h) for h in hits]))
 
-        return await audited_call(
-            self.audit, principal, "search_documents", {"text": text, "product": product, "k": k}, run
-        )
+        args = {"text": text, "product": product, "k": k, **({"chunks": True} if chunks else {})}
+        return await audited_call(self.audit, principal, "search_documents", args, run)
 
     async def ask_context(
         self,
@@ -283,9 +290,17 @@ class DataProductsService(QualityUseCases, MetricsUseCases, LineageUseCases):
         return reports
 
     async def _governed_hits(
-        self, principal: Principal, text: str, *, product: str | None, k: int, trust: ReadTrust | None = None
+        self,
+        principal: Principal,
+        text: str,
+        *,
+        product: str | None,
+        k: int,
+        trust: ReadTrust | None = None,
+        per_row: bool = False,
     ) -> list[RetrievedChunk]:
-        """The ``k`` best chunks of readable products whose rows and fields the principal may see.
+        """The ``k`` best chunks (``per_row``: rows, by their best chunk) of readable products whose rows
+        and fields the principal may see.
 
         Hybrid search runs only over products the principal may read (filtered in the store, so ``k``
         results survive); hits on a field masked for the principal are dropped (masked fields are not
@@ -296,6 +311,9 @@ class DataProductsService(QualityUseCases, MetricsUseCases, LineageUseCases):
         products, such products are left out with a warning. ``trust`` receives the blocks and warnings
         of the products hits come from.
         """
+        most = self.settings.limits.max_hits
+        if not 1 <= k <= most:
+            raise InvalidRequestError(f"k must be between 1 and {most} (limits.max_hits), not {k}; ask for fewer hits")
         if product is not None:
             readable = [(await self._view(product, principal)).contract]  # AccessDeniedError with the reason
         else:
@@ -307,7 +325,7 @@ class DataProductsService(QualityUseCases, MetricsUseCases, LineageUseCases):
             for c in searchable
             if c.retrieval is not None and c.name not in searched.withheld
         }
-        hits = await self._search_views(views, text, k)
+        hits = await self._search_views(views, text, k, per_row=per_row)
         if trust is not None:
             by_name = {c.name: c for c in searchable}
             touched = [product] if product is not None else list(dict.fromkeys(h.product for h in hits))
@@ -317,16 +335,24 @@ class DataProductsService(QualityUseCases, MetricsUseCases, LineageUseCases):
             trust.withheld.update(searched.withheld)
         return hits
 
-    async def _search_views(self, views: dict[str, GovernedView], text: str, k: int) -> list[RetrievedChunk]:
+    async def _search_views(
+        self, views: dict[str, GovernedView], text: str, k: int, *, per_row: bool = False
+    ) -> list[RetrievedChunk]:
         """The ``k`` best visible hits over the governed ``views`` (see :meth:`_governed_hits`)."""
         if not views:
             return []
         with self.retrieval.store_errors():  # a damaged store says how to repair it
             store, embedder = await self.retrieval.store(), await self.retrieval.embedder()
-            hits = await hybrid_search(store, embedder, text, k=k * 3, products=sorted(views))
+            # rows need more chunks than hits: a row's other chunks and unreadable rows fall away
+            depth = max(k * 3, ROW_CANDIDATES) if per_row else k * 3
+            hits = await hybrid_search(
+                store, embedder, text, k=depth, products=sorted(views), candidates=max(depth, 100)
+            )
             if not hits and (missing := await self.retrieval.not_indexed(sorted(views))):
                 raise missing  # a lost or never built index, not "no match"
         kept = [h for h in hits if _searchable(views[h.product], h.field)]
+        if per_row:
+            kept = group_by_row(kept)
         visible: dict[str, set[str]] = {}
         for name in {h.product for h in kept}:
             view = views[name]
@@ -428,6 +454,22 @@ class DataProductsService(QualityUseCases, MetricsUseCases, LineageUseCases):
             return (await self._description(name, principal)).model_dump_json(indent=2)
 
         return await audited_call(self.audit, principal, "read_resource", {"uri": f"product://{name}"}, run)
+
+    async def list_product_resources(
+        self, principal: Principal, cursor: str | None = None, *, page_size: int = PAGE_SIZE
+    ) -> tuple[list[ProductContract], str | None]:
+        """One page of the products the principal may read, for ``resources/list`` (audited as ``list_resources``).
+
+        Raises:
+            InvalidRequestError: ``cursor`` is not one this server gave.
+        """
+
+        async def run(stats: CallStats) -> tuple[list[ProductContract], str | None]:
+            page, after = product_page(await self.readable_products(principal), cursor, page_size=page_size)
+            stats.rows = len(page)
+            return page, after
+
+        return await audited_call(self.audit, principal, "list_resources", {"cursor": cursor}, run)
 
     async def readable_products(self, principal: Principal) -> list[ProductContract]:
         """Every registered product the principal may read (for listings and suggestions)."""

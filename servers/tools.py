@@ -110,10 +110,11 @@ async def search_documents(
     query: Annotated[str, Field(description="what to find, in plain words", min_length=1)],
     ctx: Context,
     product: Annotated[str | None, Field(description="only this product, e.g. docs.handbook")] = None,
-    k: Annotated[int, Field(ge=1, le=50, description="passages to return")] = 10,
+    k: Annotated[int, Field(ge=1, le=50, description="rows to return")] = 10,
+    chunks: Annotated[bool, Field(description="return the k best chunks, several per row")] = False,
 ) -> DocumentsResult:
-    """Find passages in products' indexed text (keyword + semantic); each hit cites its product and row."""
-    return await _service(ctx).search_documents(caller(ctx), query, product=product, k=k)
+    """Find passages in products' indexed text (keyword + semantic); one hit per row (its best chunk), citing it."""
+    return await _service(ctx).search_documents(caller(ctx), query, product=product, k=k, chunks=chunks)
 
 
 async def get_lineage(

@@ -52,7 +52,12 @@ CONTRACT: dict[str, Any] = {
         "access": ["role:support"],
         "masking": [{"columns": ["author_email"], "unless": "role:pii-reader", "method": "hash"}],
     },
-    "retrieval": {"text_fields": ["title", "body", "author_email"], "chunk": {"size": 64, "overlap": 16}},
+    # every text field chunked on its own: the tests below count title chunks too (context: see the end)
+    "retrieval": {
+        "text_fields": ["title", "body", "author_email"],
+        "chunk": {"size": 64, "overlap": 16},
+        "context_fields": [],
+    },
 }
 
 
@@ -255,7 +260,23 @@ async def test_keyset_pages_cover_every_row(db: Path, connector: Connector, stor
     keys = {c.id.split("|")[1] for c in await store.indexed("support.notes")}
     assert keys == {f"note_id={i}" for i in range(1, 48)}
     assert events[-1].phase == "done" and events[-1].rows_done == events[-1].rows_total == 47
-    assert [e.rows_done for e in events if e.phase == "reading"] == [*range(5, 47, 5), 47]
+    assert [e.rows_read for e in events if e.phase == "reading"] == [*range(5, 47, 5), 47]
+
+
+async def test_progress_counts_a_row_done_once_its_chunks_are_embedded_not_when_read(
+    db: Path, connector: Connector, store: SearchStore
+) -> None:
+    for i in range(6, 200):
+        _sql(db, "INSERT INTO notes VALUES (?, ?, ?, NULL)", i, f"Title {i}", BODIES[i % 5 + 1] * 3)
+    events: list[IndexProgress] = []
+    await _index(connector, store, FakeEmbedder(), page_size=500, progress=events.append)
+    [read] = [e for e in events if e.phase == "reading"]
+    assert (read.rows_read, read.rows_done) == (199, 0)  # all read in one page, nothing embedded yet
+    embedding = [e.rows_done for e in events if e.phase == "embedding"]
+    assert len(embedding) > 10 and embedding == sorted(embedding) and embedding[-1] == 199
+    assert 0 < embedding[len(embedding) // 2] < 199  # the count moves with the batches
+    again = await _index(connector, store, FakeEmbedder(), page_size=500, progress=events.append)
+    assert again.rows_unchanged == 199 and events[-1].rows_done == 199  # unchanged rows are done once read
 
 
 async def test_a_field_masked_later_loses_its_chunks(connector: Connector, store: SearchStore) -> None:
@@ -331,3 +352,51 @@ async def test_a_folder_of_markdown_files_is_a_document_product(tmp_path: Path, 
     assert report.rows_new == 2
     hits = await hybrid_search(store, FakeEmbedder(), "returned within days", k=1, products=["docs.handbook"])
     assert hits[0].key == {"filename": "returns.md"}  # relative to the folder: no server path
+
+
+def _titled(**retrieval: Any) -> ProductContract:
+    """The notes with the default retrieval context: the title heads every body chunk."""
+    return _contract(retrieval={"text_fields": ["title", "body"], "chunk": {"size": 64, "overlap": 16}, **retrieval})
+
+
+async def test_the_title_heads_every_chunk_of_the_body_and_is_no_chunk_of_its_own(
+    db: Path, connector: Connector, store: SearchStore
+) -> None:
+    _sql(db, "INSERT INTO notes VALUES (6, 'Only a title', NULL, NULL)")
+    await _index(connector, store, FakeEmbedder(), _titled())
+    hits = await hybrid_search(store, FakeEmbedder(), "descaling citric acid", k=50, products=["support.notes"])
+    by_row: dict[int, list[str]] = {}
+    for hit in hits:
+        by_row.setdefault(hit.key["note_id"], []).append(hit.field)
+        if hit.key["note_id"] in BODIES:
+            assert hit.field == "body" and hit.text.startswith(f"Note {hit.key['note_id']}\n\n"), hit
+    stored = await store.indexed("support.notes")
+    fields = {(c.id.split("|")[1], c.id.split("|")[2]) for c in stored}
+    assert {f for _, f in fields} == {"body", "title"}
+    assert {row for row, f in fields if f == "title"} == {"note_id=6"}  # a row with no text keeps its title
+    assert len(stored) == sum(_chunk_count(b) for b in BODIES.values()) + 1
+
+
+async def test_an_index_built_without_context_re_embeds_once_and_loses_its_title_chunks(
+    db: Path, connector: Connector, store: SearchStore
+) -> None:
+    await _index(connector, store, FakeEmbedder(), _titled(context_fields=[]))
+    before = await store.indexed("support.notes")
+    assert any("|title|" in c.id for c in before)
+    upgrade = await _index(connector, store, FakeEmbedder(), _titled())
+    assert upgrade.rows_changed == 5 and upgrade.chunks_embedded == sum(_chunk_count(b) for b in BODIES.values())
+    assert not any("|title|" in c.id for c in await store.indexed("support.notes"))
+    again = await _index(connector, store, FakeEmbedder(), _titled())
+    assert (again.rows_unchanged, again.chunks_embedded) == (5, 0)
+    _sql(db, "UPDATE notes SET title = 'Descaling' WHERE note_id = 1")  # a new title re-embeds its row
+    retitled = await _index(connector, store, FakeEmbedder(), _titled())
+    assert (retitled.rows_changed, retitled.chunks_embedded) == (1, _chunk_count(BODIES[1]))
+
+
+async def test_a_masked_context_field_never_heads_a_chunk(connector: Connector, store: SearchStore) -> None:
+    contract = _contract(
+        retrieval={"text_fields": ["body"], "context_fields": ["author_email"], "chunk": {"size": 64, "overlap": 16}}
+    )
+    await _index(connector, store, FakeEmbedder(), contract)
+    hits = await hybrid_search(store, FakeEmbedder(), "writer1@example.org", k=50, products=["support.notes"])
+    assert hits and not [h for h in hits if "@" in h.text]

@@ -7,8 +7,11 @@ from typing import Any
 
 import pytest
 from mcp import Client
+from typer.testing import CliRunner
 
+from catalog.errors import InvalidRequestError
 from catalog.principal import Principal
+from servers.cli import app
 from servers.cli.retrieval_cmds import index_workspace
 from servers.demo import DemoWorkspace
 from servers.service import DataProductsService
@@ -16,6 +19,7 @@ from servers.settings import Settings, load_settings
 from tests.servers.conftest import client_for
 
 pytestmark = pytest.mark.anyio
+runner = CliRunner()
 
 
 @pytest.fixture(scope="module")
@@ -105,3 +109,37 @@ async def test_ask_context_holds_only_passages_the_principal_may_read(
         )
     reviews = [p for p in passages if p.product == "shop.reviews"]
     assert reviews and {regions[p.key["review_id"]] for p in reviews} == {"EU"}
+
+
+async def test_search_documents_k_above_the_limit_is_refused_with_the_maximum(
+    indexed: DemoWorkspace, settings: Settings
+) -> None:
+    most = settings.limits.max_hits
+    sam = settings.principal("sam")
+    async with DataProductsService.open(settings) as service:
+        with pytest.raises(InvalidRequestError, match=f"k must be between 1 and {most} \\(limits.max_hits\\)"):
+            await service.search_documents(sam, "refund", k=most + 1)
+
+
+async def test_ask_with_a_thousand_passages_reads_them_back_in_bounded_batches(
+    indexed: DemoWorkspace, settings: Settings
+) -> None:
+    """1,000 hits are re-read through the governed source; one OR of them all is too deep for SQLite."""
+    regions = review_regions(indexed)
+    assert len(regions) > 1000
+    async with DataProductsService.open(settings) as service:
+        passages = await service.ask_context(settings.principal("ana"), "delivery was late", k=1000)
+        everyone = await service.ask_context(settings.principal("sam"), "delivery was late", k=1000)
+    assert {regions[p.key["review_id"]] for p in passages if p.product == "shop.reviews"} == {"EU"}
+    assert len(everyone) == 1000 and len({p.source for p in everyone}) == 1000
+
+
+def test_ask_k_is_capped_with_a_message_that_states_the_maximum(indexed: DemoWorkspace) -> None:
+    base = ["--config", str(indexed.config_path), "ask", "delivery was late", "--as", "sam", "--context-only"]
+    result = runner.invoke(app, [*base, "--k", "1000"])
+    assert result.exit_code == 0, result.output
+    assert "[1] " in result.output
+    refused = runner.invoke(app, [*base, "--k", "1001"])
+    assert refused.exit_code == 1
+    assert "k must be between 1 and 1000 (limits.max_hits), not 1001" in refused.output
+    assert "Traceback" not in refused.output
