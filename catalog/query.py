@@ -47,7 +47,7 @@ Scalar = str | int | float | bool | None
 
 
 class Condition(StrictModel):
-    """``column op value``. ``in``/``not_in`` take a list, ``between`` a [low, high] pair, null tests no value."""
+    """``in``/``not_in`` take a list, ``between`` [low, high], null tests no value."""
 
     column: str
     op: Op
@@ -82,7 +82,7 @@ Filter = TypeAliasType("Filter", Annotated[Condition | AllOf | AnyOf, Field(unio
 
 
 class OrderBy(StrictModel):
-    column: str = Field(description="a column, group-by column or aggregate alias")
+    column: str = Field(description="column or aggregate alias")
     direction: Literal["asc", "desc"] = "asc"
 
 

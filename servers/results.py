@@ -102,8 +102,8 @@ class ColumnInfo(ResultModel):
     description: str
     unit: str | None = None
     pii: str | None = None
-    masked: str | None = Field(default=None, description="mask method applied for you; filters see masked values")
-    aggregate_only: int | None = Field(default=None, description="only aggregates over groups of this many rows")
+    masked: str | None = Field(default=None, description="your mask; filters see masked values")
+    aggregate_only: int | None = Field(default=None, description="aggregates only, groups of at least this many rows")
 
 
 class MetricInfo(ResultModel):
@@ -124,7 +124,7 @@ class ProductDescription(ResultModel):
     primary_key: list[str]
     columns: list[ColumnInfo]
     metrics: list[MetricInfo]
-    rows_filtered_for_you: bool = Field(description="true when a row policy limits the rows you can see")
+    rows_filtered_for_you: bool = Field(description="a row policy limits what you see")
     freshness_sla: str | None = None
     upstream: list[str] = Field(default_factory=list)
     deprecated: bool = False
@@ -138,7 +138,7 @@ class QueryResult(ResultModel):
     columns: list[str]
     rows: list[list[Any]]
     row_count: int
-    truncated: bool = Field(description="more rows exist; pass next_cursor to continue")
+    truncated: bool = Field(description="more rows: pass next_cursor")
     next_cursor: str | None = None
     masked_columns: list[str] = Field(default_factory=list)
     warnings: list[str] = Field(default_factory=list)
@@ -147,13 +147,13 @@ class QueryResult(ResultModel):
 
 class DocumentHit(ResultModel):
     product: str
-    key: dict[str, Any] = Field(description="primary key of the row the text comes from")
+    key: dict[str, Any] = Field(description="its row's primary key")
     field: str
     chunk: int
     text: str
     score: float
     citation: str = Field(description="product[key].field#chunk")
-    matched: int = Field(default=1, description="chunks of this row that matched")
+    matched: int = Field(default=1, description="its chunks that matched")
 
 
 class DocumentsResult(ResultModel):

@@ -77,7 +77,7 @@ async def describe_product(
 async def query_product(
     product: Annotated[str, Field(description="product name, e.g. shop.orders")],
     ctx: Context,
-    columns: Annotated[list[str] | None, Field(description="columns to return; default all")] = None,
+    columns: Annotated[list[str] | None, Field(description="default: all")] = None,
     where: Annotated[
         list[Filter] | None,
         Field(description='conditions, ANDed; nest {"or":[...]} / {"and":[...]}'),
@@ -86,7 +86,7 @@ async def query_product(
     aggregates: Annotated[
         list[Aggregate] | None, Field(description='e.g. [{"fn":"sum","column":"amount","as":"total"}]')
     ] = None,
-    order_by: Annotated[list[OrderBy] | None, Field(description="sort keys, in order")] = None,
+    order_by: Annotated[list[OrderBy] | None, Field(description="sort keys")] = None,
     limit: Annotated[int | None, Field(ge=1, description=_PAGE)] = None,
     cursor: Annotated[str | None, Field(description="next_cursor of the previous page")] = None,
 ) -> QueryResult:
@@ -107,13 +107,13 @@ async def run_sql(
 
 
 async def search_documents(
-    query: Annotated[str, Field(description="what to find, in plain words", min_length=1)],
+    query: Annotated[str, Field(description="what to find", min_length=1)],
     ctx: Context,
-    product: Annotated[str | None, Field(description="only this product, e.g. docs.handbook")] = None,
+    product: Annotated[str | None, Field(description="only this product")] = None,
     k: Annotated[int, Field(ge=1, le=50, description="rows to return")] = 10,
-    chunks: Annotated[bool, Field(description="return the k best chunks, several per row")] = False,
+    chunks: Annotated[bool, Field(description="raw chunks, several per row")] = False,
 ) -> DocumentsResult:
-    """Find passages in products' indexed text (keyword + semantic); one hit per row (its best chunk), citing it."""
+    """Find passages in products' indexed text (keyword + semantic): each row's best chunk, cited."""
     return await _service(ctx).search_documents(caller(ctx), query, product=product, k=k, chunks=chunks)
 
 
