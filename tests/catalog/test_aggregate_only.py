@@ -30,7 +30,7 @@ from catalog.policy import GovernedView, govern
 from catalog.principal import Principal
 from catalog.query import Limits, Query, RowSet
 from catalog.sqlguard import parse_product_sql, rewrite_sql
-from connectors import ConnectionConfig, Connector, connector_for
+from connectors import Connector
 from servers.results import describe
 from tests.catalog.governance_fixtures import (
     ANALYST,
@@ -39,10 +39,8 @@ from tests.catalog.governance_fixtures import (
     EU_ANALYST,
     ROWS,
     SALT,
-    fill_duckdb,
-    fill_postgres,
-    fill_sqlite,
     normalise,
+    open_connector,
 )
 
 PROPERTIES = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -102,23 +100,8 @@ def test_a_masked_column_may_be_aggregate_only_when_one_rule_applies_to_nobody()
 
 @pytest.fixture(scope="module", params=["sqlite", "duckdb", "postgresql"])
 def connector(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Connector]:
-    kind = request.param
-    tmp = tmp_path_factory.mktemp(f"aggonly-{kind}")
-    if kind == "sqlite":
-        fill_sqlite(tmp / "people.sqlite")
-        config = ConnectionConfig(name="crm", kind="sqlite", path=str(tmp / "people.sqlite"))
-    elif kind == "duckdb":
-        fill_duckdb(tmp / "people.duckdb")
-        config = ConnectionConfig(name="crm", kind="duckdb", path=str(tmp / "people.duckdb"))
-    else:
-        url = request.getfixturevalue("pg_cluster").create_database(f"aggonly_{tmp.name}")
-        fill_postgres(url)
-        config = ConnectionConfig.model_validate({"name": "crm", "kind": "postgresql", "url": url})
-    store = connector_for(config)
-    try:
-        yield store
-    finally:
-        anyio.run(store.aclose)
+    with open_connector(request, tmp_path_factory, "aggonly") as connector:
+        yield connector
 
 
 def execute(store: Connector, statement: Any, limits: Limits | None = None) -> RowSet:

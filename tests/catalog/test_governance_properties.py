@@ -23,7 +23,7 @@ from catalog.errors import DataProductsError, InvalidRequestError, SQLRefusedErr
 from catalog.policy import GovernedView, govern
 from catalog.query import Limits, Query, RowSet
 from catalog.sqlguard import parse_product_sql, rewrite_sql
-from connectors import ConnectionConfig, Connector, connector_for
+from connectors import Connector
 from tests.catalog.governance_fixtures import (
     ANALYST,
     COLUMNS,
@@ -34,10 +34,8 @@ from tests.catalog.governance_fixtures import (
     SALT,
     SECRETS,
     contract,
-    fill_duckdb,
-    fill_postgres,
-    fill_sqlite,
     leaked,
+    open_connector,
 )
 
 PROPERTIES = settings(
@@ -51,23 +49,8 @@ NUMBERS = ("person_id", "score", "amount")
 
 @pytest.fixture(scope="module", params=["sqlite", "duckdb", "postgresql"])
 def connector(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Connector]:
-    kind = request.param
-    tmp = tmp_path_factory.mktemp(f"props-{kind}")
-    if kind == "sqlite":
-        fill_sqlite(tmp / "people.sqlite")
-        config = ConnectionConfig(name="crm", kind="sqlite", path=str(tmp / "people.sqlite"))
-    elif kind == "duckdb":
-        fill_duckdb(tmp / "people.duckdb")
-        config = ConnectionConfig(name="crm", kind="duckdb", path=str(tmp / "people.duckdb"))
-    else:
-        url = request.getfixturevalue("pg_cluster").create_database(f"governance_props_{tmp.name}")
-        fill_postgres(url)
-        config = ConnectionConfig.model_validate({"name": "crm", "kind": "postgresql", "url": url})
-    store = connector_for(config)
-    try:
-        yield store
-    finally:
-        anyio.run(store.aclose)
+    with open_connector(request, tmp_path_factory, "props") as connector:
+        yield connector
 
 
 def execute(store: Connector, statement: Any, limits: Limits) -> RowSet:

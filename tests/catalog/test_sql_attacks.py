@@ -21,39 +21,22 @@ from catalog.errors import DataProductsError, SQLRefusedError
 from catalog.policy import GovernedView, govern
 from catalog.query import Limits, RowSet
 from catalog.sqlguard import _check_rendering, parse_product_sql, rewrite_sql
-from connectors import ConnectionConfig, Connector, connector_for
+from connectors import Connector
 from tests.catalog.governance_fixtures import (
     CONTRACT_YAML,
     EU_ANALYST,
     EU_ROWS,
     SALT,
     contract,
-    fill_duckdb,
-    fill_postgres,
-    fill_sqlite,
     leaked,
+    open_connector,
 )
 
 
 @pytest.fixture(scope="module", params=["sqlite", "duckdb", "postgresql"])
 def store(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Connector]:
-    kind = request.param
-    tmp = tmp_path_factory.mktemp(f"attacks-{kind}")
-    if kind == "sqlite":
-        fill_sqlite(tmp / "people.sqlite")
-        config = ConnectionConfig(name="crm", kind="sqlite", path=str(tmp / "people.sqlite"))
-    elif kind == "duckdb":
-        fill_duckdb(tmp / "people.duckdb")
-        config = ConnectionConfig(name="crm", kind="duckdb", path=str(tmp / "people.duckdb"))
-    else:
-        url = request.getfixturevalue("pg_cluster").create_database(f"attacks_{tmp.name}")
-        fill_postgres(url)
-        config = ConnectionConfig.model_validate({"name": "crm", "kind": "postgresql", "url": url})
-    connector = connector_for(config)
-    try:
+    with open_connector(request, tmp_path_factory, "attacks") as connector:
         yield connector
-    finally:
-        anyio.run(connector.aclose)
 
 
 def query_source_contract() -> ProductContract:

@@ -23,7 +23,7 @@ from catalog.compiler import Compiler
 from catalog.errors import InvalidRequestError
 from catalog.policy import govern
 from catalog.query import Limits, Query, RowSet
-from connectors import ConnectionConfig, Connector, connector_for
+from connectors import Connector
 from servers._statements import StatementCache
 from tests.catalog.governance_fixtures import (
     ANALYST,
@@ -31,10 +31,8 @@ from tests.catalog.governance_fixtures import (
     PII_READER,
     SALT,
     contract,
-    fill_duckdb,
-    fill_postgres,
-    fill_sqlite,
     leaked,
+    open_connector,
 )
 from tests.catalog.test_governance_properties import MASKED_SHAPE, NUMBERS, STRINGS, filters, order_by, strings
 
@@ -46,23 +44,8 @@ LIMITS = Limits(max_rows=100, timeout_s=30)
 
 @pytest.fixture(scope="module", params=["sqlite", "duckdb", "postgresql"])
 def connector(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Connector]:
-    kind = request.param
-    tmp = tmp_path_factory.mktemp(f"cache-{kind}")
-    if kind == "sqlite":
-        fill_sqlite(tmp / "people.sqlite")
-        config = ConnectionConfig(name="crm", kind="sqlite", path=str(tmp / "people.sqlite"))
-    elif kind == "duckdb":
-        fill_duckdb(tmp / "people.duckdb")
-        config = ConnectionConfig(name="crm", kind="duckdb", path=str(tmp / "people.duckdb"))
-    else:
-        url = request.getfixturevalue("pg_cluster").create_database(f"cache_props_{tmp.name}")
-        fill_postgres(url)
-        config = ConnectionConfig.model_validate({"name": "crm", "kind": "postgresql", "url": url})
-    store = connector_for(config)
-    try:
-        yield store
-    finally:
-        anyio.run(store.aclose)
+    with open_connector(request, tmp_path_factory, "cache") as connector:
+        yield connector
 
 
 def _new_value(draw: st.DrawFn, column: str, old: Any) -> Any:

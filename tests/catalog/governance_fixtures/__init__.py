@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import anyio
 import duckdb
 import yaml
 from sqlglot import exp
@@ -224,6 +225,31 @@ def store_for(kind: str, tmp_path_factory: Any, pg_cluster: Any) -> Iterator[Dir
     url = pg_cluster.create_database(f"governance_{next(_databases)}_{tmp.name}") if kind == "postgresql" else None
     with direct_store(kind, tmp, url) as store:
         yield store
+
+
+@contextmanager
+def open_connector(request: Any, tmp_path_factory: Any, label: str) -> Iterator[Any]:
+    """A project connector on a filled store of ``request.param`` (sqlite, duckdb, postgresql), named
+    ``crm``; PostgreSQL gets a new database on the session cluster. For module-scoped store fixtures."""
+    from connectors import ConnectionConfig, connector_for
+
+    kind = request.param
+    tmp = tmp_path_factory.mktemp(f"{label}-{kind}")
+    if kind == "sqlite":
+        fill_sqlite(tmp / "people.sqlite")
+        config = ConnectionConfig(name="crm", kind="sqlite", path=str(tmp / "people.sqlite"))
+    elif kind == "duckdb":
+        fill_duckdb(tmp / "people.duckdb")
+        config = ConnectionConfig(name="crm", kind="duckdb", path=str(tmp / "people.duckdb"))
+    else:
+        url = request.getfixturevalue("pg_cluster").create_database(f"{label}_{tmp.name}")
+        fill_postgres(url)
+        config = ConnectionConfig.model_validate({"name": "crm", "kind": "postgresql", "url": url})
+    connector = connector_for(config)
+    try:
+        yield connector
+    finally:
+        anyio.run(connector.aclose)
 
 
 def normalise(value: Any) -> Any:
