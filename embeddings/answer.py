@@ -19,6 +19,7 @@ from pydantic.dataclasses import dataclass as pydantic_dataclass
 
 from catalog.errors import EmbeddingError
 from connectors.search_base import ChunkRef
+from embeddings.llamacpp import load_cpu_backend_for
 
 __all__ = ["NO_ANSWER", "SYSTEM_PROMPT", "Answer", "LocalChatModel", "Passage", "build_messages", "cited_numbers"]
 
@@ -110,6 +111,7 @@ class LocalChatModel:
                     raise EmbeddingError(
                         "local answers need llama-cpp-python: pip install 'dataproducts[models]'"
                     ) from exc
+                load_cpu_backend_for()
                 try:
                     self._llm = Llama(
                         model_path=str(self.model_path),

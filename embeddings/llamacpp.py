@@ -21,11 +21,23 @@ from typing import Any
 import numpy as np
 
 from catalog.errors import EmbeddingError
+from embeddings._cpu_backend import CpuBackend, load_cpu_backend, probe_model_for
 from embeddings.base import Embedder, Vectors
 from embeddings.models import card_for
 from embeddings.quantize import import_llama_cpp
 
-__all__ = ["LlamaCppEmbedder"]
+__all__ = ["CpuBackend", "LlamaCppEmbedder", "load_cpu_backend_for"]
+
+
+def load_cpu_backend_for(model_path: Path | None = None) -> CpuBackend:
+    """Choose and load llama.cpp's CPU backend variant (probed once per machine and build), and say which.
+
+    Every model load calls this first; the first call in a process decides (see :mod:`embeddings._cpu_backend`).
+
+    Raises:
+        EmbeddingError: llama-cpp-python is missing, or no CPU backend variant runs on this machine.
+    """
+    return load_cpu_backend(import_llama_cpp(), probe_model_for(model_path))
 
 
 class _Context:
@@ -143,6 +155,7 @@ class LlamaCppEmbedder(Embedder):
                     f"GGUF model file {self.model_path} does not exist; run `dataproducts models build`"
                 )
             lib = import_llama_cpp()
+            load_cpu_backend_for(self.model_path)
             lib.llama_backend_init()
             params = lib.llama_model_default_params()
             params.n_gpu_layers = 0
