@@ -239,7 +239,7 @@ def main() -> int:
     models_dir = default_models_dir()
     model_path = resolve_model(args.model, models_dir)
     if args.smoke:
-        corpus, claims = read_texts(args.data_dir, 40, 10)
+        corpus, claims = read_texts(args.data_dir, 20, 5)
         return smoke(model_path, corpus, claims, args.threads)
     corpus, claims = read_texts(args.data_dir, args.docs, args.queries)
     if args.sweep:
