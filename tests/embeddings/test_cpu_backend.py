@@ -54,7 +54,8 @@ def test_a_model_load_chooses_a_variant_logs_it_and_caches_the_verdict(variants:
         "assert embedder.embed('hello').shape == (384,)\n"
         "print(loaded_cpu_backend().variant)\n"
     )
-    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path), "PYTHONPATH": str(REPO)}
+    pythonpath = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path), "PYTHONPATH": pythonpath}
     env.pop("DATAPRODUCTS_CPU_VARIANT", None)
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, check=False)
     assert done.returncode == 0, done.stderr
