@@ -230,7 +230,19 @@ def probe_model_for(model_path: Path | None = None) -> Path | None:
 
 
 def _libggml(lib_dir: Path) -> ctypes.CDLL:
-    lib = ctypes.CDLL(str(lib_dir / "libggml.so"))
+    """The libggml that libllama itself uses: a wheel stores ``libggml.so``, ``.so.0`` and ``.so.0.x`` as
+    copies, not links, and loading another copy would register the backend in a registry libllama never reads."""
+    path = lib_dir / "libggml.so"
+    try:
+        maps = Path("/proc/self/maps").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        maps = ""
+    for line in maps.splitlines():
+        loaded = Path(line.split(maxsplit=5)[-1]) if line.count(" ") >= 5 else None
+        if loaded is not None and loaded.parent == lib_dir and loaded.name.startswith("libggml.so"):
+            path = loaded
+            break
+    lib = ctypes.CDLL(str(path))
     lib.ggml_backend_load.restype = ctypes.c_void_p
     lib.ggml_backend_load.argtypes = [ctypes.c_char_p]
     lib.ggml_backend_reg_count.restype = ctypes.c_size_t
