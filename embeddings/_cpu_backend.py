@@ -273,8 +273,8 @@ def load_cpu_backend(llama_cpp: Any, probe_model: Path | None = None) -> CpuBack
             if _libggml(lib_dir).ggml_backend_reg_count() == 0:
                 raise EmbeddingError(
                     f"this llama-cpp-python loads its CPU backend at run time (GGML_BACKEND_DL) but {lib_dir} "
-                    "holds no libggml-cpu-*.so; rebuild it with -DGGML_BACKEND_DIR:STRING=llama_cpp/lib "
-                    "(see .ci/setup)"
+                    "holds no libggml-cpu-*.so; rebuild it with -DGGML_BACKEND_DIR:STRING=llama_cpp/lib (typed: "
+                    "CMake makes an untyped relative path absolute against the source folder)"
                 )
             _loaded = CpuBackend("built-in")
             _log.info("llama.cpp CPU backend: built-in (this llama-cpp-python has no CPU variants)")
