@@ -19,6 +19,7 @@ from pydantic.dataclasses import dataclass as pydantic_dataclass
 
 from catalog.errors import EmbeddingError
 from connectors.search_base import ChunkRef
+from embeddings.llamacpp import load_cpu_backend_for
 from embeddings.quantize import import_llama_cpp
 
 __all__ = ["NO_ANSWER", "SYSTEM_PROMPT", "Answer", "LocalChatModel", "Passage", "build_messages", "cited_numbers"]
@@ -106,6 +107,7 @@ class LocalChatModel:
                         "or set models.chat to a GGUF file"
                     )
                 llama_cpp = import_llama_cpp()  # EmbeddingError when it is not installed
+                load_cpu_backend_for()
                 try:
                     self._llm = llama_cpp.Llama(
                         model_path=str(self.model_path),

