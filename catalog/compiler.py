@@ -2,7 +2,7 @@
 
 A :class:`Compiler` holds what every statement for one connection needs — the store's sqlglot
 dialect, the salt of hash masks and the limits of a call — so that no caller passes them around.
-Its products are all :class:`~catalog.compile.GovernedStatement`\\ s that carry their own limits
+Its products are all :class:`~catalog.governed_source.GovernedStatement`\\ s that carry their own limits
 (``max_rows`` rows for the caller, one more fetched to tell whether more exist), so every caller runs
 one the same way::
 
@@ -21,7 +21,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from catalog.compile import CompiledQuery, GovernedStatement, compile_query
+from catalog.compile import CompiledQuery, compile_query
+from catalog.governed_source import GovernedStatement
 from catalog.metric_query import MetricsRequest
 from catalog.metrics import CompiledMetrics, compile_metrics
 from catalog.policy import GovernedView

@@ -10,7 +10,7 @@ For each product whose metrics are asked for (its *fact* product), one branch::
     GROUP BY <the dimension expressions>
     [HAVING COUNT(*) >= n]                                         -- aggregate-only columns read
 
-Every product is read through its governed source (:func:`catalog.compile.governed_source`): masks
+Every product is read through its governed source (:func:`catalog.governed_source.governed_source`): masks
 and row filters of *all* of them apply, and the relationship join runs over governed sources, never
 raw tables. A metric's ``filter`` goes inside its aggregate as ``CASE WHEN`` (SQLite, PostgreSQL and
 DuckDB evaluate it alike; ``count(*)`` becomes ``COUNT(CASE WHEN f THEN 1 END)``). A derived metric is
@@ -47,9 +47,10 @@ from sqlglot.errors import ParseError
 
 from catalog._metric_rules import TIME_COLUMN_TYPES, is_derived
 from catalog._sqlbuild import column_ref
-from catalog.compile import GOVERNED, GovernedMark, GovernedStatement, condition_on, governed_source
+from catalog.compile import condition_on
 from catalog.contract import Dimension, Metric, ProductContract, Relationship
 from catalog.errors import InvalidRequestError
+from catalog.governed_source import GOVERNED, GovernedMark, GovernedStatement, governed_source
 from catalog.metric_query import MetricsRequest
 from catalog.policy import GovernedView
 from catalog.query import Condition, Limits, RowSet

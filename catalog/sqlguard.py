@@ -8,7 +8,7 @@ functions that read files, sleep or look at the server, system catalogs, ``SELEC
 clauses, parameters — is refused because it is not on the list.
 
 :func:`rewrite_sql` then replaces each product reference with its governed source
-(:func:`catalog.compile.governed_source`: masks, row filters and an optimisation fence), keeps the
+(:func:`catalog.governed_source.governed_source`: masks, row filters and an optimisation fence), keeps the
 agent's alias (or assigns the product's short name, so ``orders.amount`` still resolves), checks
 that referenced columns exist, quotes column references (so bare words such as ``user`` cannot reach a
 server function) and caps the outer ``LIMIT`` at ``max_rows + 1``. Products with columns aggregate-only for the caller
@@ -31,9 +31,9 @@ from sqlglot.errors import ParseError, SqlglotError
 from catalog._sqlaggonly import enforce_aggregate_only
 from catalog._sqlallow import ALLOWED, check_node, function_name
 from catalog._sqlbuild import unknown_column_message
-from catalog.compile import GOVERNED, SOURCE_ALIAS, GovernedMark, governed_source, source_alias
 from catalog.contract import PRODUCT_NAME
 from catalog.errors import InvalidRequestError, SQLRefusedError
+from catalog.governed_source import GOVERNED, SOURCE_ALIAS, GovernedMark, governed_source, source_alias
 from catalog.policy import GovernedView
 from catalog.query import Limits
 

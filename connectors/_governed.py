@@ -1,6 +1,6 @@
 """AST helpers for binding governed sources: find them, qualify their physical tables, name their scopes.
 
-A governed source is a ``Subquery`` whose ``meta`` carries :data:`catalog.compile.GOVERNED`. Its body
+A governed source is a ``Subquery`` whose ``meta`` carries :data:`catalog.governed_source.GOVERNED`. Its body
 reads physical tables and, when the contract gives a source query, CTEs of that query. Tables are told
 from CTE references the way :mod:`catalog.compile` reports ``objects``: an unqualified name that some
 CTE of the body defines is a CTE reference.
@@ -13,8 +13,8 @@ import hmac
 
 from sqlglot import exp
 
-from catalog.compile import GOVERNED, GovernedMark
 from catalog.errors import QueryExecutionError
+from catalog.governed_source import GOVERNED, GovernedMark
 
 __all__ = ["cte_names", "digest", "governed_sources", "physical_tables", "rename_ctes"]
 

@@ -53,8 +53,8 @@ import psycopg.sql
 from psycopg import pq
 from sqlglot import exp
 
-from catalog.compile import GovernedMark
 from catalog.errors import ConfigError, QueryExecutionError
+from catalog.governed_source import GovernedMark
 from catalog.query import Limits, RowSet
 from connectors._common import Deadline, driver_message, fetch_capped
 from connectors._governed import digest, physical_tables

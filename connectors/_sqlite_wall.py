@@ -66,8 +66,8 @@ import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
 from sqlglot import exp
 
-from catalog.compile import GovernedMark
 from catalog.errors import QueryExecutionError
+from catalog.governed_source import GovernedMark
 from catalog.query import Limits, RowSet
 from connectors._common import Deadline, fetch_capped
 from connectors._governed import cte_names, digest, physical_tables, rename_ctes

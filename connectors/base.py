@@ -11,7 +11,7 @@ read-only, under :class:`~catalog.query.Limits`, enforced by the driver itself:
 
 Governed execution (the second wall)
     The compiler wraps every product read in a *governed source* (a subquery marked with a
-    :class:`~catalog.compile.GovernedMark`). :meth:`Connector.prepare` binds each marked source to
+    :class:`~catalog.governed_source.GovernedMark`). :meth:`Connector.prepare` binds each marked source to
     what the store enforces itself — a view the statement must read through, named by a digest of
     its body — and returns a :class:`Prepared` statement. ``execute(..., governed=True)`` refuses a
     statement that carries no governed source and runs the rest behind the store's own wall, so a
@@ -33,9 +33,9 @@ from typing import Any, Self
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from sqlglot import exp
 
-from catalog.compile import GovernedMark, GovernedStatement
 from catalog.contract import ColumnType
 from catalog.errors import QueryExecutionError
+from catalog.governed_source import GovernedMark, GovernedStatement
 from catalog.query import Limits, RowSet
 from connectors._governed import cte_names, governed_sources, physical_tables
 
@@ -216,7 +216,7 @@ class Connector(abc.ABC):
     ) -> RowSet:
         """Run one SELECT read-only.
 
-        A :class:`~catalog.compile.GovernedStatement` (what :class:`catalog.compiler.Compiler` builds)
+        A :class:`~catalog.governed_source.GovernedStatement` (what :class:`catalog.compiler.Compiler` builds)
         or a :class:`Prepared` runs behind the store's wall under the limits it carries. An AST, or
         text already rendered by :meth:`render`, runs under ``limits``; with ``governed=True`` it must
         carry governed sources and runs behind the wall too (see :meth:`prepare`). ``RowSet.objects``
@@ -246,7 +246,7 @@ class Connector(abc.ABC):
     def prepare(self, statement: GovernedStatement | exp.Query) -> Prepared:
         """Bind every governed source of ``statement`` for this store (the statement is not changed).
 
-        A :class:`~catalog.compile.GovernedStatement`'s limits travel with the prepared form.
+        A :class:`~catalog.governed_source.GovernedStatement`'s limits travel with the prepared form.
 
         Raises:
             QueryExecutionError: the statement carries no governed source, or governed sources nest.

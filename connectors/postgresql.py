@@ -25,9 +25,9 @@ from psycopg import pq
 from sqlalchemy import exc as sa_exc
 from sqlglot import exp
 
-from catalog.compile import GovernedMark
 from catalog.contract import ColumnType
 from catalog.errors import ConfigError, QueryExecutionError
+from catalog.governed_source import GovernedMark
 from catalog.query import Limits, RowSet
 from connectors._common import Deadline, fetch_capped, neutral_type
 from connectors._pg_wall import PostgresWall

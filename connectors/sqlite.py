@@ -24,9 +24,9 @@ from sqlalchemy import event
 from sqlalchemy import exc as sa_exc
 from sqlglot import exp
 
-from catalog.compile import GovernedMark
 from catalog.contract import ColumnType
 from catalog.errors import ConfigError, ConnectorUnavailableError
+from catalog.governed_source import GovernedMark
 from catalog.query import Limits, RowSet
 from connectors import _sqlite_functions
 from connectors._common import Deadline, fetch_capped, known_type

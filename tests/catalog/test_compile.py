@@ -13,9 +13,10 @@ import pytest
 import yaml
 from sqlglot import exp
 
-from catalog.compile import CompiledQuery, compile_query, governed_source, next_cursor
+from catalog.compile import CompiledQuery, compile_query, next_cursor
 from catalog.contract import ProductContract
 from catalog.errors import InvalidRequestError
+from catalog.governed_source import governed_source
 from catalog.policy import GovernedView, govern
 from catalog.query import Limits, Query, RowSet
 from tests.catalog.governance_fixtures import (

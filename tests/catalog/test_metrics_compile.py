@@ -9,9 +9,9 @@ import pytest
 import yaml
 from sqlglot import exp
 
-from catalog.compile import GOVERNED
 from catalog.contract import ProductContract
 from catalog.errors import InvalidRequestError
+from catalog.governed_source import GOVERNED
 from catalog.metric_query import MetricsRequest
 from catalog.metrics import compile_metrics
 from catalog.policy import govern

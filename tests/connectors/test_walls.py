@@ -25,9 +25,10 @@ from hypothesis import given
 from pydantic import SecretStr
 from sqlglot import exp
 
-from catalog.compile import GOVERNED, compile_query, governed_source
+from catalog.compile import compile_query
 from catalog.contract import ProductContract
 from catalog.errors import ConfigError, DataProductsError, QueryExecutionError, QueryTimeoutError
+from catalog.governed_source import GOVERNED, governed_source
 from catalog.policy import govern
 from catalog.principal import Principal
 from catalog.query import Limits, Query
