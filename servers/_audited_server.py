@@ -146,7 +146,7 @@ class AuditedMCPServer(MCPServer[DataProductsService]):
             except Exception as exc:
                 schema = tool.parameters if tool is not None else None
                 code, outcome, message = _failure(exc, f"tool {name[:100]!r}", schema)
-                if not written:
+                if not written and not _audit_failed(exc):  # a second row would wait on the same database
                     await self._audit_refusal(context, name, arguments, code, outcome, started, ToolError)
                 raise ToolError(message) from exc
 
@@ -196,7 +196,7 @@ class AuditedMCPServer(MCPServer[DataProductsService]):
                 raise
             except Exception as exc:
                 code, outcome, message = _resource_failure(exc, str(uri))
-                if not written:
+                if not written and not _audit_failed(exc):
                     args = {"uri": str(uri)}
                     await self._audit_refusal(context, "read_resource", args, code, outcome, started, ResourceError)
                 # a product missing or not granted is a resource this caller cannot have: the spec's not-found error
@@ -322,6 +322,17 @@ def _resource_failure(exc: Exception, uri: str) -> tuple[str, Outcome, str]:
     if isinstance(exc, ResourceNotFoundError) and exc.__cause__ is None:  # no resource or template matches
         return "not_found", "error", f"not_found: no resource {uri[:200]!r}; read product://<name>, e.g. {_EXAMPLE_URI}"
     return _failure(exc, f"resource {uri[:200]!r}")
+
+
+def _audit_failed(exc: BaseException) -> bool:
+    """True when the call failed because its own audit row could not be written (fail closed): the
+    refusal row would go to the same unavailable database, so the caller would wait for it twice."""
+    link: BaseException | None = exc
+    while link is not None:
+        if isinstance(link, AuditError):
+            return True
+        link = link.__cause__
+    return False
 
 
 def _is_crash(exc: BaseException) -> bool:

@@ -14,13 +14,16 @@ import sqlite3
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
+from mcp import Client
 
 from catalog.errors import DataProductsError
 from catalog.query import Query
 from catalog.registry import Registry
+from servers.mcp import create_server
 from tests.servers.fault_workspace import READER, contract, open_service, sqlite_source
 
 pytestmark = pytest.mark.anyio
@@ -153,3 +156,36 @@ async def test_a_registry_out_of_space_fails_closed_and_stays_intact(tmp_path: P
     with Registry.from_url(f"sqlite:///{path}") as registry:  # room again: registers
         assert registry.register(contract("1.1.0"), actor="tests").status == "new_version"
     assert _intact(path) == ("ok", ["1.0.0", "1.1.0"], before[2])
+
+
+async def test_a_tool_call_whose_audit_row_fails_waits_for_the_locked_registry_once(tmp_path: Path) -> None:
+    """The MCP layer writes a refusal row only for calls no use case audited: a call that failed because
+    its own row could not be written gets no second attempt on the same locked database."""
+    service = open_service(tmp_path, sqlite_source(tmp_path / "shop.sqlite"))
+    path = tmp_path / "registry.db"
+    submitted: list[str] = []
+    submit = service.audit.submit
+
+    def counting(rec: Any) -> Any:
+        submitted.append(rec.tool)
+        return submit(rec)
+
+    service.audit.submit = counting  # type: ignore[method-assign]
+    async with service:
+        server = create_server(service.settings, principal=READER, service=service)
+        async with Client(server) as client:
+            assert not (await client.call_tool("query_product", {"product": "shop.orders"})).is_error
+            before = _intact(path)
+            holder = sqlite3.connect(path, isolation_level=None)
+            holder.execute("BEGIN IMMEDIATE")
+            submitted.clear()
+            try:
+                result = await client.call_tool("query_product", {"product": "shop.orders"})
+            finally:
+                holder.execute("ROLLBACK")
+                holder.close()
+    assert result.is_error
+    text = " ".join(getattr(part, "text", "") for part in result.content)
+    assert text.startswith("unavailable: could not write the audit record of query_product")
+    assert submitted == ["query_product"]  # one row attempted, not a second refusal row
+    assert _intact(path) == before
