@@ -106,7 +106,6 @@ class DataProductsService(QualityUseCases, MetricsUseCases, LineageUseCases):
         registry: Registry,
         audit: AuditLog,
         *,
-        contract_ttl_s: float = 2.0,
         clock: Callable[[], float] = time.monotonic,
     ):
         self.settings = settings
@@ -117,7 +116,7 @@ class DataProductsService(QualityUseCases, MetricsUseCases, LineageUseCases):
         self._compilers: dict[str, Compiler] = {}
         self._connector_lock = anyio.Lock()
         self._contracts: dict[str, tuple[float, ProductContract]] = {}
-        self._contract_ttl_s = contract_ttl_s
+        self._contract_ttl_s = settings.contract_cache_s
         self._clock = clock  # seconds, monotonic: when a cached contract is too old to use
         self._statements = StatementCache()
         self._metric_statements = MetricsStatementCache()
@@ -479,7 +478,7 @@ class DataProductsService(QualityUseCases, MetricsUseCases, LineageUseCases):
     # -- shared plumbing ---------------------------------------------------------------------------
 
     async def contract(self, name: str) -> ProductContract:
-        """The latest registered contract, cached for ``contract_ttl_s`` seconds (operator use: no policy).
+        """The latest registered contract, cached for ``settings.contract_cache_s`` seconds (operator use: no policy).
 
         A version registered by another process (a tightened policy) applies to every call made once the
         TTL has passed since the cached copy was read, never later.

@@ -177,6 +177,13 @@ class Settings(BaseSettings):
     workspace: Path = Field(default=Path("."), description="directory relative paths are resolved against")
     registry_url: str = Field(default="", description="SQLAlchemy URL; default: SQLite file in .dataproducts/")
     hash_salt: SecretStr | None = Field(default=None, description="secret salt of hash masking")
+    contract_cache_s: float = Field(
+        default=2.0,
+        ge=0,
+        le=3600,
+        description="seconds a server reuses a registered contract (its policy included) before reading the "
+        "registry again: a registration elsewhere reaches running servers within this time",
+    )
     connections: dict[str, ConnectionConfig] = Field(default_factory=dict)
     principals: list[PrincipalConfig] = Field(default_factory=list)
     stdio_principal: str | None = Field(default=None, description="principal of stdio sessions")

@@ -111,7 +111,7 @@ async def test_a_stopped_registry_fails_calls_as_unavailable_and_recovers_withou
 ) -> None:
     registry_url = own_cluster.create_database("registry")
     source = postgresql_source(own_cluster.create_database("shop"))
-    service = open_service(tmp_path, source, registry_url=registry_url, contract_ttl_s=0.0)
+    service = open_service(tmp_path, source, registry_url=registry_url, settings={"contract_cache_s": 0.0})
     async with service:
         calls = await _through_an_outage(service, own_cluster)
         # down: the registry and its audit log are gone, so nothing may be served (fail closed)
@@ -141,7 +141,7 @@ async def test_the_unavailable_message_names_the_database_and_says_to_retry(
 ) -> None:
     registry_url = own_cluster.create_database("registry")
     source = postgresql_source(own_cluster.create_database("shop"))
-    service = open_service(tmp_path, source, registry_url=registry_url, contract_ttl_s=0.0)
+    service = open_service(tmp_path, source, registry_url=registry_url, settings={"contract_cache_s": 0.0})
     async with service:
         await anyio.to_thread.run_sync(own_cluster.halt)
         with pytest.raises(DataProductsError) as info:
@@ -160,7 +160,7 @@ async def test_an_agent_reads_one_unavailable_line_while_the_registry_is_down(
 ) -> None:
     registry_url = own_cluster.create_database("registry")
     source = postgresql_source(own_cluster.create_database("shop"))
-    service = open_service(tmp_path, source, registry_url=registry_url, contract_ttl_s=0.0)
+    service = open_service(tmp_path, source, registry_url=registry_url, settings={"contract_cache_s": 0.0})
     async with service, Client(create_server(service.settings, principal=READER, service=service)) as agent:
         args = {"product": "shop.orders", "limit": 2}
         assert not (await agent.call_tool("query_product", args)).is_error

@@ -1,6 +1,6 @@
 """The registry changed by another process while the service runs: picked up within the contract TTL.
 
-A contract is cached for ``contract_ttl_s`` seconds on the service's clock (here a clock the test
+A contract is cached for ``contract_cache_s`` seconds (a setting) on the service's clock (here a clock the test
 moves). Another process registers a new version with a tightened row filter, then one with a mask:
 the very next call once the TTL has passed sees each tightening, on query_product and run_sql alike,
 with a SQLite and a PostgreSQL registry.
@@ -73,7 +73,11 @@ async def test_a_tightened_policy_applies_to_the_very_next_call_after_the_ttl(
 ) -> None:
     clock = Clock()
     service = open_service(
-        tmp_path, sqlite_source(tmp_path / "shop.sqlite"), registry_url=registry_url, contract_ttl_s=TTL, clock=clock
+        tmp_path,
+        sqlite_source(tmp_path / "shop.sqlite"),
+        registry_url=registry_url,
+        settings={"contract_cache_s": TTL},
+        clock=clock,
     )
     query = Query(columns=["id", "email"], order_by=[{"column": "id"}])
     sql = "SELECT id, email FROM shop.orders ORDER BY id"
