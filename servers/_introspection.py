@@ -33,6 +33,10 @@ class Introspector:
         self.audiences = audiences
         self.leeway_s = leeway_s
         self.timeout_s = timeout_s
+        self._client = httpx2.AsyncClient(timeout=timeout_s)  # kept: connections and TLS setup are reused
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
 
     async def claims(self, token: str) -> dict[str, Any]:
         """The claims of an active token issued for this resource.
@@ -42,15 +46,14 @@ class Introspector:
                 token; ``unavailable`` when the endpoint could not be asked.
         """
         try:
-            async with httpx2.AsyncClient(timeout=self.timeout_s) as client:
-                response = await client.post(
-                    self.endpoint,
-                    data={"token": token, "token_type_hint": "access_token"},
-                    auth=self.credentials,
-                    headers={"Accept": "application/json"},
-                )
-                response.raise_for_status()
-                answer = response.json()
+            response = await self._client.post(
+                self.endpoint,
+                data={"token": token, "token_type_hint": "access_token"},
+                auth=self.credentials,
+                headers={"Accept": "application/json"},
+            )
+            response.raise_for_status()
+            answer = response.json()
         except (httpx2.HTTPError, ValueError) as exc:
             logger.warning("token introspection at %s failed: %s", self.endpoint, exc)
             raise TokenRejectedError("the token could not be checked (introspection failed)", unavailable=True) from exc

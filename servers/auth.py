@@ -133,13 +133,13 @@ class BearerAuthMiddleware:
         started = time.perf_counter()
         header = dict(scope.get("headers") or []).get(b"authorization", b"").decode("latin-1")
         scheme, _, token = header.partition(" ")
-        challenge = f'Bearer realm="dataproducts", resource_metadata="{self.metadata_url(scope)}"'
         try:
             if scheme.lower() != "bearer" or not token.strip():
                 raise TokenRejectedError("missing bearer token" if not header else "malformed Authorization header")
             found = await self.authenticator.authenticate(token.strip())
         except TokenRejectedError as exc:
             reason = str(exc)
+            challenge = f'Bearer realm="dataproducts", resource_metadata="{self.metadata_url(scope)}"'
             if header:  # RFC 6750 §3.1: a request without credentials gets no error code
                 challenge += f', error="invalid_token", error_description="{_quoted(reason)}"'
             if exc.unavailable:

@@ -66,6 +66,8 @@ def create_http_app(settings: Settings) -> Starlette:
                 yield
         finally:
             await service.aclose()
+            if isinstance(authenticator, OAuthVerifier):
+                await authenticator.aclose()
 
     app.router.lifespan_context = lifespan
     app.router.routes.extend(metadata_routes(settings))  # RFC 9728 documents, public

@@ -16,6 +16,8 @@ their scopes.
 
 from __future__ import annotations
 
+import base64
+import json
 from typing import Any
 
 import jwt
@@ -62,6 +64,21 @@ def _strings(value: Any) -> list[str]:
     return []
 
 
+def _peek(token: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A JWT's header and claims, unverified: only to pick the issuer, key and algorithm that then
+    verify it (PyJWT validates the token in full once, then)."""
+    try:
+        header_part, payload_part, _ = token.split(".")
+        header, claims = (
+            json.loads(base64.urlsafe_b64decode(p + "=" * (-len(p) % 4))) for p in (header_part, payload_part)
+        )
+    except ValueError as exc:  # binascii.Error, UnicodeDecodeError and JSONDecodeError are ValueErrors
+        raise TokenRejectedError("the token is not a well-formed JWT") from exc
+    if not isinstance(header, dict) or not isinstance(claims, dict):
+        raise TokenRejectedError("the token is not a well-formed JWT")
+    return header, claims
+
+
 class OAuthVerifier:
     """An :class:`~servers.auth.Authenticator` for OAuth access tokens (see the module docstring)."""
 
@@ -90,6 +107,11 @@ class OAuthVerifier:
                     timeout_s=self.config.timeout_s,
                 )
 
+    async def aclose(self) -> None:
+        """Close the introspection endpoint's connections."""
+        if self.introspector is not None:
+            await self.introspector.aclose()
+
     async def authenticate(self, token: str) -> Authenticated:
         if token.count(".") == 2:
             claims = await self._jwt_claims(token)
@@ -100,11 +122,7 @@ class OAuthVerifier:
         return self._identity(claims)
 
     async def _jwt_claims(self, token: str) -> dict[str, Any]:
-        try:
-            header = jwt.get_unverified_header(token)
-            unverified = jwt.decode(token, options={"verify_signature": False})
-        except jwt.PyJWTError as exc:
-            raise TokenRejectedError("the token is not a well-formed JWT") from exc
+        header, unverified = _peek(token)
         iss = unverified.get("iss")
         issuer = self.issuers.get(iss) if isinstance(iss, str) else None
         if issuer is None:
