@@ -180,3 +180,40 @@ def test_an_unreadable_key_file_is_a_config_error(demo: DemoWorkspace, tmp_path:
     settings = oauth_settings(demo, offline_issuer(), issuer_entry={"jwks_file": str(garbage)})
     with pytest.raises(ConfigError, match="no usable public signature key"):
         OAuthVerifier(settings)
+
+
+def _readme_yaml_blocks(heading: str) -> str:
+    readme = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
+    section = readme.split(heading, 1)[1]
+    return section.split("```yaml\n", 1)[1].split("```", 1)[0]
+
+
+def test_the_readme_keycloak_configuration_loads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DATAPRODUCTS_OAUTH_CLIENT_SECRET", "from-the-environment")
+    config = tmp_path / "dataproducts.yaml"
+    config.write_text(_readme_yaml_blocks("### Keycloak example"), encoding="utf-8")
+    auth = load_settings(config).auth
+    (issuer,) = auth.issuers
+    assert issuer.client_secret is not None and issuer.client_secret.get_secret_value() == "from-the-environment"
+    assert (auth.audiences, auth.roles_claim) == (["https://data.example.org/mcp"], "realm_access.roles")
+    assert auth.tool_scopes == {"run_sql": ["dataproducts:sql"]}
+    assert auth.product_scopes == {"shop.customers": ["dataproducts:pii"]}
+
+
+async def test_the_readme_air_gapped_configuration_checks_a_keycloak_shaped_token(tmp_path: Path) -> None:
+    issuer = offline_issuer()
+    issuer.url = "https://sso.example.org"  # issuer: https://sso.example.org/realms/data, as in the README
+    (tmp_path / "keys").mkdir()
+    (tmp_path / "keys" / "data-realm.json").write_text(json.dumps({"keys": [issuer.keys[0].public_jwk]}), "utf-8")
+    config = tmp_path / "dataproducts.yaml"
+    config.write_text(_readme_yaml_blocks("### Air-gapped sites"), encoding="utf-8")
+    verifier = OAuthVerifier(load_settings(config))
+    token = issuer.token(
+        sub="f81d4fae",
+        preferred_username="eve",
+        aud=["https://data.example.org/mcp", "account"],
+        realm_access={"roles": ["sales-eu", "default-roles-data"]},
+        scope="openid profile",
+    )
+    found = await verifier.authenticate(token)
+    assert (found.principal.name, found.principal.roles) == ("eve", frozenset({"sales-eu", "default-roles-data"}))
