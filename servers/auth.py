@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Protocol
@@ -29,7 +29,7 @@ from mcp.server.auth.provider import AccessToken
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from catalog.audit import AuditLog, Outcome
-from catalog.errors import AuditError
+from catalog.errors import AuditError, ConfigError
 from catalog.principal import Principal
 from servers._audit_trail import ANONYMOUS, refusal, write_audit
 from servers.settings import Settings
@@ -95,6 +95,13 @@ class HashedTokens:
     """``auth.mode: tokens``: the token's sha256 is a principal's ``token_sha256``."""
 
     def __init__(self, settings: Settings) -> None:
+        """Raises ConfigError: no principal has a token_sha256 (nobody could sign in)."""
+        if not any(p.token_sha256 for p in settings.principals):
+            raise ConfigError(
+                "no principal has a token_sha256: HTTP needs at least one; "
+                "generate one with `dataproducts token NAME` and add it under principals:, "
+                "or set auth.mode: oauth"
+            )
         self.settings = settings
 
     async def authenticate(self, token: str) -> Authenticated:
@@ -109,7 +116,7 @@ class BearerAuthMiddleware:
     """ASGI middleware: resolve the bearer token to a principal, or refuse (audited in ``audit``).
 
     ``metadata_url`` gives, for a request, the URL of the protected resource metadata that challenges
-    point to.
+    point to; requests for ``public_paths`` (that metadata) pass without a token.
     """
 
     def __init__(
@@ -119,15 +126,17 @@ class BearerAuthMiddleware:
         audit: AuditLog,
         metadata_url: Callable[[Scope], str],
         required_scopes: list[str] | None = None,
+        public_paths: Collection[str] = (),
     ) -> None:
         self.app = app
         self.authenticator = authenticator
         self.audit = audit
         self.metadata_url = metadata_url
         self.required_scopes = list(required_scopes or [])
+        self.public_paths = frozenset(public_paths)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or str(scope.get("path", "")).startswith(WELL_KNOWN):
+        if scope["type"] != "http" or scope.get("path") in self.public_paths:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()

@@ -19,13 +19,12 @@ from starlette.applications import Starlette
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from catalog.errors import ConfigError
 from servers._audit_trail import ANONYMOUS, refusal, write_audit
 from servers._body_limit import BodyLimitMiddleware
 from servers._tool_scopes import ToolScopeMiddleware
-from servers.auth import Authenticator, BearerAuthMiddleware, HashedTokens, current_principal, http_args
+from servers.auth import BearerAuthMiddleware, current_principal, http_args
 from servers.mcp import create_server
-from servers.oauth import OAuthVerifier
+from servers.oauth import OAuthVerifier, authenticator_for
 from servers.resource_metadata import metadata_routes, metadata_url
 from servers.service import DataProductsService
 from servers.sessions import SessionGuardMiddleware
@@ -41,19 +40,10 @@ def create_http_app(settings: Settings) -> Starlette:
     when the app shuts down.
 
     Raises:
-        ConfigError: the settings are incomplete (no principals with tokens, no hash salt).
+        ConfigError: the settings are incomplete (tokens mode and no principal with a token, an OAuth key
+            file that cannot be read, no hash salt).
     """
-    authenticator: Authenticator
-    if settings.auth.mode == "oauth":
-        authenticator = OAuthVerifier(settings)
-    elif not any(p.token_sha256 for p in settings.principals):
-        raise ConfigError(
-            "no principal has a token_sha256: HTTP needs at least one; "
-            "generate one with `dataproducts token NAME` and add it under principals:, "
-            "or set auth.mode: oauth"
-        )
-    else:
-        authenticator = HashedTokens(settings)
+    authenticator = authenticator_for(settings)
     service = DataProductsService.open(settings)
     mcp_server = create_server(settings, service=service)
     app = mcp_server.streamable_http_app(streamable_http_path=settings.server.path, host=settings.server.host)
@@ -70,7 +60,8 @@ def create_http_app(settings: Settings) -> Starlette:
                 await authenticator.aclose()
 
     app.router.lifespan_context = lifespan
-    app.router.routes.extend(metadata_routes(settings))  # RFC 9728 documents, public
+    public = metadata_routes(settings)  # RFC 9728 documents, served without a token
+    app.router.routes.extend(public)
     app.add_middleware(ClientGoneMiddleware)  # innermost: the SDK reads the body and may find the client gone
     app.add_middleware(SessionGuardMiddleware, audit=service.audit)  # added first: runs innermost
 
@@ -101,6 +92,7 @@ def create_http_app(settings: Settings) -> Starlette:
         audit=service.audit,
         metadata_url=resource_metadata,
         required_scopes=settings.auth.required_scopes,
+        public_paths=[route.path for route in public],
     )
     return app
 

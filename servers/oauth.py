@@ -26,11 +26,11 @@ from mcp.server.auth.provider import AccessToken
 from catalog.principal import Principal
 from servers._introspection import Introspector
 from servers._jwks import FileKeys, KeyLookupError, RemoteJWKS
-from servers.auth import Authenticated, TokenRejectedError
+from servers.auth import Authenticated, Authenticator, HashedTokens, TokenRejectedError
 from servers.auth_config import AuthConfig, IssuerConfig
 from servers.settings import Settings
 
-__all__ = ["OAuthVerifier", "claim_at"]
+__all__ = ["OAuthVerifier", "authenticator_for", "claim_at"]
 
 _REASONS: list[tuple[type[jwt.PyJWTError], str]] = [
     (jwt.ExpiredSignatureError, "the token has expired"),
@@ -181,3 +181,12 @@ class OAuthVerifier:
             claims={"iss": claims.get("iss")},
         )
         return Authenticated(principal, access)
+
+
+def authenticator_for(settings: Settings) -> Authenticator:
+    """The authenticator ``auth.mode`` chooses: :class:`OAuthVerifier` or :class:`~servers.auth.HashedTokens`.
+
+    Raises:
+        ConfigError: tokens mode without any token configured; a key file that cannot be read.
+    """
+    return OAuthVerifier(settings) if settings.auth.mode == "oauth" else HashedTokens(settings)
