@@ -19,6 +19,7 @@ import pytest
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
+from mcp.shared.exceptions import MCPError
 
 from catalog.audit import AuditLog, AuditRecord
 from catalog.registry import Registry
@@ -301,3 +302,55 @@ def test_an_opaque_token_for_another_resource_is_refused(deployment: Deployment)
     token = deployment.issuer.opaque_token(email="eve@example.org", aud="https://other.example.org/mcp")
     response = post_tools_list(deployment.url, token)
     assert response.status_code == 401 and "audience" in response.json()["error"]["message"]
+
+
+async def test_the_sdk_client_sees_the_tool_scope_refusal_as_an_error(deployment: Deployment) -> None:
+    async with mcp_client(deployment.url, deployment.token()) as eve:
+        with pytest.raises(MCPError):  # the SDK surfaces the 403 as an error response
+            await eve.call_tool("run_sql", {"sql": "SELECT 1"})
+        assert await regions(eve) == ["EU"]  # the session goes on
+
+
+async def test_run_sql_over_a_product_needing_a_scope_the_token_lacks_is_denied(
+    deployment: Deployment, audit_log: AuditLog
+) -> None:
+    token = deployment.token(email="ann@example.org", realm_access={"roles": ["analyst"]}, scope=SQL_SCOPE)
+    before = len(audit_log.query(principal="ann@example.org", limit=10_000))
+    async with mcp_client(deployment.url, token) as ann:
+        result = await ann.call_tool("run_sql", {"sql": "SELECT count(*) FROM shop.customers"})
+    assert result.is_error and "insufficient_scope" in str(result.content)
+    (row,) = rows_since(audit_log, before, "ann@example.org")
+    assert (row.tool, row.outcome, row.error_code) == ("run_sql", "denied", "insufficient_scope")
+
+
+async def test_a_session_opened_with_one_identity_refuses_another_identitys_token(
+    deployment: Deployment, audit_log: AuditLog
+) -> None:
+    opened: list[str] = []
+
+    async def remember_session(response: httpx2.Response) -> None:
+        if "mcp-session-id" in response.headers:
+            opened.append(response.headers["mcp-session-id"])
+
+    headers = {"Authorization": f"Bearer {deployment.token()}"}
+    async with (
+        httpx2.AsyncClient(headers=headers, timeout=30, event_hooks={"response": [remember_session]}) as transport,
+        Client(streamable_http_client(deployment.url, http_client=transport), mode="legacy") as eve,
+    ):
+        assert await regions(eve) == ["EU"]
+        before = len(audit_log.query(principal="max@example.org", limit=10_000))
+        other = deployment.token(email="max@example.org", realm_access={"roles": ["sales"]})
+        call = {"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": {"name": "get_quality", "arguments": {}}}
+        response = httpx.post(
+            deployment.url,
+            json=call,
+            headers={
+                "Authorization": f"Bearer {other}",
+                "Mcp-Session-Id": opened[0],
+                "Accept": "application/json, text/event-stream",
+            },
+        )
+        assert response.status_code == 404
+        (row,) = rows_since(audit_log, before, "max@example.org")
+        assert (row.tool, row.outcome, row.error_code) == ("http", "denied", "foreign_session")
+        assert await regions(eve) == ["EU"]
