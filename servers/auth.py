@@ -147,7 +147,7 @@ class BearerAuthMiddleware:
                 raise TokenRejectedError("missing bearer token" if not header else "malformed Authorization header")
             found = await self.authenticator.authenticate(token.strip())
         except TokenRejectedError as exc:
-            reason = str(exc)
+            reason = _clipped(str(exc))
             challenge = f'Bearer realm="dataproducts", resource_metadata="{self.metadata_url(scope)}"'
             if header:  # RFC 6750 §3.1: a request without credentials gets no error code
                 challenge += f', error="invalid_token", error_description="{_quoted(reason)}"'
@@ -182,6 +182,11 @@ class BearerAuthMiddleware:
 def _quoted(text: str) -> str:
     """``text`` safe inside a quoted-string of an HTTP header."""
     return "".join(c for c in text if c.isprintable() and c not in '"\\')
+
+
+def _clipped(text: str, limit: int = 300) -> str:
+    """A refusal reason kept short: it may quote a value the client sent."""
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 async def send_insufficient_scope(send: Send, missing: list[str], metadata_url: str, *, what: str) -> None:

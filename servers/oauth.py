@@ -64,18 +64,21 @@ def _strings(value: Any) -> list[str]:
     return []
 
 
-def _peek(token: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    """A JWT's header and claims, unverified: only to pick the issuer, key and algorithm that then
-    verify it (PyJWT validates the token in full once, then)."""
+def _peek(token: str) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """A JWT's header and claims, unverified, or None when ``token`` is not a JWT (an opaque token).
+
+    Only to pick the issuer, key and algorithm that then verify it: PyJWT validates the token in
+    full once, then.
+    """
+    parts = token.split(".")
+    if len(parts) != 3:
+        return None
     try:
-        header_part, payload_part, _ = token.split(".")
-        header, claims = (
-            json.loads(base64.urlsafe_b64decode(p + "=" * (-len(p) % 4))) for p in (header_part, payload_part)
-        )
-    except ValueError as exc:  # binascii.Error, UnicodeDecodeError and JSONDecodeError are ValueErrors
-        raise TokenRejectedError("the token is not a well-formed JWT") from exc
+        header, claims = (json.loads(base64.urlsafe_b64decode(p + "=" * (-len(p) % 4))) for p in parts[:2])
+    except ValueError:  # binascii.Error, UnicodeDecodeError and JSONDecodeError are ValueErrors
+        return None
     if not isinstance(header, dict) or not isinstance(claims, dict):
-        raise TokenRejectedError("the token is not a well-formed JWT")
+        return None
     return header, claims
 
 
@@ -113,16 +116,16 @@ class OAuthVerifier:
             await self.introspector.aclose()
 
     async def authenticate(self, token: str) -> Authenticated:
-        if token.count(".") == 2:
-            claims = await self._jwt_claims(token)
+        peeked = _peek(token)
+        if peeked is not None:
+            claims = await self._jwt_claims(token, *peeked)
         elif self.introspector is not None:
             claims = await self.introspector.claims(token)
         else:
-            raise TokenRejectedError("the token is not a JWT and no issuer has an introspection_endpoint")
+            raise TokenRejectedError("the token is not a well-formed JWT and no issuer has an introspection_endpoint")
         return self._identity(claims)
 
-    async def _jwt_claims(self, token: str) -> dict[str, Any]:
-        header, unverified = _peek(token)
+    async def _jwt_claims(self, token: str, header: dict[str, Any], unverified: dict[str, Any]) -> dict[str, Any]:
         iss = unverified.get("iss")
         issuer = self.issuers.get(iss) if isinstance(iss, str) else None
         if issuer is None:

@@ -190,6 +190,7 @@ def _refusals(d: Deployment) -> dict[str, tuple[str, str]]:
         "HS256 with the public key": (_hs256(claims, public_pem, d.issuer.keys[0].kid), "accepted algorithms"),
         "no principal claim": (d.token(email=None), "'email' claim"),
         "unknown opaque token": ("not-a-jwt-and-unknown", "not active"),
+        "opaque token with dots": ("abc.def.ghi", "not active"),
     }
 
 
@@ -203,6 +204,7 @@ REFUSALS = [
     "HS256 with the public key",
     "no principal claim",
     "unknown opaque token",
+    "opaque token with dots",
 ]
 
 
@@ -219,6 +221,12 @@ def test_a_refused_token_gets_401_invalid_token_and_an_anonymous_audit_row(
     assert 'error="invalid_token"' in challenge and "resource_metadata=" in challenge
     (row,) = rows_since(audit_log, before, "anonymous")
     assert (row.tool, row.outcome, row.error_code) == ("http", "denied", "unauthorized")
+
+
+def test_a_refusal_quoting_what_the_client_sent_stays_short(deployment: Deployment) -> None:
+    response = post_tools_list(deployment.url, deployment.token(iss="https://evil.example.org/" + "x" * 10_000))
+    assert response.status_code == 401
+    assert len(response.json()["error"]["message"]) < 400 and len(response.headers["www-authenticate"]) < 600
 
 
 def test_expiry_within_the_leeway_is_accepted(deployment: Deployment) -> None:
