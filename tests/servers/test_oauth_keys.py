@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import anyio
 import httpx
 import pytest
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
@@ -52,6 +53,18 @@ async def test_made_up_key_ids_refetch_the_jwks_at_most_once_per_interval(issuer
         with pytest.raises(KeyLookupError, match="no key with id"):
             await keys.key_for(f"made-up-{n}")
     assert issuer.jwks_fetches == keys.fetches == 1
+
+
+async def test_keys_already_fetched_stay_in_use_while_the_issuer_is_down() -> None:
+    with running_issuer() as issuer:
+        keys = RemoteJWKS(f"{issuer.url}/jwks", cache_s=0.01, refetch_s=0, timeout_s=2)
+        kid = issuer.keys[0].kid
+        fetched = await keys.key_for(kid)
+    await anyio.sleep(0.05)  # the cache is stale and the issuer gone: the refetch fails
+    assert await keys.key_for(kid) == fetched
+    with pytest.raises(KeyLookupError, match="no key with id 'rotated'") as unknown:
+        await keys.key_for("rotated")
+    assert not unknown.value.unavailable and keys.fetches == 1
 
 
 async def test_an_unreachable_jwks_makes_the_token_uncheckable_not_invalid(demo: DemoWorkspace) -> None:
