@@ -14,8 +14,13 @@ interleaved, ``--calls`` times each after a warm-up:
 Printed: p50 and p95 per mode, the p50 added over ``none``, and the ratio of each mode's added p50 to
 the ``tokens`` mode's. Exits 1 if a mode fails to authenticate.
 
-    python bench/auth_overhead.py --calls 5000
-    python bench/auth_overhead.py --smoke          # 200 calls: that it runs (for CI)
+With ``--http N``, the same comparison end to end: the demo workspace served twice over loopback HTTP
+(``serve --http`` in two child processes, one per mode), one MCP session each, and N governed
+``query_product`` calls (one row of ``shop.orders``) alternating between them: the p50 per call and
+what the JWT mode adds to it.
+
+    python bench/auth_overhead.py --calls 5000 --http 300
+    python bench/auth_overhead.py --smoke          # 200 calls, 10 over HTTP: that it runs (for CI)
 """
 
 from __future__ import annotations
@@ -35,13 +40,16 @@ from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 from starlette.types import ASGIApp, Message, Receive, Scope, Send  # noqa: E402
 
+from bench._http_load import http_client, served_over_http  # noqa: E402
 from catalog.audit import AuditLog  # noqa: E402
+from catalog.loader import load_contract_file  # noqa: E402
 from catalog.registry import Registry  # noqa: E402
 from servers.auth import Authenticator, BearerAuthMiddleware, HashedTokens  # noqa: E402
 from servers.auth_config import AuthConfig  # noqa: E402
+from servers.demo import build_demo_workspace  # noqa: E402
 from servers.oauth import OAuthVerifier  # noqa: E402
 from servers.resource_metadata import metadata_url  # noqa: E402
-from servers.settings import PrincipalConfig, Settings, hash_token  # noqa: E402
+from servers.settings import PrincipalConfig, Settings, hash_token, load_settings  # noqa: E402
 from tests.servers.oauth_issuer import CLIENT_ID, CLIENT_SECRET, new_key, running_issuer  # noqa: E402
 
 RESOURCE = "https://data.example.org/mcp"
@@ -136,6 +144,56 @@ async def run(calls: int, warmup: int) -> int:
     return 0
 
 
+async def over_http(calls: int, folder: Path) -> int:
+    """``calls`` governed tool calls alternating between a tokens-mode and an oauth-mode server."""
+    workspace = build_demo_workspace(folder / "ws")
+    settings = load_settings(workspace.config_path)
+    with Registry.from_url(settings.resolved_registry_url()) as registry:
+        for path in workspace.contract_paths:
+            for contract in load_contract_file(path):
+                registry.register(contract, actor="bench")
+    with running_issuer() as issuer:
+        auth = {
+            "mode": "oauth",
+            "resource": RESOURCE,
+            "issuers": [{"issuer": issuer.issuer, "jwks_uri": f"{issuer.url}/jwks"}],
+            "roles_claim": "realm_access.roles",
+        }
+        oauth_settings = load_settings(workspace.config_path, auth=auth)
+        jwt_token = issuer.token(
+            sub="ana", aud=RESOURCE, exp=int(time.time()) + 3600, realm_access={"roles": ["analyst", "sales-eu"]}
+        )
+        arguments = {"product": "shop.orders", "columns": ["order_id", "region"], "limit": 1}
+        timings: dict[str, list[float]] = {"tokens": [], "jwt RS256": []}
+        with served_over_http(settings) as plain, served_over_http(oauth_settings) as oauth:
+            async with (
+                http_client(plain.url, workspace.tokens["ana"]) as tokens_client,
+                http_client(oauth.url, jwt_token) as jwt_client,
+            ):
+                clients = {"tokens": tokens_client, "jwt RS256": jwt_client}
+                for n in range(calls + max(calls // 10, 5)):
+                    for mode, client in clients.items():
+                        started = time.perf_counter()
+                        result = await client.call_tool("query_product", arguments)
+                        seconds = time.perf_counter() - started
+                        if result.is_error or result.structured_content is None:
+                            print(f"{mode}: the call failed: {result.content}", file=sys.stderr)
+                            return 1
+                        if n >= max(calls // 10, 5):
+                            timings[mode].append(seconds)
+    p50 = {m: statistics.median(t) * 1000 for m, t in timings.items()}
+    table = Table(title="governed query_product over loopback HTTP (ms per call, alternating servers)")
+    for column in ("mode", "calls", "p50", "added p50", "ratio"):
+        table.add_column(column, justify="left" if column == "mode" else "right")
+    for mode in timings:
+        added = p50[mode] - p50["tokens"]
+        table.add_row(
+            mode, str(len(timings[mode])), f"{p50[mode]:.2f}", f"{added:+.2f}", f"{p50[mode] / p50['tokens']:.3f}x"
+        )
+    Console().print(table)
+    return 0
+
+
 def report(timings: dict[str, list[float]], fetches: int) -> None:
     p50 = {m: statistics.median(t) * 1e6 for m, t in timings.items()}
     floor = p50["none"]
@@ -155,10 +213,16 @@ def report(timings: dict[str, list[float]], fetches: int) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--calls", type=int, default=5000, help="timed requests per mode")
-    parser.add_argument("--smoke", action="store_true", help="200 calls, for CI")
+    parser.add_argument("--http", type=int, default=0, help="also time this many governed tool calls over HTTP")
+    parser.add_argument("--smoke", action="store_true", help="200 calls, 10 over HTTP, for CI")
     args = parser.parse_args()
     calls = 200 if args.smoke else args.calls
-    return anyio.run(run, calls, max(calls // 10, 20))
+    status = anyio.run(run, calls, max(calls // 10, 20))
+    http_calls = 10 if args.smoke else args.http
+    if status == 0 and http_calls:
+        with tempfile.TemporaryDirectory() as folder:
+            status = anyio.run(over_http, http_calls, Path(folder))
+    return status
 
 
 if __name__ == "__main__":
