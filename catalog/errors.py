@@ -8,6 +8,7 @@ message that says what was wrong and what would be valid::
     ├── InvalidRequestError           invalid_request    a query, filter, cursor or SQL text that cannot run
     │   └── SQLRefusedError           sql_refused        run_sql text refused by the SQL guard
     ├── AccessDeniedError             access_denied      policy says no (carries ``product`` and ``reason``)
+    │   └── InsufficientScopeError    insufficient_scope the caller's access token lacks a scope the product needs
     ├── StaleDataError                stale_data         the product is older than its SLA and says on_stale: refuse
     ├── ContractError                 invalid_contract   a product contract fails validation (carries ``problems``)
     ├── RegistrationError             registration_refused   register refused (e.g. breaking change, same version)
@@ -40,6 +41,7 @@ __all__ = [
     "ContractProblem",
     "DataProductsError",
     "EmbeddingError",
+    "InsufficientScopeError",
     "InvalidRequestError",
     "NotFoundError",
     "QueryExecutionError",
@@ -84,6 +86,12 @@ class AccessDeniedError(DataProductsError):
         super().__init__(message)
         self.product = product
         self.reason = reason
+
+
+class InsufficientScopeError(AccessDeniedError):
+    """The policy grants access but the caller's OAuth access token lacks a scope the product needs."""
+
+    code = "insufficient_scope"
 
 
 @dataclass(frozen=True)

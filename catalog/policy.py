@@ -25,7 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from catalog.contract import MaskMethod, ProductContract
-from catalog.errors import AccessDeniedError
+from catalog.errors import AccessDeniedError, InsufficientScopeError
 from catalog.principal import Principal
 
 __all__ = ["MASK_STRICTNESS", "GovernedView", "can_read", "govern"]
@@ -71,8 +71,9 @@ class GovernedView:
 
 
 def can_read(contract: ProductContract, principal: Principal) -> bool:
-    """True when the product's access list names the principal (``*``, its name or one of its roles)."""
-    return principal.matches(list(contract.policy.access))
+    """True when the product's access list names the principal (``*``, its name or one of its roles) and
+    the principal's access token, if any, carries the scopes the product needs."""
+    return principal.matches(list(contract.policy.access)) and not principal.missing_scopes(contract.name)
 
 
 def govern(contract: ProductContract, principal: Principal) -> GovernedView:
@@ -81,8 +82,18 @@ def govern(contract: ProductContract, principal: Principal) -> GovernedView:
     Raises:
         AccessDeniedError: the principal matches no subject of ``policy.access``; the message names who
             has access, and ``reason`` says why this principal does not.
+        InsufficientScopeError: the policy grants access, but the principal's access token lacks a scope
+            the product needs (``auth.product_scopes``).
     """
     policy = contract.policy
+    missing = principal.missing_scopes(contract.name)
+    if missing and principal.matches(list(policy.access)):
+        reason = f"the access token lacks scope(s) {' '.join(missing)}"
+        raise InsufficientScopeError(
+            f"access to {contract.name} denied: {reason}; sign in again asking for scope={' '.join(missing)!r}",
+            product=contract.name,
+            reason=reason,
+        )
     if not can_read(contract, principal):
         who = ", ".join(policy.access) if policy.access else "nobody (policy.access is empty)"
         roles = ", ".join(sorted(principal.roles)) or "no roles"

@@ -1,8 +1,10 @@
 """The streamable-HTTP deployment: one shared service, bearer-token principals, loopback by default.
 
-Middleware, outermost first: :class:`~servers.auth.BearerAuthMiddleware` (401 without a valid token),
+Middleware, outermost first: :class:`~servers.auth.BearerAuthMiddleware` (401 without a valid token:
+a hashed token or, with ``auth.mode: oauth``, an access token, see :mod:`servers.oauth`),
 :class:`~servers._body_limit.BodyLimitMiddleware` (413 for a body over ``server.max_request_bytes``,
-before any JSON is parsed), :class:`~servers.sessions.SessionGuardMiddleware` (sessions keep to their
+before any JSON is parsed), :class:`~servers._tool_scopes.ToolScopeMiddleware` (403 for a tool whose
+``auth.tool_scopes`` the token lacks), :class:`~servers.sessions.SessionGuardMiddleware` (sessions keep to their
 principal; refused requests are audited), then the SDK's streamable-HTTP app.
 """
 
@@ -17,11 +19,13 @@ from starlette.applications import Starlette
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from catalog.errors import ConfigError
 from servers._audit_trail import ANONYMOUS, refusal, write_audit
 from servers._body_limit import BodyLimitMiddleware
+from servers._tool_scopes import ToolScopeMiddleware
 from servers.auth import BearerAuthMiddleware, current_principal, http_args
 from servers.mcp import create_server
+from servers.oauth import OAuthVerifier, authenticator_for
+from servers.resource_metadata import metadata_routes, metadata_url
 from servers.service import DataProductsService
 from servers.sessions import SessionGuardMiddleware
 from servers.settings import Settings
@@ -36,13 +40,10 @@ def create_http_app(settings: Settings) -> Starlette:
     when the app shuts down.
 
     Raises:
-        ConfigError: the settings are incomplete (no principals with tokens, no hash salt).
+        ConfigError: the settings are incomplete (tokens mode and no principal with a token, an OAuth key
+            file that cannot be read, no hash salt).
     """
-    if not any(p.token_sha256 for p in settings.principals):
-        raise ConfigError(
-            "no principal has a token_sha256: HTTP needs at least one; "
-            "generate one with `dataproducts token NAME` and add it under principals:"
-        )
+    authenticator = authenticator_for(settings)
     service = DataProductsService.open(settings)
     mcp_server = create_server(settings, service=service)
     app = mcp_server.streamable_http_app(streamable_http_path=settings.server.path, host=settings.server.host)
@@ -55,8 +56,12 @@ def create_http_app(settings: Settings) -> Starlette:
                 yield
         finally:
             await service.aclose()
+            if isinstance(authenticator, OAuthVerifier):
+                await authenticator.aclose()
 
     app.router.lifespan_context = lifespan
+    public = metadata_routes(settings)  # RFC 9728 documents, served without a token
+    app.router.routes.extend(public)
     app.add_middleware(ClientGoneMiddleware)  # innermost: the SDK reads the body and may find the client gone
     app.add_middleware(SessionGuardMiddleware, audit=service.audit)  # added first: runs innermost
 
@@ -72,8 +77,23 @@ def create_http_app(settings: Settings) -> Starlette:
         )
         await write_audit(service.audit, record)
 
+    resource_metadata = metadata_url(settings)
+    if settings.auth.tool_scopes:  # inside the body limit: it reads the body
+        app.add_middleware(
+            ToolScopeMiddleware,
+            tool_scopes=settings.auth.tool_scopes,
+            audit=service.audit,
+            metadata_url=resource_metadata,
+        )
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.server.max_request_bytes, on_refused=audit_too_large)
-    app.add_middleware(BearerAuthMiddleware, settings=settings, audit=service.audit)
+    app.add_middleware(
+        BearerAuthMiddleware,
+        authenticator=authenticator,
+        audit=service.audit,
+        metadata_url=resource_metadata,
+        required_scopes=settings.auth.required_scopes,
+        public_paths=[route.path for route in public],
+    )
     return app
 
 

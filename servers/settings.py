@@ -19,6 +19,7 @@ Example::
     server: {host: 127.0.0.1, port: 8765, tools: [search_products, describe_product, query_product, run_sql]}
     checks: {every: 15m}          # serve runs the quality checks this often
     freshness: {cache_s: 60}      # a product's as_of is measured at most this often
+    auth: {mode: tokens}          # or oauth: see servers/auth_config.py
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from catalog.principal import Principal
 from catalog.query import Limits
 from connectors.base import ConnectionConfig
 from connectors.search_stores import SearchStoreConfig
+from servers.auth_config import AuthConfig
 
 __all__ = [
     "CONFIG_FILE",
@@ -193,6 +195,15 @@ class Settings(BaseSettings):
     search: SearchStoreConfig = Field(default_factory=SearchStoreConfig, description="where chunks are indexed")
     checks: ChecksConfig = Field(default_factory=ChecksConfig, description="scheduled quality checks")
     freshness: FreshnessConfig = Field(default_factory=FreshnessConfig, description="freshness measurement")
+    auth: AuthConfig = Field(default_factory=AuthConfig, description="HTTP authentication: tokens or oauth")
+
+    @field_validator("auth")
+    @classmethod
+    def _known_tools(cls, value: AuthConfig) -> AuthConfig:
+        unknown = sorted(set(value.tool_scopes) - set(TOOL_NAMES))
+        if unknown:
+            raise ValueError(f"auth.tool_scopes names unknown tool(s) {unknown}; tools are {list(TOOL_NAMES)}")
+        return value
 
     @field_validator("connections", mode="before")
     @classmethod

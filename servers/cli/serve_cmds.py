@@ -37,7 +37,12 @@ def _serve(settings: Settings, http: bool) -> None:
     Registry.from_url(settings.resolved_registry_url(), owned_dir=settings.workspace).close()  # fail before serving
     if http:
         url = f"http://{settings.server.host}:{settings.server.port}{settings.server.path}"
-        err_console.print(f"serving MCP over streamable HTTP at {url} (bearer token required); Ctrl-C stops")
+        needs = (
+            "bearer token"
+            if settings.auth.mode == "tokens"
+            else "OAuth access token for " + str(settings.auth.resource)
+        )
+        err_console.print(f"serving MCP over streamable HTTP at {url} ({needs} required); Ctrl-C stops")
         serve_http(settings)
     else:
         if not settings.stdio_principal:

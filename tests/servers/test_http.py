@@ -236,3 +236,11 @@ def test_a_body_over_the_limit_is_refused_before_it_is_parsed_and_audited(
     finally:
         registry.close()
     assert row.error_code == "request_too_large" and row.outcome == "error"
+
+
+def test_the_401_challenge_names_the_resource_metadata_served_without_a_token(server_url: str) -> None:
+    challenge = httpx.post(server_url, json={}).headers["www-authenticate"]
+    url = challenge.split('resource_metadata="', 1)[1].split('"', 1)[0]
+    assert url == server_url.replace("/mcp", "/.well-known/oauth-protected-resource/mcp")
+    document = httpx.get(url).json()
+    assert document == {"resource": server_url, "bearer_methods_supported": ["header"], "resource_name": "dataproducts"}
