@@ -3,7 +3,9 @@
 Middleware, outermost first: :class:`~servers.auth.BearerAuthMiddleware` (401 without a valid token),
 :class:`~servers._body_limit.BodyLimitMiddleware` (413 for a body over ``server.max_request_bytes``,
 before any JSON is parsed), :class:`~servers.sessions.SessionGuardMiddleware` (sessions keep to their
-principal; refused requests are audited), then the SDK's streamable-HTTP app.
+principal; refused requests are audited), then the SDK's streamable-HTTP app. Outside them all, requests
+under ``catalog_page.path`` go to the read-only catalog page (:mod:`servers.catalog_page`), which
+resolves its viewers itself (login session or bearer token).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from catalog.errors import ConfigError
 from servers._audit_trail import ANONYMOUS, refusal, write_audit
 from servers._body_limit import BodyLimitMiddleware
 from servers.auth import BearerAuthMiddleware, current_principal, http_args
+from servers.catalog_page import CatalogPageMount, create_catalog_page
 from servers.mcp import create_server
 from servers.service import DataProductsService
 from servers.sessions import SessionGuardMiddleware
@@ -74,6 +77,9 @@ def create_http_app(settings: Settings) -> Starlette:
 
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.server.max_request_bytes, on_refused=audit_too_large)
     app.add_middleware(BearerAuthMiddleware, settings=settings, audit=service.audit)
+    if settings.catalog_page.enabled:  # outermost: the page resolves its own viewers (servers.catalog_page)
+        page = create_catalog_page(settings, service)
+        app.add_middleware(CatalogPageMount, page=page, prefix=settings.catalog_page.path)
     return app
 
 

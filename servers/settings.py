@@ -42,6 +42,7 @@ from connectors.search_stores import SearchStoreConfig
 
 __all__ = [
     "CONFIG_FILE",
+    "CatalogPageConfig",
     "ChecksConfig",
     "FreshnessConfig",
     "TOOL_NAMES",
@@ -102,6 +103,17 @@ class ServerConfig(BaseModel):
         description="idle HTTP connections are closed after this long; keep it above the idle timeout of a "
         "proxy or client in front (a shorter one races with requests sent on the idle connection)",
     )
+
+
+class CatalogPageConfig(BaseModel):
+    """The read-only catalog page ``serve --http`` offers people under ``path`` (see servers/catalog_page)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = True
+    path: str = Field(default="/catalog", pattern=r"^/[A-Za-z0-9._~-]+(/[A-Za-z0-9._~-]+)*$", description="URL prefix")
+    session_ttl_s: float = Field(default=8 * 3600, ge=60, le=30 * 86400, description="a login lasts this long")
+    sample_rows: int = Field(default=20, ge=1, le=200, description="rows of the governed sample on a product page")
 
 
 class ModelsConfig(BaseModel):
@@ -186,6 +198,7 @@ class Settings(BaseSettings):
     search: SearchStoreConfig = Field(default_factory=SearchStoreConfig, description="where chunks are indexed")
     checks: ChecksConfig = Field(default_factory=ChecksConfig, description="scheduled quality checks")
     freshness: FreshnessConfig = Field(default_factory=FreshnessConfig, description="freshness measurement")
+    catalog_page: CatalogPageConfig = Field(default_factory=CatalogPageConfig, description="the catalog page")
 
     @field_validator("connections", mode="before")
     @classmethod
