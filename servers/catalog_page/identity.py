@@ -11,8 +11,9 @@ process until the session would have expired anyway.
 
 Cookies are HttpOnly, ``SameSite=Strict``, scoped to the page's path, and ``Secure`` when the request
 came over https. POST forms carry a CSRF token that must equal the value of a separate CSRF cookie
-(double submit; a cross-site page can neither read nor set it) and, when the browser sends ``Origin``,
-come from this site.
+(double submit; a cross-site page can neither read nor set it) and, when the browser sends ``Origin``
+or ``Sec-Fetch-Site``, come from this site (the page's ``Referrer-Policy: same-origin`` keeps browsers
+sending a real ``Origin`` rather than ``null``).
 
 :func:`principal_for_request` is the one place that maps a request to a principal: an identity
 provider's login (OAuth) plugs in there.
@@ -135,6 +136,8 @@ class SessionKeeper:
 
     def csrf_problem(self, request: Request, submitted: str | None) -> str | None:
         """Why a POST fails the CSRF check (None: it passes)."""
+        if request.headers.get("sec-fetch-site", "same-origin") not in ("same-origin", "none"):
+            return f"the form was posted from another site (Sec-Fetch-Site: {request.headers['sec-fetch-site']})"
         origin = request.headers.get("origin")
         if origin is not None and origin != f"{request.url.scheme}://{request.url.netloc}":
             return f"the form was posted from another site ({origin})"

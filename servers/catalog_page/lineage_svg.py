@@ -1,8 +1,8 @@
 """Lay out a lineage graph for the page: one column per hop from the product, edges as curves.
 
 The graph comes from ``get_lineage`` (already restricted to what the viewer may read). Upstream nodes
-go left of the product, downstream nodes right, each in the column of its shortest hop count; a column
-lists its nodes by name. The result is plain geometry; the template draws it as inline SVG (no
+go left of the product, downstream nodes right, each in the column of its longest path from the
+product; a column lists its nodes by name. The result is plain geometry; the template draws it as inline SVG (no
 script, no external asset).
 """
 
@@ -53,25 +53,43 @@ class LineageLayout:
 
 
 def _hops(result: LineageResult, focus: str) -> dict[str, int]:
-    """Each node's signed hop count from ``focus``: negative upstream, positive downstream."""
+    """Each node's signed column from ``focus``: negative upstream, positive downstream.
+
+    Columns follow the longest path from (or to) the product, so an edge between two downstream (or two
+    upstream) products always runs left to right; a cycle is cut after as many steps as there are nodes.
+    """
     incoming: dict[str, list[str]] = {}
     outgoing: dict[str, list[str]] = {}
     for edge in result.edges:
         incoming.setdefault(edge.target, []).append(edge.source)
         outgoing.setdefault(edge.source, []).append(edge.target)
-    hops = {focus: 0}
-    for index, sign in ((incoming, -1), (outgoing, 1)):
-        queue, seen = deque([(focus, 0)]), {focus}
-        while queue:
-            node, depth = queue.popleft()
-            for other in index.get(node, []):
-                if other not in seen:
-                    seen.add(other)
-                    hops.setdefault(other, sign * (depth + 1))
-                    queue.append((other, depth + 1))
+    downstream, upstream = _reached(outgoing, focus), _reached(incoming, focus)
+    upstream -= downstream
+    hops = {focus: 0, **dict.fromkeys(downstream, 1), **dict.fromkeys(upstream, -1)}
+    for _ in range(len(result.nodes)):
+        changed = False
+        for edge in result.edges:
+            s, t = edge.source, edge.target
+            if t in downstream and (s in downstream or s == focus) and hops[t] < hops[s] + 1:
+                hops[t], changed = hops[s] + 1, True
+            if s in upstream and (t in upstream or t == focus) and hops[s] > hops[t] - 1:
+                hops[s], changed = hops[t] - 1, True
+        if not changed:
+            break
     for info in result.nodes:
         hops.setdefault(info.id, 0)
     return hops
+
+
+def _reached(index: dict[str, list[str]], start: str) -> set[str]:
+    """The nodes reachable from ``start`` through ``index`` (``start`` itself excluded)."""
+    seen, queue = {start}, deque([start])
+    while queue:
+        for other in index.get(queue.popleft(), []):
+            if other not in seen:
+                seen.add(other)
+                queue.append(other)
+    return seen - {start}
 
 
 def _label(text: str) -> str:

@@ -14,7 +14,7 @@ served, refused (unknown product, access denied: the use case's error code) or a
 ``page:logout``. The use cases a page runs leave their own rows too, as over MCP.
 
 Responses are server-rendered Jinja2 (autoescaped) with a strict Content-Security-Policy (no script at
-all, styles from this server only), ``no-store`` caching, no framing and no referrer.
+all, styles from this server only), ``no-store`` caching, no framing and no referrer to other sites.
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ _SECURITY_HEADERS = [
     (b"content-security-policy", CSP.encode("ascii")),
     (b"x-content-type-options", b"nosniff"),
     (b"x-frame-options", b"DENY"),
-    (b"referrer-policy", b"no-referrer"),
+    (b"referrer-policy", b"same-origin"),
     (b"cache-control", b"no-store"),
 ]
 _STATUS = {

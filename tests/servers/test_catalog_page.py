@@ -122,6 +122,20 @@ def test_a_login_without_the_csrf_token_is_refused(client: TestClient, demo: Dem
     )
     assert cross_site.status_code == 403
     assert "another site" in cross_site.text
+    fetched_cross_site = client.post(
+        "/catalog/login",
+        data={"token": demo.tokens["ana"], "csrf": _csrf(client)},
+        headers={"sec-fetch-site": "cross-site"},
+    )
+    assert fetched_cross_site.status_code == 403
+
+
+def test_a_logout_without_the_csrf_token_keeps_the_session(client: TestClient, demo: DemoWorkspace) -> None:
+    login(client, demo.tokens["ana"])
+    response = client.post("/catalog/logout", data={"csrf": "forged"})
+    assert response.status_code == 403
+    assert "still logged in" in response.text
+    assert client.get("/catalog").status_code == 200
 
 
 def test_login_never_redirects_to_another_site(client: TestClient, demo: DemoWorkspace) -> None:
