@@ -15,10 +15,10 @@ from servers.results import LineageResult
 
 __all__ = ["LineageLayout", "PlacedEdge", "PlacedNode", "layout_lineage"]
 
-NODE_W, NODE_H = 190, 38
-GAP_X, GAP_Y = 70, 18
+NODE_W, NODE_H = 170, 38
+GAP_X, GAP_Y = 48, 16
 MARGIN = 12
-MAX_LABEL = 26
+MAX_LABEL = 24
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, quote
@@ -87,6 +88,7 @@ class CatalogPage:
         self.sample_rows = config.sample_rows
         self.sessions = SessionKeeper(settings, path=self.prefix, ttl_s=config.session_ttl_s)
         self.templates = Environment(loader=FileSystemLoader(_HERE / "templates"), autoescape=True)
+        self.templates.filters["when"] = _when
         self.stylesheet = (_HERE / "static" / "catalog.css").read_bytes()
 
     # -- rendering ----------------------------------------------------------------------------------
@@ -271,6 +273,17 @@ class CatalogPage:
         await write_audit(
             self.service.audit, refusal(ANONYMOUS, tool, {}, code=code, outcome="denied", started=started)
         )
+
+
+def _when(value: object) -> str:
+    """An ISO timestamp as ``2026-11-30 15:24 UTC`` (other values as they are)."""
+    try:
+        moment = datetime.fromisoformat(str(value))
+    except ValueError:
+        return str(value)
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(UTC)
+    return f"{moment:%Y-%m-%d %H:%M} UTC"
 
 
 def create_catalog_page(settings: Settings, service: DataProductsService) -> ASGIApp:

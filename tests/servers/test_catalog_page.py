@@ -309,3 +309,14 @@ def test_a_huge_or_non_form_post_is_refused_before_it_is_parsed(client: TestClie
     assert huge.status_code == 413
     as_json = client.post("/catalog/login", json={"token": "x", "csrf": csrf})
     assert as_json.status_code == 415
+
+
+def test_a_stale_product_that_refuses_reads_is_refused_on_the_page_too(
+    client: TestClient, demo: DemoWorkspace, audit_log: AuditLog
+) -> None:
+    login(client, demo.tokens["sam"])
+    response = client.get("/catalog/products/shop.fx_rates")
+    assert response.status_code == 409
+    assert "stale_data" in response.text and "sla.on_stale: refuse" in response.text
+    row = audit_log.query(principal="sam", tool="page:product", limit=1)[0]
+    assert (row.product, row.outcome, row.error_code) == ("shop.fx_rates", "error", "stale_data")
