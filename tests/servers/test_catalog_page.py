@@ -5,12 +5,17 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from html import unescape
+from pathlib import Path
 
 import pytest
+import yaml
 from starlette.testclient import TestClient
 
+import servers
 from catalog.audit import AuditLog
+from catalog.contract import ProductContract
 from catalog.errors import ConfigError
+from catalog.loader import load_contract_file
 from catalog.registry import Registry
 from servers.demo import DemoWorkspace
 from servers.http import create_http_app
@@ -320,3 +325,31 @@ def test_a_stale_product_that_refuses_reads_is_refused_on_the_page_too(
     assert "stale_data" in response.text and "sla.on_stale: refuse" in response.text
     row = audit_log.query(principal="sam", tool="page:product", limit=1)[0]
     assert (row.product, row.outcome, row.error_code) == ("shop.fx_rates", "error", "stale_data")
+
+
+def test_aggregate_only_columns_are_left_out_of_the_sample(demo: DemoWorkspace, tmp_path: Path) -> None:
+    settings = load_settings(demo.config_path, registry_url=f"sqlite:///{tmp_path / 'registry.db'}")
+    data = yaml.safe_load((Path(servers.__file__).parent / "demo_contracts" / "shop.orders.yaml").read_text("utf-8"))
+    data["policy"]["aggregate_only"] = {"columns": ["customer_id"], "min_group_size": 5, "unless": "role:pii-reader"}
+    with Registry.from_url(settings.resolved_registry_url()) as registry:
+        registry.register(ProductContract.model_validate(data), actor="tests")
+        for path in demo.contract_paths:
+            for contract in load_contract_file(path):
+                if contract.name != "shop.orders":
+                    registry.register(contract, actor="tests")
+    with TestClient(create_http_app(settings), follow_redirects=False) as client:
+        login(client, demo.tokens["ana"])
+        page = client.get("/catalog/products/shop.orders").text
+    assert "aggregates only (groups of 5+)" in page.split('data-column="customer_id"', 1)[1].split("</tr>", 1)[0]
+    assert sample_cells(page, "order_id") and not sample_cells(page, "customer_id")
+    assert "aggregate-only columns left out: customer_id" in page
+
+
+def test_a_login_over_https_sets_a_secure_cookie(page_settings: Settings, demo: DemoWorkspace) -> None:
+    with TestClient(create_http_app(page_settings), base_url="https://testserver", follow_redirects=False) as client:
+        login(client, demo.tokens["ana"])
+        assert client.get("/catalog").status_code == 200
+    with TestClient(create_http_app(page_settings), base_url="https://testserver", follow_redirects=False) as client:
+        response = client.post("/catalog/login", data={"token": demo.tokens["ana"], "csrf": _csrf(client)})
+    cookie = next(h for h in response.headers.get_list("set-cookie") if h.startswith("dp_session="))
+    assert "Secure" in cookie
