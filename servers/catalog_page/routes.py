@@ -36,7 +36,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from catalog.errors import AuditError, ConfigError, DataProductsError
 from catalog.principal import Principal
 from servers._audit_trail import ANONYMOUS, CallStats, audited_call, refusal, write_audit
-from servers.catalog_page.identity import SessionKeeper, principal_for_request
+from servers.catalog_page.identity import SESSION_COOKIE, SessionKeeper, principal_for_request
 from servers.catalog_page.views import list_products, product_page
 from servers.service import DataProductsService
 from servers.settings import Settings
@@ -221,7 +221,7 @@ class CatalogPage:
             )
         response = RedirectResponse(f"{self.prefix}/login", status_code=303)
         self.sessions.clear_cookie(response, request)
-        session = self.sessions.session(request.cookies.get("dp_session"))
+        session = self.sessions.session(request.cookies.get(SESSION_COOKIE))
         if session is None:
             return response
         self.sessions.revoke(session)
@@ -238,10 +238,12 @@ class CatalogPage:
 
     def _next(self, target: str | None) -> str:
         """Where to go after logging in: a page of this catalog, never another site."""
-        if target and (target == self.prefix or target.startswith(self.prefix + "/")) and "//" not in target:
-            if "\\" not in target and not target.startswith(f"{self.prefix}/login"):
-                return target
-        return self.prefix
+        if not target or not (target == self.prefix or target.startswith(self.prefix + "/")):
+            return self.prefix
+        path = target.split("?", 1)[0]
+        if "//" in target or "\\" in target or ".." in path.split("/") or path.startswith(f"{self.prefix}/login"):
+            return self.prefix
+        return target
 
     async def _form(self, request: Request) -> dict[str, str]:
         """The posted form, once its size, type and CSRF token pass.

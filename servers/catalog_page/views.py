@@ -12,7 +12,8 @@ place; the page fails as a whole only when the product cannot be described to th
 access denied).
 
 Version history comes from the registry once ``describe_product`` has granted access; its diffs never
-show row filter conditions (describe keeps them private too) nor lineage names the viewer may not read.
+show row filter conditions (describe keeps them private too) nor the names of products the viewer may
+not read.
 """
 
 from __future__ import annotations
@@ -134,9 +135,10 @@ async def _sample(service: DataProductsService, principal: Principal, page: Prod
 def version_history(registry: Registry, name: str, readable: set[str]) -> list[VersionEntry]:
     """Every registered version of ``name``, newest first, each with its changes from the previous one.
 
-    Row filter conditions are not shown (only whom a filter applies to); lineage changes name only
-    products in ``readable``.
+    Row filter conditions are not shown (only whom a filter applies to), nor is a change that names a
+    registered product outside ``readable`` (only what changed: ``lineage.downstream changed``).
     """
+    hidden = {entry.name for entry in registry.list_entries()} - readable
     versions = registry.versions(name)
     events = registry.history(name)
     registered = {e.version: e for e in events if e.event == "registered"}
@@ -150,7 +152,7 @@ def version_history(registry: Registry, name: str, readable: set[str]) -> list[V
         if previous is not None:
             diff = diff_contracts(previous, contract)
             entry.breaking = diff.breaking
-            entry.changes = [_shown_change(line, readable) for line in diff.changes()]
+            entry.changes = [_shown_change(line, hidden) for line in diff.changes()]
         else:
             entry.changes = ["first registered version"]
         entry.deprecated_note = deprecated.get(version)
@@ -159,15 +161,12 @@ def version_history(registry: Registry, name: str, readable: set[str]) -> list[V
     return entries[::-1]
 
 
-def _shown_change(line: str, readable: set[str]) -> str:
-    """A diff line as a reader may see it."""
+def _shown_change(line: str, hidden: set[str]) -> str:
+    """A diff line as a reader may see it: no row filter condition, no product in ``hidden``."""
     if match := _ROW_FILTER_CHANGE.match(line):
         return match.group(1) + " (its condition is not shown)"
-    if line.startswith("lineage."):
-        path = line.split(":", 1)[0]
-        named = re.findall(r"[A-Za-z0-9_]+\.[A-Za-z0-9_.]+", line.split(":", 1)[1] if ":" in line else "")
-        if any(n not in readable for n in named):
-            return f"{path} changed"
+    if any(re.search(rf"(?<![\w.]){re.escape(name)}(?![\w])", line) for name in hidden):
+        return line.split(":", 1)[0] + " changed (it names a product you may not read)"
     return line
 
 

@@ -144,7 +144,13 @@ def test_a_logout_without_the_csrf_token_keeps_the_session(client: TestClient, d
 
 
 def test_login_never_redirects_to_another_site(client: TestClient, demo: DemoWorkspace) -> None:
-    for target in ("https://evil.example/", "//evil.example/catalog", "/catalog//evil.example", "/mcp"):
+    for target in (
+        "https://evil.example/",
+        "//evil.example/catalog",
+        "/catalog//evil.example",
+        "/mcp",
+        "/catalog/../mcp",
+    ):
         response = client.post(
             "/catalog/login", data={"token": demo.tokens["ana"], "csrf": _csrf(client), "next": target}
         )

@@ -50,7 +50,9 @@ def test_history_never_shows_a_row_filter_condition_nor_unreadable_products(tmp_
         {"when": "role:vip", "where": "channel = 'secret-42'"},
     ]
     v2 = _changed(v1, "1.1.0", policy__row_filters=filters, lineage__downstream=["hidden.product", "shop.order_lines"])
+    (hidden,) = load_contract_file(DEMO_CONTRACTS / "shop.fx_rates.yaml")
     with Registry.from_url(f"sqlite:///{tmp_path / 'registry.db'}") as registry:
+        registry.register(hidden.model_copy(update={"name": "hidden.product"}), actor="owner")
         registry.register(v1, actor="owner")
         registry.register(v2, actor="owner")
         history = version_history(registry, "shop.orders", {"shop.orders", "shop.order_lines"})
@@ -58,4 +60,4 @@ def test_history_never_shows_a_row_filter_condition_nor_unreadable_products(tmp_
     assert "policy: row filter added for role:vip (its condition is not shown)" in shown
     assert "secret-42" not in shown
     assert "hidden.product" not in shown
-    assert "lineage.downstream changed" in shown
+    assert "lineage.downstream changed (it names a product you may not read)" in shown
