@@ -26,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal, get_args
 
@@ -111,9 +112,16 @@ class CatalogPageConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     enabled: bool = True
-    path: str = Field(default="/catalog", pattern=r"^/[A-Za-z0-9._~-]+(/[A-Za-z0-9._~-]+)*$", description="URL prefix")
+    path: str = Field(default="/catalog", description="URL prefix, e.g. /catalog")
     session_ttl_s: float = Field(default=8 * 3600, ge=60, le=30 * 86400, description="a login lasts this long")
     sample_rows: int = Field(default=20, ge=1, le=200, description="rows of the governed sample on a product page")
+
+    @field_validator("path")
+    @classmethod
+    def _url_prefix(cls, value: str) -> str:
+        if not re.fullmatch(r"(/[A-Za-z0-9._~-]+)+", value) or "/../" in value + "/" or "/./" in value + "/":
+            raise ValueError(f"{value!r} is no URL prefix; use a path like /catalog (letters, digits, . _ ~ -)")
+        return value
 
 
 class ModelsConfig(BaseModel):
