@@ -232,7 +232,7 @@ class CatalogPage:
         return await audited_call(self.service.audit, session.principal, "page:logout", {}, run)
 
     async def stylesheet_file(self, request: Request) -> Response:
-        return Response(self.stylesheet, media_type="text/css", headers={"cache-control": "max-age=3600"})
+        return Response(self.stylesheet, media_type="text/css")
 
     # -- helpers ------------------------------------------------------------------------------------
 
