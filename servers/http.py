@@ -5,7 +5,9 @@ a hashed token or, with ``auth.mode: oauth``, an access token, see :mod:`servers
 :class:`~servers._body_limit.BodyLimitMiddleware` (413 for a body over ``server.max_request_bytes``,
 before any JSON is parsed), :class:`~servers._tool_scopes.ToolScopeMiddleware` (403 for a tool whose
 ``auth.tool_scopes`` the token lacks), :class:`~servers.sessions.SessionGuardMiddleware` (sessions keep to their
-principal; refused requests are audited), then the SDK's streamable-HTTP app.
+principal; refused requests are audited), then the SDK's streamable-HTTP app. Outside them all, requests
+under ``catalog_page.path`` go to the read-only catalog page (:mod:`servers.catalog_page`), which
+resolves its viewers itself (login session or bearer token).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from servers._audit_trail import ANONYMOUS, refusal, write_audit
 from servers._body_limit import BodyLimitMiddleware
 from servers._tool_scopes import ToolScopeMiddleware
 from servers.auth import BearerAuthMiddleware, current_principal, http_args
+from servers.catalog_page import CatalogPageMount, create_catalog_page
 from servers.mcp import create_server
 from servers.oauth import OAuthVerifier, authenticator_for
 from servers.resource_metadata import metadata_routes, metadata_url
@@ -94,6 +97,9 @@ def create_http_app(settings: Settings) -> Starlette:
         required_scopes=settings.auth.required_scopes,
         public_paths=[route.path for route in public],
     )
+    if settings.catalog_page.enabled:  # outermost: the page resolves its own viewers (servers.catalog_page)
+        page = create_catalog_page(settings, service)
+        app.add_middleware(CatalogPageMount, page=page, prefix=settings.catalog_page.path)
     return app
 
 

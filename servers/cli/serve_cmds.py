@@ -43,6 +43,9 @@ def _serve(settings: Settings, http: bool) -> None:
             else "OAuth access token for " + str(settings.auth.resource)
         )
         err_console.print(f"serving MCP over streamable HTTP at {url} ({needs} required); Ctrl-C stops")
+        if settings.catalog_page.enabled:
+            page = f"http://{settings.server.host}:{settings.server.port}{settings.catalog_page.path}"
+            err_console.print(f"catalog page for people at {page} (log in with a principal's token)")
         serve_http(settings)
     else:
         if not settings.stdio_principal:
