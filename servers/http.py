@@ -98,7 +98,7 @@ def create_http_app(settings: Settings) -> Starlette:
         public_paths=[route.path for route in public],
     )
     if settings.catalog_page.enabled:  # outermost: the page resolves its own viewers (servers.catalog_page)
-        page = create_catalog_page(settings, service)
+        page = create_catalog_page(settings, service, authenticator)  # the same tokens, the same checks
         app.add_middleware(CatalogPageMount, page=page, prefix=settings.catalog_page.path)
     return app
 
