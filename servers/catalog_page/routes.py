@@ -74,6 +74,7 @@ _SECURITY_HEADERS = [
 _STATUS = {
     "not_found": 404,
     "access_denied": 403,
+    "insufficient_scope": 403,
     "invalid_request": 400,
     "stale_data": 409,
     "unavailable": 503,
