@@ -11,6 +11,7 @@ import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -130,8 +131,8 @@ def test_a_pasted_access_token_opens_a_session_that_holds_no_token_and_ends_with
     assert response.status_code == 303, response.text
     cookie = site.client.cookies["dp_session"]
     assert token not in cookie and token.split(".")[1] not in cookie  # neither the token nor its claims part
-    max_age = int(re.search(r"dp_session=[^;]+;.*?Max-Age=(\d+)", response.headers["set-cookie"], re.I)[1])  # type: ignore[index]
-    assert max_age <= 3
+    max_age = re.search(r"dp_session=[^;]+;.*?Max-Age=(\d+)", response.headers["set-cookie"], re.I)
+    assert max_age is not None and int(max_age[1]) <= 3
     page = site.client.get("/catalog/products/shop.orders")
     assert page.status_code == 200
     assert regions_in_sample(page.text) == {"EU"}  # eve's role claim brings its row filter
@@ -333,3 +334,16 @@ def test_sign_in_settings_are_checked(demo: DemoWorkspace, issuer: Issuer) -> No
         oauth_settings(demo, issuer, page_issuer="https://other.example.org")
     with pytest.raises(Exception, match="needs auth.mode: oauth"):
         load_settings(demo.config_path, auth={"page_client_id": "x"})
+
+
+def test_the_readme_page_client_configuration_loads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DATAPRODUCTS_PAGE_CLIENT_SECRET", "from-the-environment")
+    readme = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
+    section = readme.split("### Signing in to the catalog page", 1)[1]
+    config = tmp_path / "dataproducts.yaml"
+    config.write_text(section.split("```yaml\n", 1)[1].split("```", 1)[0], encoding="utf-8")
+    auth = load_settings(config).auth
+    assert auth.page_client_id == "dataproducts-catalog"
+    assert auth.page_client_secret is not None
+    assert auth.page_client_secret.get_secret_value() == "from-the-environment"
+    assert auth.page_scopes == ["openid", "dataproducts"]
