@@ -47,6 +47,7 @@ from itsdangerous import BadSignature, URLSafeTimedSerializer
 from starlette.requests import Request
 from starlette.responses import Response
 
+from catalog.audit import Outcome
 from catalog.principal import Principal
 from servers._audit_trail import ANONYMOUS
 from servers.auth import Authenticated, Authenticator, TokenRejectedError
@@ -63,6 +64,8 @@ __all__ = [
 
 SESSION_COOKIE = "dp_session"
 CSRF_COOKIE = "dp_csrf"
+#: The longest session cookie issued: browsers drop cookies over 4096 bytes (name and attributes included).
+MAX_COOKIE_CHARS = 3800
 
 
 @dataclass(frozen=True)
@@ -86,6 +89,11 @@ class LoginRefusedError(Exception):
     def __init__(self, status: int, code: str, message: str, *, principal: str = ANONYMOUS) -> None:
         super().__init__(message)
         self.status, self.code, self.message, self.principal = status, code, message, principal
+
+    @property
+    def outcome(self) -> Outcome:
+        """The audit row's outcome: ``error`` when the token could not be checked, else ``denied``."""
+        return "error" if self.status >= 500 else "denied"
 
 
 class SessionKeeper:
@@ -165,7 +173,16 @@ class SessionKeeper:
             expires = min(expires, float(exp))
             iss = (found.access.claims or {}).get("iss")
             issuer = iss if isinstance(iss, str) else None
-        return Session(found.principal, secrets.token_urlsafe(18), expires, issuer)
+        session = Session(found.principal, secrets.token_urlsafe(18), expires, issuer)
+        if len(self.cookie_value(session)) > MAX_COOKIE_CHARS:
+            raise LoginRefusedError(
+                400,
+                "invalid_request",
+                f"the token gives {len(found.principal.roles)} roles, too many to keep in a browser's session "
+                f"cookie: map only the roles your policies name into the {self.settings.auth.roles_claim!r} claim",
+                principal=found.principal.name,
+            )
+        return session
 
     def cookie_value(self, session: Session) -> str:
         """The signed cookie of ``session``: never the token (see the module docstring for what it holds)."""

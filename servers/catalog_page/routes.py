@@ -157,7 +157,7 @@ class CatalogPage:
         except LoginRefusedError as exc:  # a bearer token the MCP endpoint would refuse too
             await write_audit(
                 self.service.audit,
-                refusal(exc.principal, tool, args, code=exc.code, outcome="denied", started=started),
+                refusal(exc.principal, tool, args, code=exc.code, outcome=exc.outcome, started=started),
             )
             heading = _HEADINGS.get(exc.status, "Refused")
             return self.render(
@@ -234,7 +234,7 @@ class CatalogPage:
         except LoginRefusedError as exc:
             await write_audit(
                 self.service.audit,
-                refusal(exc.principal, "page:login", {}, code=exc.code, outcome="denied", started=started),
+                refusal(exc.principal, "page:login", {}, code=exc.code, outcome=exc.outcome, started=started),
             )
             return self.render(
                 request, "login.html", principal=None, status=exc.status, next=target, problem=exc.message
@@ -311,7 +311,7 @@ class CatalogPage:
     async def _sign_in_refused(self, request: Request, exc: LoginRefusedError, target: str, started: float) -> Response:
         await write_audit(
             self.service.audit,
-            refusal(exc.principal, "page:login", {"via": "oauth"}, code=exc.code, outcome="denied", started=started),
+            refusal(exc.principal, "page:login", {"via": "oauth"}, code=exc.code, outcome=exc.outcome, started=started),
         )
         return self.render(request, "login.html", principal=None, status=exc.status, next=target, problem=exc.message)
 

@@ -8,6 +8,7 @@ the issuer is a real HTTP server the browser's hops go to through httpx.
 from __future__ import annotations
 
 import re
+import secrets
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -347,3 +348,34 @@ def test_the_readme_page_client_configuration_loads(tmp_path: Path, monkeypatch:
     assert auth.page_client_secret is not None
     assert auth.page_client_secret.get_secret_value() == "from-the-environment"
     assert auth.page_scopes == ["openid", "dataproducts"]
+
+
+def test_a_token_with_more_roles_than_a_cookie_holds_is_refused_with_the_fix(site: Site) -> None:
+    crowded = {
+        **EVE,
+        "realm_access": {"roles": ["sales-eu", *(f"group-{secrets.token_hex(8)}" for _ in range(300))]},
+    }
+    response = paste(site.client, site.token(crowded))
+    assert response.status_code == 400
+    assert "too many to keep" in response.text and "realm_access.roles" in response.text
+    assert "dp_session" not in site.client.cookies
+
+
+def test_an_introspection_endpoint_that_does_not_answer_is_a_503_audited_as_an_error(
+    demo: DemoWorkspace, issuer: Issuer
+) -> None:
+    settings = oauth_settings(demo, issuer)
+    unreachable = {"introspection_endpoint": "http://127.0.0.1:9/introspect"}
+    settings.auth.issuers[0] = settings.auth.issuers[0].model_copy(update=unreachable)
+    token = issuer.opaque_token(aud=RESOURCE, scope=READ, email="eve@example.org")
+    registry = Registry.from_url(settings.resolved_registry_url())
+    try:
+        with TestClient(create_http_app(settings), follow_redirects=False) as client:
+            response = client.get("/catalog", headers={"Authorization": f"Bearer {token}"})
+            assert response.status_code == 503
+            assert "try again shortly" in response.text
+            assert paste(client, token).status_code == 503
+        row = AuditLog.from_registry(registry).query(principal="anonymous", tool="page:login", limit=1)[0]
+    finally:
+        registry.close()
+    assert (row.outcome, row.error_code) == ("error", "auth_unavailable")
