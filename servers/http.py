@@ -7,7 +7,7 @@ before any JSON is parsed), :class:`~servers._tool_scopes.ToolScopeMiddleware` (
 ``auth.tool_scopes`` the token lacks), :class:`~servers.sessions.SessionGuardMiddleware` (sessions keep to their
 principal; refused requests are audited), then the SDK's streamable-HTTP app. Outside them all, requests
 under ``catalog_page.path`` go to the read-only catalog page (:mod:`servers.catalog_page`), which
-resolves its viewers itself (login session or bearer token).
+resolves its viewers itself (login session or bearer token, checked by the same authenticator).
 """
 
 from __future__ import annotations

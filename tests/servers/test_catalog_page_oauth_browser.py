@@ -77,6 +77,8 @@ def test_signing_in_at_the_issuer_in_the_browser_shows_the_row_filtered_sample(
             page = context.new_page()
             page.goto(f"{base}/catalog/products/shop.orders")
             assert page.url.startswith(f"{base}/catalog/login")
+            ARTIFACTS.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(ARTIFACTS / "login-oauth.png"), full_page=True)
             page.click("#sign-in")
             page.wait_for_url(f"{base}/catalog/products/shop.orders")  # back where eve was going, signed in
             assert page.locator("#principal").inner_text() == "eve@example.org"
@@ -85,7 +87,6 @@ def test_signing_in_at_the_issuer_in_the_browser_shows_the_row_filtered_sample(
             raw = page.request.get(f"{base}/catalog/products/shop.orders").text()
             sample = raw.split('id="sample"', 1)[1].split("</table>", 1)[0]
             assert set(re.findall(r'<td data-column="region">([^<]*)</td>', sample)) == {"EU"}
-            ARTIFACTS.mkdir(parents=True, exist_ok=True)
             page.screenshot(path=str(ARTIFACTS / "product-eve-oauth.png"), full_page=True)
             assert not any(c["name"] == "dp_oauth" for c in context.cookies())  # the flow's cookie is gone
         finally:
