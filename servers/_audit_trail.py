@@ -27,6 +27,7 @@ import anyio.to_thread
 from catalog.audit import AuditLog, AuditRecord, Outcome, digest_args
 from catalog.errors import AccessDeniedError, DataProductsError
 from catalog.principal import Principal
+from servers.prometheus_metrics import observe_audit
 
 __all__ = ["ANONYMOUS", "CallStats", "audit_scope", "audited_call", "refusal", "write_audit"]
 
@@ -53,7 +54,8 @@ def audit_scope() -> Iterator[list[AuditRecord]]:
 
 
 async def write_audit(log: AuditLog, record: AuditRecord) -> None:
-    """Write ``record`` (group-committed with concurrent calls' rows) and count it for the open scopes.
+    """Write ``record`` (group-committed with concurrent calls' rows) and count it for the open scopes
+    and in the Prometheus metrics (:func:`~servers.prometheus_metrics.observe_audit`).
 
     Returns once the row has committed. The wait is shielded: a cancelled caller still waits for its
     row, as it would for a write in progress. On asyncio the wait holds no worker thread, so the rows
@@ -62,12 +64,18 @@ async def write_audit(log: AuditLog, record: AuditRecord) -> None:
     Raises:
         AuditError: the row could not be written; the caller must refuse the request (fail closed).
     """
+    submitted = time.perf_counter()
     committed = log.submit(record)
     with anyio.CancelScope(shield=True):
-        if _on_asyncio():
-            await asyncio.wrap_future(committed)
-        else:
-            await anyio.to_thread.run_sync(committed.result)
+        try:
+            if _on_asyncio():
+                await asyncio.wrap_future(committed)
+            else:
+                await anyio.to_thread.run_sync(committed.result)
+        except BaseException:
+            observe_audit(record, None)
+            raise
+    observe_audit(record, time.perf_counter() - submitted)
     rows = _written.get()
     if rows is not None:
         rows.append(record)

@@ -1,6 +1,8 @@
 """The streamable-HTTP deployment: one shared service, bearer-token principals, loopback by default.
 
-Middleware, outermost first: :class:`~servers.auth.BearerAuthMiddleware` (401 without a valid token),
+Middleware, outermost first: :class:`~servers.telemetry.TraceContextMiddleware` (the request's ``traceparent``),
+:class:`~servers.prometheus_metrics.MetricsMiddleware` (``metrics.path``; here unless ``metrics.require_token``),
+:class:`~servers.auth.BearerAuthMiddleware` (401 without a valid token),
 :class:`~servers._body_limit.BodyLimitMiddleware` (413 for a body over ``server.max_request_bytes``,
 before any JSON is parsed), :class:`~servers.sessions.SessionGuardMiddleware` (sessions keep to their
 principal; refused requests are audited), then the SDK's streamable-HTTP app.
@@ -13,6 +15,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import uvicorn
+from opentelemetry.trace import TracerProvider
 from starlette.applications import Starlette
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -22,29 +25,38 @@ from servers._audit_trail import ANONYMOUS, refusal, write_audit
 from servers._body_limit import BodyLimitMiddleware
 from servers.auth import BearerAuthMiddleware, current_principal, http_args
 from servers.mcp import create_server
+from servers.prometheus_metrics import MetricsMiddleware
 from servers.service import DataProductsService
 from servers.sessions import SessionGuardMiddleware
 from servers.settings import Settings
+from servers.telemetry import TraceContextMiddleware
 
 __all__ = ["create_http_app", "serve_http"]
 
 
-def create_http_app(settings: Settings) -> Starlette:
+def create_http_app(settings: Settings, *, tracer_provider: TracerProvider | None = None) -> Starlette:
     """A Starlette app serving MCP at ``settings.server.path``; every request needs a bearer token.
 
     The service (registry, connectors) is opened once here and shared by all sessions; it is closed
     when the app shuts down.
 
+    ``metrics.path`` serves Prometheus metrics, behind the bearer check only when
+    ``metrics.require_token``; a request's ``traceparent`` header parents its calls' spans (see
+    :mod:`servers.telemetry`; ``tracer_provider`` as in :func:`~servers.mcp.create_server`).
+
     Raises:
-        ConfigError: the settings are incomplete (no principals with tokens, no hash salt).
+        ConfigError: the settings are incomplete (no principals with tokens, no hash salt), or the
+            metrics path is the MCP path.
     """
     if not any(p.token_sha256 for p in settings.principals):
         raise ConfigError(
             "no principal has a token_sha256: HTTP needs at least one; "
             "generate one with `dataproducts token NAME` and add it under principals:"
         )
+    if settings.metrics.enabled and settings.metrics.path == settings.server.path:
+        raise ConfigError(f"metrics.path {settings.metrics.path!r} is the MCP path (server.path): pick another")
     service = DataProductsService.open(settings)
-    mcp_server = create_server(settings, service=service)
+    mcp_server = create_server(settings, service=service, tracer_provider=tracer_provider)
     app = mcp_server.streamable_http_app(streamable_http_path=settings.server.path, host=settings.server.host)
     inner = app.router.lifespan_context
 
@@ -73,7 +85,13 @@ def create_http_app(settings: Settings) -> Starlette:
         await write_audit(service.audit, record)
 
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.server.max_request_bytes, on_refused=audit_too_large)
+    metrics = settings.metrics
+    if metrics.enabled and metrics.require_token:
+        app.add_middleware(MetricsMiddleware, path=metrics.path)  # behind the bearer check
     app.add_middleware(BearerAuthMiddleware, settings=settings, audit=service.audit)
+    if metrics.enabled and not metrics.require_token:
+        app.add_middleware(MetricsMiddleware, path=metrics.path)  # before the bearer check: no token needed
+    app.add_middleware(TraceContextMiddleware)  # outermost: the trace context holds for the whole request
     return app
 
 

@@ -29,6 +29,7 @@ from catalog.quality_log import CheckResult
 from catalog.query import RowSet
 from catalog.sqlguard import connection_of, parse_product_sql
 from servers._audit_trail import CallStats, audited_call
+from servers.prometheus_metrics import timed_run
 from servers.quality import checking_forever, run_contract_checks
 from servers.results import (
     ProductSummary,
@@ -111,11 +112,12 @@ class QualityUseCases:
         else:
             contracts = await anyio.to_thread.run_sync(lambda: self.registry.list_contracts(include_deprecated=False))
         results: list[CheckResult] = []
-        for contract in contracts:
-            found = await run_contract_checks(contract, self._operator_rows, clock=utc_now)
-            await anyio.to_thread.run_sync(lambda found=found: self.quality.record(found))  # type: ignore[misc]
-            self.trust.forget(contract.name)
-            results.extend(found)
+        with timed_run("check"):
+            for contract in contracts:
+                found = await run_contract_checks(contract, self._operator_rows, clock=utc_now)
+                await anyio.to_thread.run_sync(lambda found=found: self.quality.record(found))  # type: ignore[misc]
+                self.trust.forget(contract.name)
+                results.extend(found)
         return results
 
     @asynccontextmanager

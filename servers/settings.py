@@ -19,6 +19,8 @@ Example::
     server: {host: 127.0.0.1, port: 8765, tools: [search_products, describe_product, query_product, run_sql]}
     checks: {every: 15m}          # serve runs the quality checks this often
     freshness: {cache_s: 60}      # a product's as_of is measured at most this often
+    telemetry: {otlp_endpoint: "http://localhost:4318/v1/traces"}   # spans over OTLP (optional)
+    metrics: {require_token: false}                                  # GET /metrics for Prometheus
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from catalog.principal import Principal
 from catalog.query import Limits
 from connectors.base import ConnectionConfig
 from connectors.search_stores import SearchStoreConfig
+from servers.observability_settings import MetricsConfig, TelemetryConfig
 
 __all__ = [
     "CONFIG_FILE",
@@ -186,6 +189,8 @@ class Settings(BaseSettings):
     search: SearchStoreConfig = Field(default_factory=SearchStoreConfig, description="where chunks are indexed")
     checks: ChecksConfig = Field(default_factory=ChecksConfig, description="scheduled quality checks")
     freshness: FreshnessConfig = Field(default_factory=FreshnessConfig, description="freshness measurement")
+    telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig, description="OpenTelemetry traces")
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig, description="Prometheus metrics over HTTP")
 
     @field_validator("connections", mode="before")
     @classmethod

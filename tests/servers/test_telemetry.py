@@ -1,0 +1,190 @@
+"""Spans of tool calls and resource reads, captured from the real server with the SDK's in-memory exporter."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import pytest
+from mcp import Client
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import StatusCode
+
+from catalog.errors import ConfigError
+from servers.mcp import create_server
+from servers.observability_settings import TelemetryConfig
+from servers.settings import PrincipalConfig, Settings
+from servers.telemetry import tracer_for
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def exporter() -> Iterator[InMemorySpanExporter]:
+    yield InMemorySpanExporter()
+
+
+@pytest.fixture
+def provider(exporter: InMemorySpanExporter) -> Iterator[TracerProvider]:
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    yield provider
+    provider.shutdown()
+
+
+@pytest.fixture
+def guarded(settings: Settings) -> Settings:
+    """The demo settings plus eve, a principal no product grants access to."""
+    settings.principals.append(PrincipalConfig(name="eve", roles=["guest"]))
+    return settings
+
+
+async def _client(settings: Settings, provider: TracerProvider, principal: str) -> AsyncIterator[Client]:
+    server = create_server(settings, principal=settings.principal(principal), tracer_provider=provider)
+    async with Client(server) as client:
+        yield client
+
+
+def only_call_span(exporter: InMemorySpanExporter, name: str) -> ReadableSpan:
+    found = [s for s in exporter.get_finished_spans() if s.name == name]
+    assert len(found) == 1, [s.name for s in exporter.get_finished_spans()]
+    return found[0]
+
+
+async def call(settings: Settings, provider: TracerProvider, principal: str, tool: str, args: dict[str, Any]) -> Any:
+    async for client in _client(settings, provider, principal):
+        return await client.call_tool(tool, args)
+
+
+async def test_an_unfiltered_read_is_allowed_with_its_version_store_rows_and_freshness(
+    guarded: Settings, provider: TracerProvider, exporter: InMemorySpanExporter
+) -> None:
+    result = await call(guarded, provider, "sam", "query_product", {"product": "shop.orders", "limit": 7})
+    assert not result.is_error, result.content
+    attrs = only_call_span(exporter, "dataproducts query_product").attributes
+    assert attrs is not None
+    assert attrs["dataproducts.tool"] == "query_product"
+    assert attrs["dataproducts.principal"] == "sam"
+    assert attrs["dataproducts.product"] == "shop.orders"
+    assert attrs["dataproducts.contract.version"] == "1.0.0"
+    assert attrs["dataproducts.policy.decision"] == "allowed"
+    assert attrs["dataproducts.policy.row_filters"] == 0
+    assert attrs["dataproducts.rows"] == 7
+    assert attrs["dataproducts.store"] == "sqlite"
+    assert attrs["dataproducts.freshness"] == result.structured_content["freshness"][0]["state"]
+    assert attrs["dataproducts.outcome"] == "ok"
+    assert "dataproducts.error.code" not in attrs
+
+
+async def test_a_row_filtered_read_is_filtered(
+    guarded: Settings, provider: TracerProvider, exporter: InMemorySpanExporter
+) -> None:
+    result = await call(guarded, provider, "ana", "query_product", {"product": "shop.orders", "limit": 3})
+    assert not result.is_error, result.content
+    attrs = only_call_span(exporter, "dataproducts query_product").attributes
+    assert attrs is not None
+    assert attrs["dataproducts.policy.decision"] == "filtered"
+    assert attrs["dataproducts.policy.row_filters"] == 1
+    assert attrs["dataproducts.principal"] == "ana"
+
+
+async def test_a_masked_read_is_masked_and_names_its_masked_columns(
+    guarded: Settings, provider: TracerProvider, exporter: InMemorySpanExporter
+) -> None:
+    result = await call(guarded, provider, "ana", "run_sql", {"sql": "SELECT email FROM shop.customers LIMIT 2"})
+    assert not result.is_error, result.content
+    attrs = only_call_span(exporter, "dataproducts run_sql").attributes
+    assert attrs is not None
+    assert attrs["dataproducts.policy.decision"] == "masked"
+    assert set(attrs["dataproducts.policy.masked_columns"]) == {
+        "shop.customers.email",
+        "shop.customers.phone",
+        "shop.customers.full_name",
+    }
+    assert attrs["dataproducts.rows"] == 2
+
+
+async def test_a_denied_read_is_denied_with_its_code_and_no_error_status(
+    guarded: Settings, provider: TracerProvider, exporter: InMemorySpanExporter
+) -> None:
+    result = await call(guarded, provider, "eve", "query_product", {"product": "shop.orders"})
+    assert result.is_error
+    span = only_call_span(exporter, "dataproducts query_product")
+    attrs = span.attributes
+    assert attrs is not None
+    assert attrs["dataproducts.policy.decision"] == "denied"
+    assert attrs["dataproducts.outcome"] == "denied"
+    assert attrs["dataproducts.error.code"] == "access_denied"
+    assert attrs["dataproducts.principal"] == "eve"
+    assert "dataproducts.rows" not in attrs or attrs["dataproducts.rows"] == 0
+    assert span.status.status_code is not StatusCode.ERROR
+
+
+async def test_an_error_has_error_status_and_its_code(
+    guarded: Settings, provider: TracerProvider, exporter: InMemorySpanExporter
+) -> None:
+    result = await call(guarded, provider, "sam", "query_product", {"product": "shop.ordrs"})
+    assert result.is_error
+    span = only_call_span(exporter, "dataproducts query_product")
+    assert span.attributes is not None
+    assert span.attributes["dataproducts.error.code"] == "not_found"
+    assert span.status.status_code is StatusCode.ERROR
+
+
+async def test_an_unknown_tool_is_traced_under_its_method(
+    guarded: Settings, provider: TracerProvider, exporter: InMemorySpanExporter
+) -> None:
+    result = await call(guarded, provider, "sam", "drop_everything", {})
+    assert result.is_error
+    attrs = only_call_span(exporter, "dataproducts tools/call").attributes
+    assert attrs is not None
+    assert attrs["dataproducts.tool"] == "drop_everything"
+    assert attrs["dataproducts.error.code"] == "unknown_tool"
+
+
+async def test_a_resource_read_is_traced_with_the_masks_it_applied(
+    guarded: Settings, provider: TracerProvider, exporter: InMemorySpanExporter
+) -> None:
+    async for client in _client(guarded, provider, "ana"):
+        await client.read_resource("product://shop.customers")
+    attrs = only_call_span(exporter, "dataproducts read_resource").attributes
+    assert attrs is not None
+    assert attrs["dataproducts.product"] == "shop.customers"
+    assert attrs["dataproducts.policy.decision"] == "masked"
+    assert attrs["dataproducts.outcome"] == "ok"
+
+
+async def test_the_callers_current_span_is_the_parent_through_mcp_meta(
+    guarded: Settings, provider: TracerProvider, exporter: InMemorySpanExporter
+) -> None:
+    """The SDK's client puts the current trace context in ``_meta``; the server's span joins that trace."""
+    async for client in _client(guarded, provider, "sam"):
+        with provider.get_tracer("agent").start_as_current_span("agent turn") as parent:
+            await client.call_tool("describe_product", {"product": "shop.orders"})
+    span = only_call_span(exporter, "dataproducts describe_product")
+    assert span.context is not None and span.parent is not None
+    assert span.context.trace_id == parent.get_span_context().trace_id
+
+
+async def test_tracing_off_makes_no_span(
+    guarded: Settings, provider: TracerProvider, exporter: InMemorySpanExporter
+) -> None:
+    guarded.telemetry = TelemetryConfig(enabled=False)
+    result = await call(guarded, provider, "sam", "describe_product", {"product": "shop.orders"})
+    assert not result.is_error
+    assert exporter.get_finished_spans() == ()
+
+
+def test_otlp_export_without_the_sdk_installed_is_a_clear_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "opentelemetry.exporter.otlp.proto.http.trace_exporter", None)
+    with pytest.raises(ConfigError, match=r"pip install 'dataproducts\[otel\]'") as caught:
+        tracer_for(TelemetryConfig(otlp_endpoint="http://127.0.0.1:4318/v1/traces", service_name="missing-sdk"))
+    assert "telemetry.otlp_endpoint http://127.0.0.1:4318/v1/traces" in str(caught.value)
+
+
+def test_an_otlp_endpoint_that_is_not_a_url_is_refused_with_what_would_be_valid() -> None:
+    with pytest.raises(ValueError, match="must be an http:// or https:// URL"):
+        TelemetryConfig(otlp_endpoint="collector:4318")
