@@ -21,10 +21,11 @@ number of series. The metrics live in :data:`REGISTRY`, one per process: replica
 
 from __future__ import annotations
 
+import functools
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
-from typing import Literal
+from typing import Literal, ParamSpec, TypeVar
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -40,7 +41,10 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from catalog.audit import AuditRecord
 from servers.settings import TOOL_NAMES
 
-__all__ = ["REGISTRY", "MetricsMiddleware", "observe_audit", "timed_run"]
+__all__ = ["REGISTRY", "MetricsMiddleware", "counted_run", "observe_audit", "timed_run"]
+
+P = ParamSpec("P")
+T = TypeVar("T")
 
 REGISTRY = CollectorRegistry()
 ProcessCollector(registry=REGISTRY)
@@ -125,6 +129,20 @@ def timed_run(kind: Literal["index", "check"]) -> Iterator[None]:
     finally:
         RUNS.labels(kind, outcome).inc()
         RUN_DURATION.labels(kind).observe(time.perf_counter() - started)
+
+
+def counted_run(kind: Literal["index", "check"]) -> Callable[[Callable[P, Awaitable[T]]], Callable[P, Awaitable[T]]]:
+    """Decorate a coroutine function that runs an index or check run: each call is one :func:`timed_run`."""
+
+    def decorate(run: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
+        @functools.wraps(run)
+        async def counted(*args: P.args, **kwargs: P.kwargs) -> T:
+            with timed_run(kind):
+                return await run(*args, **kwargs)
+
+        return counted
+
+    return decorate
 
 
 class MetricsMiddleware:

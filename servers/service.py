@@ -68,7 +68,7 @@ from servers._statements import MetricsStatementCache, StatementCache
 from servers._visible import visible_keys
 from servers.lineage_cases import LineageUseCases
 from servers.metrics_cases import MetricsUseCases
-from servers.prometheus_metrics import timed_run
+from servers.prometheus_metrics import counted_run
 from servers.quality_cases import QualityUseCases
 from servers.results import (
     DocumentsResult,
@@ -265,6 +265,7 @@ class DataProductsService(QualityUseCases, MetricsUseCases, LineageUseCases):
         answer.cited = cited_numbers(answer.text, len(passages))
         return answer
 
+    @counted_run("index")
     async def index_products(
         self, *, product: str | None = None, rebuild: bool = False, progress: ProgressCallback | None = None
     ) -> list[IndexReport]:
@@ -277,7 +278,7 @@ class DataProductsService(QualityUseCases, MetricsUseCases, LineageUseCases):
         """
         current = await anyio.to_thread.run_sync(lambda: self.registry.list_contracts(include_deprecated=False))
         chosen = [await self.contract(product)] if product is not None else [c for c in current if c.retrieval]
-        with timed_run("index"), self.retrieval.store_errors():  # a damaged store says how to repair it
+        with self.retrieval.store_errors():  # a damaged store says how to repair it
             store, embedder = await self.retrieval.store(), await self.retrieval.embedder()
             reports = []
             for contract in chosen:
