@@ -65,7 +65,7 @@ from servers._tool_listing import lean_tools
 from servers.auth import current_principal
 from servers.result_text import result_text
 from servers.service import DataProductsService
-from servers.telemetry import call_span
+from servers.telemetry import call_span, recording
 
 __all__ = ["AuditedMCPServer", "Refused", "argument_problems", "caller", "refusing_invalid_arguments"]
 
@@ -243,7 +243,7 @@ class AuditedMCPServer(MCPServer[DataProductsService]):
         """Low-level middleware: a tool call, resource read or listing runs in its span (outside the audit
         boundary, so the span sees the call's audit row whichever layer writes it)."""
         method = _TRACED_METHODS.get(ctx.method)
-        if method is None or self.tracer is None:
+        if method is None or self.tracer is None or not recording(self.tracer):
             return await call_next(ctx)
         if method == "tools/call":
             name = ctx.params.get("name") if isinstance(ctx.params, Mapping) else None

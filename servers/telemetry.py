@@ -55,7 +55,7 @@ from servers.observability_settings import TelemetryConfig
 if TYPE_CHECKING:
     from opentelemetry.trace import Span
 
-__all__ = ["TRACER_NAME", "TraceContextMiddleware", "call_span", "exporting_provider", "tracer_for"]
+__all__ = ["TRACER_NAME", "TraceContextMiddleware", "call_span", "exporting_provider", "recording", "tracer_for"]
 
 TRACER_NAME = "dataproducts"
 DEFAULT_SERVICE_NAME = "dataproducts"
@@ -111,6 +111,17 @@ def _sdk_provider(endpoint: str | None, service: str) -> TracerProvider:
     provider = SDKTracerProvider(resource=Resource.create({SERVICE_NAME: service}))
     provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint)))  # None: from OTEL_*
     return provider
+
+
+def recording(tracer: Tracer) -> bool:
+    """False when ``tracer`` can only make no-op spans: the API's no-op tracer, or the global proxy while no
+    provider is installed. Checked per call (a provider may be installed later), it spares a call the
+    cost of a span nobody records (see ``bench/tracing_overhead.py``)."""
+    if isinstance(tracer, trace.NoOpTracer):
+        return False
+    if isinstance(tracer, trace.ProxyTracer):
+        return not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider | trace.NoOpTracerProvider)
+    return True
 
 
 @contextmanager

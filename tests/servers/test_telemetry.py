@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 from mcp import Client
+from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -17,7 +18,7 @@ from catalog.errors import ConfigError
 from servers.mcp import create_server
 from servers.observability_settings import TelemetryConfig
 from servers.settings import PrincipalConfig, Settings
-from servers.telemetry import tracer_for
+from servers.telemetry import recording, tracer_for
 
 pytestmark = pytest.mark.anyio
 
@@ -188,3 +189,9 @@ def test_otlp_export_without_the_sdk_installed_is_a_clear_config_error(monkeypat
 def test_an_otlp_endpoint_that_is_not_a_url_is_refused_with_what_would_be_valid() -> None:
     with pytest.raises(ValueError, match="must be an http:// or https:// URL"):
         TelemetryConfig(otlp_endpoint="collector:4318")
+
+
+def test_only_a_tracer_that_can_record_makes_spans(provider: TracerProvider) -> None:
+    assert recording(provider.get_tracer("t"))
+    assert not recording(trace.NoOpTracer())
+    assert not recording(trace.get_tracer("t"))  # the global proxy, no provider installed in this process
