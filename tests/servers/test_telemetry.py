@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import sys
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from mcp import Client
 from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
@@ -195,3 +197,16 @@ def test_only_a_tracer_that_can_record_makes_spans(provider: TracerProvider) -> 
     assert recording(provider.get_tracer("t"))
     assert not recording(trace.NoOpTracer())
     assert not recording(trace.get_tracer("t"))  # the global proxy, no provider installed in this process
+
+
+def test_the_readmes_telemetry_and_metrics_examples_are_valid_settings() -> None:
+    readme = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Metrics and traces", 1)[1].split("\n## ", 1)[0]
+    blocks = [b.split("```", 1)[0] for b in section.split("```yaml\n")[1:]]
+    examples = [yaml.safe_load(b) for b in blocks if b.startswith(("telemetry:", "metrics:"))]
+    assert len(examples) == 2
+    for example in examples:
+        settings = Settings(**example)
+        assert settings.model_dump(include=set(example)) == {
+            key: {**getattr(settings, key).model_dump(), **value} for key, value in example.items()
+        }
