@@ -19,6 +19,8 @@ from opentelemetry.trace import StatusCode
 from catalog.errors import ConfigError
 from servers.mcp import create_server
 from servers.observability_settings import TelemetryConfig
+from servers.prometheus_metrics import REGISTRY
+from servers.service import DataProductsService
 from servers.settings import PrincipalConfig, Settings
 from servers.telemetry import recording, tracer_for
 
@@ -210,3 +212,21 @@ def test_the_readmes_telemetry_and_metrics_examples_are_valid_settings() -> None
         assert settings.model_dump(include=set(example)) == {
             key: {**getattr(settings, key).model_dump(), **value} for key, value in example.items()
         }
+
+
+async def test_a_document_search_names_the_search_store_and_the_source_that_re_read_its_rows(
+    guarded: Settings, provider: TracerProvider, exporter: InMemorySpanExporter
+) -> None:
+    runs = REGISTRY.get_sample_value("dataproducts_runs_total", {"kind": "index", "outcome": "ok"}) or 0.0
+    async with DataProductsService.open(guarded) as service:
+        await service.index_products(product="shop.reviews")
+    assert REGISTRY.get_sample_value("dataproducts_runs_total", {"kind": "index", "outcome": "ok"}) == runs + 1
+    args = {"query": "arrived damaged box crushed", "product": "shop.reviews", "k": 5}
+    result = await call(guarded, provider, "ana", "search_documents", args)
+    assert not result.is_error, result.content
+    attrs = only_call_span(exporter, "dataproducts search_documents").attributes
+    assert attrs is not None
+    assert attrs["dataproducts.store"] == "embedded,sqlite"
+    assert attrs["dataproducts.policy.decision"] == "filtered"
+    assert attrs["dataproducts.policy.masked_columns"] == ("shop.reviews.reviewer_email",)
+    assert attrs["dataproducts.rows"] == len(result.structured_content["hits"]) > 0
