@@ -17,6 +17,9 @@ read, a page at a time (:mod:`servers._resource_listing`), audited as ``list_res
 :class:`~catalog.errors.DataProductsError` is a bug: the client reads ``internal_error: <type>``, the
 traceback goes to the log, never to the client.
 
+Outside that boundary, each tool call, resource read and listing runs in an OpenTelemetry span that
+reports the call's audit row and the governance it got (see :mod:`servers.telemetry`).
+
 Tools and the resource learn who is calling with :func:`caller`, and refuse arguments that pass the
 schema but not the model built from them with :func:`refusing_invalid_arguments`.
 """
