@@ -27,7 +27,8 @@ import anyio.to_thread
 from catalog.audit import AuditLog, AuditRecord, Outcome, digest_args
 from catalog.errors import AccessDeniedError, DataProductsError
 from catalog.principal import Principal
-from servers.prometheus_metrics import observe_audit
+from servers._call_facts import note_audit_failure
+from servers.prometheus_metrics import observe_audit, observe_audit_failure
 
 __all__ = ["ANONYMOUS", "CallStats", "audit_scope", "audited_call", "refusal", "write_audit"]
 
@@ -72,8 +73,10 @@ async def write_audit(log: AuditLog, record: AuditRecord) -> None:
                 await asyncio.wrap_future(committed)
             else:
                 await anyio.to_thread.run_sync(committed.result)
-        except BaseException:
-            observe_audit(record, None)
+        except BaseException as exc:
+            code = getattr(exc, "code", "audit_failed")
+            observe_audit_failure(code)
+            note_audit_failure(record, code)
             raise
     observe_audit(record, time.perf_counter() - submitted)
     rows = _written.get()

@@ -16,9 +16,19 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Literal
 
+from catalog.audit import AuditRecord
 from catalog.policy import GovernedView
 
-__all__ = ["CallFacts", "Decision", "collecting", "note_freshness", "note_store", "note_view", "note_views"]
+__all__ = [
+    "CallFacts",
+    "Decision",
+    "collecting",
+    "note_audit_failure",
+    "note_freshness",
+    "note_store",
+    "note_view",
+    "note_views",
+]
 
 Decision = Literal["allowed", "denied", "filtered", "masked"]
 
@@ -36,6 +46,8 @@ class CallFacts:
     aggregate_only: set[str] = field(default_factory=set)  # "product.column"
     stores: list[str] = field(default_factory=list)  # connector kinds, in order of first use
     freshness: dict[str, str] = field(default_factory=dict)  # product -> fresh | stale | unknown
+    #: The row that could not be written and the code the call then failed with (``audit_failed``, ...).
+    unaudited: tuple[AuditRecord, str] | None = None
 
     def decision(self, outcome: str) -> Decision:
         """What the policy did to the call: ``denied`` (refused for the caller's identity), ``filtered``
@@ -94,6 +106,13 @@ def note_store(kind: str) -> None:
     facts = _facts.get()
     if facts is not None and kind not in facts.stores:
         facts.stores.append(kind)
+
+
+def note_audit_failure(record: AuditRecord, code: str) -> None:
+    """``record`` could not be written: the call fails with ``code`` whatever the row said."""
+    facts = _facts.get()
+    if facts is not None:
+        facts.unaudited = (record, code)
 
 
 def note_freshness(product: str, state: str) -> None:

@@ -12,6 +12,8 @@ or a use case. The series:
   server or a store (``internal_error``, ``timeout``, ``unavailable``, ...) are errors but not refusals;
 - ``dataproducts_call_duration_seconds{tool}``: latency as audited (a histogram);
 - ``dataproducts_audit_write_duration_seconds``: from submitting an audit row to its commit;
+- ``dataproducts_audit_write_failures_total{code}``: rows that could not be written (``audit_failed``,
+  ``unavailable``): each failed its request, which is counted above only if the row of that failure commits;
 - ``dataproducts_runs_total{kind, outcome}`` and ``dataproducts_run_duration_seconds{kind}``: index and
   quality-check runs (``kind`` = ``index`` | ``check``), scheduled or from the CLI.
 
@@ -41,7 +43,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from catalog.audit import AuditRecord
 from servers.settings import TOOL_NAMES
 
-__all__ = ["REGISTRY", "MetricsMiddleware", "counted_run", "observe_audit", "timed_run"]
+__all__ = ["REGISTRY", "MetricsMiddleware", "counted_run", "observe_audit", "observe_audit_failure", "timed_run"]
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -92,6 +94,12 @@ AUDIT_WRITE = Histogram(
     buckets=_WRITE_BUCKETS,
     registry=REGISTRY,
 )
+AUDIT_WRITE_FAILURES = Counter(
+    "dataproducts_audit_write_failures",
+    "Audit rows that could not be written (their requests failed), by code",
+    ["code"],
+    registry=REGISTRY,
+)
 RUNS = Counter(
     "dataproducts_runs", "Index and quality-check runs, by kind and outcome", ["kind", "outcome"], registry=REGISTRY
 )
@@ -104,18 +112,26 @@ RUN_DURATION = Histogram(
 )
 
 
-def observe_audit(record: AuditRecord, write_s: float | None) -> None:
-    """Count the request ``record`` audits; ``write_s`` is how long its row took to commit (None: it failed)."""
+def observe_audit(record: AuditRecord, write_s: float) -> None:
+    """Count the request ``record`` audits, whose row took ``write_s`` seconds to commit."""
     tool = record.tool if record.tool in _TOOLS else "other"
-    CALLS.labels(tool, record.outcome).inc()
+    outcome = record.outcome
+    CALLS.labels(tool, outcome).inc()
     CALL_DURATION.labels(tool).observe(record.latency_ms / 1000)
-    if write_s is not None:
-        AUDIT_WRITE.observe(write_s)
-    if record.outcome != "ok":
-        code = record.error_code or record.outcome
+    AUDIT_WRITE.observe(write_s)
+    if outcome != "ok":
+        code = record.error_code or outcome
         ERRORS.labels(tool, code).inc()
         if code not in _FAILURE_CODES:
             REFUSALS.labels(code).inc()
+
+
+def observe_audit_failure(code: str) -> None:
+    """An audit row could not be written (``code``: ``audit_failed`` or ``unavailable``): its request failed.
+
+    Not a call of its own: the boundary then tries to audit the failure, and counts it if that row commits.
+    """
+    AUDIT_WRITE_FAILURES.labels(code).inc()
 
 
 @contextmanager

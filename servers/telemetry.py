@@ -147,7 +147,11 @@ def call_span(tracer: Tracer, tool: str) -> Iterator[None]:
 def describe(span: Span, tool: str, written: Sequence[AuditRecord], facts: CallFacts) -> None:
     """Set the attributes of a call's span from its audit row(s) and governance facts (see the table above)."""
     record = written[-1] if written else None
+    code = record.error_code if record else "internal_error"
     outcome = record.outcome if record else "error"
+    if facts.unaudited is not None:  # its row could not be written: the call failed, whatever it did
+        record, code = facts.unaudited
+        outcome = "error"
     attributes: dict[str, Any] = {
         "dataproducts.tool": record.tool if record else tool,
         "dataproducts.outcome": outcome,
@@ -173,7 +177,7 @@ def describe(span: Span, tool: str, written: Sequence[AuditRecord], facts: CallF
     if (freshness := facts.worst_freshness) is not None:
         attributes["dataproducts.freshness"] = freshness
     if outcome != "ok":
-        code = (record.error_code if record else None) or "internal_error"
+        code = code or "internal_error"
         attributes["dataproducts.error.code"] = code
         attributes["error.type"] = code
         if outcome == "error":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -230,3 +231,28 @@ async def test_a_document_search_names_the_search_store_and_the_source_that_re_r
     assert attrs["dataproducts.policy.decision"] == "filtered"
     assert attrs["dataproducts.policy.masked_columns"] == ("shop.reviews.reviewer_email",)
     assert attrs["dataproducts.rows"] == len(result.structured_content["hits"]) > 0
+
+
+async def test_a_call_whose_audit_row_cannot_be_written_is_an_audit_failed_error_in_span_and_metrics(
+    guarded: Settings, provider: TracerProvider, exporter: InMemorySpanExporter, tmp_path: Path
+) -> None:
+    copy = tmp_path / "registry.db"
+    with (
+        sqlite3.connect(guarded.resolved_registry_url().removeprefix("sqlite:///")) as src,
+        sqlite3.connect(copy) as dst,
+    ):
+        src.backup(dst)
+    with sqlite3.connect(copy) as conn:
+        conn.execute("create trigger audit_full before insert on dp_audit begin select raise(abort, 'disk full'); end")
+    broken = guarded.model_copy(update={"registry_url": f"sqlite:///{copy}"})
+    failed = REGISTRY.get_sample_value("dataproducts_audit_write_failures_total", {"code": "audit_failed"}) or 0.0
+    result = await call(broken, provider, "sam", "describe_product", {"product": "shop.orders"})
+    assert result.is_error
+    span = only_call_span(exporter, "dataproducts describe_product")
+    assert span.attributes is not None
+    assert span.attributes["dataproducts.outcome"] == "error"
+    assert span.attributes["dataproducts.error.code"] == "audit_failed"
+    assert span.attributes["dataproducts.principal"] == "sam"
+    assert span.status.status_code is StatusCode.ERROR
+    # the use case's row, then the boundary's row of the failure: neither could be written
+    assert REGISTRY.get_sample_value("dataproducts_audit_write_failures_total", {"code": "audit_failed"}) == failed + 2
