@@ -256,3 +256,15 @@ async def test_a_call_whose_audit_row_cannot_be_written_is_an_audit_failed_error
     assert span.status.status_code is StatusCode.ERROR
     # the use case's row, then the boundary's row of the failure: neither could be written
     assert REGISTRY.get_sample_value("dataproducts_audit_write_failures_total", {"code": "audit_failed"}) == failed + 2
+
+
+async def test_a_resource_listing_is_traced_with_the_products_listed(
+    guarded: Settings, provider: TracerProvider, exporter: InMemorySpanExporter
+) -> None:
+    async for client in _client(guarded, provider, "ana"):
+        listed = await client.list_resources()
+    attrs = only_call_span(exporter, "dataproducts list_resources").attributes
+    assert attrs is not None
+    assert attrs["dataproducts.tool"] == "list_resources"
+    assert attrs["dataproducts.rows"] == len(listed.resources) > 0
+    assert attrs["dataproducts.outcome"] == "ok"
