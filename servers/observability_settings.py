@@ -13,9 +13,13 @@ no spans at all.
 
 from __future__ import annotations
 
+import re
+
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 __all__ = ["MetricsConfig", "TelemetryConfig"]
+
+_PATH = re.compile(r"/[A-Za-z0-9._~/-]*")
 
 
 class TelemetryConfig(BaseModel):
@@ -44,8 +48,18 @@ class MetricsConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     enabled: bool = Field(default=True, description="serve the metrics at path")
-    path: str = Field(default="/metrics", pattern=r"^/[A-Za-z0-9._~/-]*$", description="where the metrics are served")
+    path: str = Field(default="/metrics", description="where the metrics are served")
     require_token: bool = Field(
         default=False,
         description="true: a scrape needs a principal's bearer token, like MCP; false: served before the bearer check",
     )
+
+    @field_validator("path")
+    @classmethod
+    def _url_path(cls, value: str) -> str:
+        if not _PATH.fullmatch(value):
+            raise ValueError(
+                f"metrics.path must be a URL path such as /metrics (a leading /, then letters, digits, . _ ~ - /), "
+                f"not {value[:100]!r}"
+            )
+        return value

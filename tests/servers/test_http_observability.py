@@ -7,6 +7,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
+from pathlib import Path
 
 import httpx
 import httpx2
@@ -161,3 +162,10 @@ def test_a_metrics_path_on_the_mcp_path_is_refused(demo: DemoWorkspace) -> None:
     settings.metrics = MetricsConfig(path=settings.server.path)
     with pytest.raises(ConfigError, match="metrics.path '/mcp' is the MCP path"):
         create_http_app(settings)
+
+
+def test_a_metrics_path_that_is_not_a_url_path_is_refused_naming_the_field(tmp_path: Path) -> None:
+    config = tmp_path / "dataproducts.yaml"
+    config.write_text("metrics: {path: metrics}\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"metrics\.path: .*must be a URL path such as /metrics.*not 'metrics'"):
+        load_settings(config)
