@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
@@ -24,12 +25,13 @@ from catalog.errors import ConfigError
 from servers.demo import DemoWorkspace
 from servers.http import create_http_app
 from servers.observability_settings import MetricsConfig
-from servers.settings import Settings, load_settings
+from servers.settings import PrincipalConfig, Settings, hash_token, load_settings
 
 pytestmark = pytest.mark.anyio
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 PARENT_ID = "00f067aa0ba902b7"
+EVE_TOKEN = "eve-has-no-grant-" + "x" * 16
 
 
 def _free_port() -> int:
@@ -66,7 +68,9 @@ def exporter() -> InMemorySpanExporter:
 def base_url(demo: DemoWorkspace, exporter: InMemorySpanExporter) -> Iterator[str]:
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
-    with serving(load_settings(demo.config_path), provider) as url:
+    settings = load_settings(demo.config_path)
+    settings.principals.append(PrincipalConfig(name="eve", roles=["guest"], token_sha256=hash_token(EVE_TOKEN)))
+    with serving(settings, provider) as url:
         yield url
     provider.shutdown()
 
@@ -112,6 +116,37 @@ async def test_a_traceparent_header_parents_the_calls_span(
     assert span.attributes is not None
     assert span.attributes["dataproducts.principal"] == "ana"
     assert span.attributes["dataproducts.policy.decision"] == "filtered"
+
+
+@pytest.mark.parametrize(
+    ("who", "tool", "args", "decision"),
+    [
+        ("sam", "query_product", {"product": "shop.orders", "limit": 2}, "allowed"),
+        ("ana", "query_product", {"product": "shop.orders", "limit": 2}, "filtered"),
+        ("ana", "run_sql", {"sql": "SELECT email FROM shop.customers LIMIT 2"}, "masked"),
+        ("eve", "query_product", {"product": "shop.orders"}, "denied"),
+    ],
+)
+async def test_each_policy_decision_reaches_the_span_over_http(
+    base_url: str,
+    demo: DemoWorkspace,
+    exporter: InMemorySpanExporter,
+    who: str,
+    tool: str,
+    args: dict[str, object],
+    decision: str,
+) -> None:
+    trace_id = uuid.uuid4().hex
+    token = EVE_TOKEN if who == "eve" else demo.tokens[who]
+    headers = {"Authorization": f"Bearer {token}", "traceparent": f"00-{trace_id}-{PARENT_ID}-01"}
+    async with http_client(f"{base_url}/mcp", headers) as client:
+        result = await client.call_tool(tool, args)
+    assert result.is_error == (decision == "denied"), result.content
+    [span] = [s for s in exporter.get_finished_spans() if s.context and f"{s.context.trace_id:032x}" == trace_id]
+    assert span.attributes is not None
+    assert span.attributes["dataproducts.principal"] == who
+    assert span.attributes["dataproducts.policy.decision"] == decision
+    assert span.attributes["dataproducts.outcome"] == ("denied" if decision == "denied" else "ok")
 
 
 async def test_metrics_count_calls_errors_refusals_and_audit_writes(base_url: str, demo: DemoWorkspace) -> None:
