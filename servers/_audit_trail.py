@@ -74,7 +74,7 @@ async def write_audit(log: AuditLog, record: AuditRecord) -> None:
             else:
                 await anyio.to_thread.run_sync(committed.result)
         except BaseException as exc:
-            code = getattr(exc, "code", "audit_failed")
+            code = exc.code if isinstance(exc, DataProductsError) else "audit_failed"
             observe_audit_failure(code)
             note_audit_failure(record, code)
             raise
