@@ -19,6 +19,7 @@ from catalog.registry import Registry
 from embeddings.models import resolve_model
 from servers.cli._common import console, err_console, reporting_errors, state
 from servers.cli.audit_stats_cmds import DEFAULT_WINDOW, show_audit_stats
+from servers.cli.metrics_notice import metrics_notice
 from servers.cli.quality_cmds import check_workspace
 from servers.cli.retrieval_cmds import index_workspace, print_reports
 from servers.demo import build_demo_workspace
@@ -39,6 +40,8 @@ def _serve(settings: Settings, http: bool) -> None:
     if http:
         url = f"http://{settings.server.host}:{settings.server.port}{settings.server.path}"
         err_console.print(f"serving MCP over streamable HTTP at {url} (bearer token required); Ctrl-C stops")
+        if settings.metrics.enabled:
+            err_console.print(metrics_notice(settings), highlight=False)
         serve_http(settings)
     else:
         if not settings.stdio_principal:
