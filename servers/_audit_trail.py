@@ -27,6 +27,8 @@ import anyio.to_thread
 from catalog.audit import AuditLog, AuditRecord, Outcome, digest_args
 from catalog.errors import AccessDeniedError, DataProductsError
 from catalog.principal import Principal
+from servers._call_facts import note_audit_failure
+from servers.prometheus_metrics import observe_audit, observe_audit_failure
 
 __all__ = ["ANONYMOUS", "CallStats", "audit_scope", "audited_call", "refusal", "write_audit"]
 
@@ -53,7 +55,8 @@ def audit_scope() -> Iterator[list[AuditRecord]]:
 
 
 async def write_audit(log: AuditLog, record: AuditRecord) -> None:
-    """Write ``record`` (group-committed with concurrent calls' rows) and count it for the open scopes.
+    """Write ``record`` (group-committed with concurrent calls' rows) and count it for the open scopes
+    and in the Prometheus metrics (:func:`~servers.prometheus_metrics.observe_audit`).
 
     Returns once the row has committed. The wait is shielded: a cancelled caller still waits for its
     row, as it would for a write in progress. On asyncio the wait holds no worker thread, so the rows
@@ -62,12 +65,20 @@ async def write_audit(log: AuditLog, record: AuditRecord) -> None:
     Raises:
         AuditError: the row could not be written; the caller must refuse the request (fail closed).
     """
+    submitted = time.perf_counter()
     committed = log.submit(record)
     with anyio.CancelScope(shield=True):
-        if _on_asyncio():
-            await asyncio.wrap_future(committed)
-        else:
-            await anyio.to_thread.run_sync(committed.result)
+        try:
+            if _on_asyncio():
+                await asyncio.wrap_future(committed)
+            else:
+                await anyio.to_thread.run_sync(committed.result)
+        except BaseException as exc:
+            code = exc.code if isinstance(exc, DataProductsError) else "audit_failed"
+            observe_audit_failure(code)
+            note_audit_failure(record, code)
+            raise
+    observe_audit(record, time.perf_counter() - submitted)
     rows = _written.get()
     if rows is not None:
         rows.append(record)

@@ -20,6 +20,8 @@ Example::
     checks: {every: 15m}          # serve runs the quality checks this often
     freshness: {cache_s: 60}      # a product's as_of is measured at most this often
     auth: {mode: tokens}          # or oauth: see servers/auth_config.py
+    telemetry: {otlp_endpoint: "http://localhost:4318/v1/traces"}   # spans over OTLP (optional)
+    metrics: {require_token: false}                                  # GET /metrics for Prometheus
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from catalog.query import Limits
 from connectors.base import ConnectionConfig
 from connectors.search_stores import SearchStoreConfig
 from servers.auth_config import AuthConfig
+from servers.observability_settings import MetricsConfig, TelemetryConfig
 
 __all__ = [
     "CONFIG_FILE",
@@ -217,6 +220,8 @@ class Settings(BaseSettings):
     freshness: FreshnessConfig = Field(default_factory=FreshnessConfig, description="freshness measurement")
     auth: AuthConfig = Field(default_factory=AuthConfig, description="HTTP authentication: tokens or oauth")
     catalog_page: CatalogPageConfig = Field(default_factory=CatalogPageConfig, description="the catalog page")
+    telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig, description="OpenTelemetry traces")
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig, description="Prometheus metrics over HTTP")
 
     @field_validator("auth")
     @classmethod
