@@ -136,6 +136,8 @@ class AuthConfig(BaseModel):
                 "auth: set both page_authorization_endpoint and page_token_endpoint, or neither "
                 "(then they are read from the issuer's metadata)"
             )
+        if self.page_client_id is None and self.page_client_secret is not None:
+            raise ValueError("auth.page_client_secret is set without auth.page_client_id: set the page's client id too")
         if self.mode != "oauth":
             if self.page_client_id is not None:
                 raise ValueError("auth.page_client_id needs auth.mode: oauth (people sign in at its issuers)")

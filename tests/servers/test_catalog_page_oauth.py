@@ -21,6 +21,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from catalog.audit import AuditLog
+from catalog.errors import ConfigError
 from catalog.registry import Registry
 from servers.demo import DemoWorkspace
 from servers.http import create_http_app
@@ -329,11 +330,13 @@ def test_an_unreachable_issuer_metadata_is_a_clear_503(demo: DemoWorkspace, issu
 
 
 def test_sign_in_settings_are_checked(demo: DemoWorkspace, issuer: Issuer) -> None:
-    with pytest.raises(Exception, match="page_token_endpoint"):
+    with pytest.raises(ConfigError, match="page_token_endpoint"):
         oauth_settings(demo, issuer, page_authorization_endpoint=f"{issuer.url}/authorize")
-    with pytest.raises(Exception, match="page_issuer"):
+    with pytest.raises(ConfigError, match="page_issuer"):
         oauth_settings(demo, issuer, page_issuer="https://other.example.org")
-    with pytest.raises(Exception, match="needs auth.mode: oauth"):
+    with pytest.raises(ConfigError, match="without auth.page_client_id"):
+        oauth_settings(demo, issuer, page_client_id=None)
+    with pytest.raises(ConfigError, match="needs auth.mode: oauth"):
         load_settings(demo.config_path, auth={"page_client_id": "x"})
 
 
