@@ -8,7 +8,8 @@ For people it runs the authorization-code flow with PKCE: its metadata at
 ``{issuer}/.well-known/openid-configuration``, ``/authorize`` approving ``user_claims`` at once (no
 login screen: the test user is signed in) and ``/token`` exchanging a code once, for the client that
 asked for it, with the right redirect URI and PKCE verifier, for an access token whose audience is the
-``resource`` asked for (RFC 8707). It records each authorization request and token exchange.
+``resource`` asked for (RFC 8707); the page's client authenticates with its secret (HTTP Basic) or,
+with ``public_page_client``, names itself. It records each authorization request and token exchange.
 """
 
 from __future__ import annotations
@@ -99,6 +100,7 @@ class Issuer:
     codes: dict[str, dict[str, Any]] = field(default_factory=dict)  # code -> its authorization request
     authorizations: list[dict[str, str]] = field(default_factory=list)
     exchanges: list[dict[str, str]] = field(default_factory=list)
+    public_page_client: bool = False  # the page's client may then name itself without a secret
 
     @property
     def issuer(self) -> str:
@@ -163,7 +165,11 @@ class Issuer:
             form = {k: str(v) for k, v in (await request.form()).items()}
             self.exchanges.append(form)
             expected = "Basic " + base64.b64encode(f"{PAGE_CLIENT_ID}:{PAGE_CLIENT_SECRET}".encode()).decode()
-            if request.headers.get("authorization") != expected:
+            public = self.public_page_client and "authorization" not in request.headers
+            if (
+                not (public and form.get("client_id") == PAGE_CLIENT_ID)
+                and request.headers.get("authorization") != expected
+            ):
                 return JSONResponse({"error": "invalid_client"}, status_code=401)
             asked = self.codes.pop(form.get("code", ""), None)  # a code is good once
             if asked is None or form.get("grant_type") != "authorization_code":

@@ -382,3 +382,19 @@ def test_an_introspection_endpoint_that_does_not_answer_is_a_503_audited_as_an_e
     finally:
         registry.close()
     assert (row.outcome, row.error_code) == ("error", "auth_unavailable")
+
+
+def test_a_public_page_client_signs_in_with_pkce_alone(demo: DemoWorkspace, issuer: Issuer) -> None:
+    settings = oauth_settings(demo, issuer, page_client_secret=None)
+    issuer.user_claims, issuer.public_page_client = {**EVE}, True
+    try:
+        with TestClient(create_http_app(settings), follow_redirects=False) as client:
+            start = client.get("/catalog/login/oauth")
+            with httpx.Client() as browser_at_issuer:
+                back = browser_at_issuer.get(start.headers["location"]).headers["location"]
+            assert client.get(back).status_code == 200
+            assert client.get("/catalog").status_code == 200
+    finally:
+        issuer.public_page_client = False
+    exchange = issuer.exchanges[-1]
+    assert exchange["client_id"] == PAGE_CLIENT_ID and "client_secret" not in exchange
