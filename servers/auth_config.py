@@ -21,6 +21,7 @@ Example (Keycloak)::
       roles_claim: realm_access.roles
       tool_scopes: {run_sql: [dataproducts:sql]}
       product_scopes: {"shop.customers": [dataproducts:pii]}
+      page_client_id: dataproducts-catalog      # people sign in to the catalog page (PKCE S256)
 """
 
 from __future__ import annotations
@@ -110,10 +111,36 @@ class AuthConfig(BaseModel):
         default=30, ge=0, description="an unknown key id refetches the JWKS at most this often (key rotation)"
     )
     timeout_s: float = Field(default=5, gt=0, description="timeout of a JWKS fetch or an introspection call")
+    page_client_id: str | None = Field(
+        default=None,
+        min_length=1,
+        description="the catalog page's client id at the issuer: people sign in to the page with the "
+        "authorization-code flow (PKCE S256); see servers/catalog_page/oauth_login.py",
+    )
+    page_client_secret: SecretStr | None = Field(
+        default=None, description="its secret, for a confidential client: write {$env: NAME}"
+    )
+    page_issuer: str | None = Field(default=None, description="the issuer people sign in at; default: the first")
+    page_authorization_endpoint: AnyHttpUrl | None = Field(
+        default=None, description="set with page_token_endpoint where the issuer's metadata cannot be fetched"
+    )
+    page_token_endpoint: AnyHttpUrl | None = Field(default=None, description="see page_authorization_endpoint")
+    page_scopes: list[str] = Field(
+        default_factory=lambda: ["openid"], description="scopes the page asks for, besides required_scopes"
+    )
 
     @model_validator(mode="after")
     def _oauth_is_complete(self) -> AuthConfig:
+        if (self.page_authorization_endpoint is None) != (self.page_token_endpoint is None):
+            raise ValueError(
+                "auth: set both page_authorization_endpoint and page_token_endpoint, or neither "
+                "(then they are read from the issuer's metadata)"
+            )
+        if self.page_client_id is None and self.page_client_secret is not None:
+            raise ValueError("auth.page_client_secret is set without auth.page_client_id: set the page's client id too")
         if self.mode != "oauth":
+            if self.page_client_id is not None:
+                raise ValueError("auth.page_client_id needs auth.mode: oauth (people sign in at its issuers)")
             return self
         if self.resource is None:
             raise ValueError(
@@ -127,6 +154,8 @@ class AuthConfig(BaseModel):
             raise ValueError(f"auth.issuers lists an issuer twice: {issuers}")
         if sum(i.introspection_endpoint is not None for i in self.issuers) > 1:
             raise ValueError("auth.issuers: at most one issuer may have an introspection_endpoint")
+        if self.page_issuer is not None and self.page_issuer not in issuers:
+            raise ValueError(f"auth.page_issuer {self.page_issuer!r} is not one of auth.issuers: {issuers}")
         return self
 
     @property

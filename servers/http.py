@@ -9,7 +9,7 @@ before any JSON is parsed), :class:`~servers._tool_scopes.ToolScopeMiddleware` (
 ``auth.tool_scopes`` the token lacks), :class:`~servers.sessions.SessionGuardMiddleware` (sessions keep to their
 principal; refused requests are audited), then the SDK's streamable-HTTP app. Outside them all, requests
 under ``catalog_page.path`` go to the read-only catalog page (:mod:`servers.catalog_page`), which
-resolves its viewers itself (login session or bearer token).
+resolves its viewers itself (login session or bearer token, checked by the same authenticator).
 """
 
 from __future__ import annotations
@@ -116,7 +116,7 @@ def create_http_app(settings: Settings, *, tracer_provider: TracerProvider | Non
     if metrics.enabled and not metrics.require_token:
         app.add_middleware(MetricsMiddleware, path=metrics.path)  # before the bearer check: no token needed
     if settings.catalog_page.enabled:  # the page resolves its own viewers (servers.catalog_page)
-        page = create_catalog_page(settings, service)
+        page = create_catalog_page(settings, service, authenticator)  # the same tokens, the same checks
         app.add_middleware(CatalogPageMount, page=page, prefix=settings.catalog_page.path)
     app.add_middleware(TraceContextMiddleware)  # outermost: the trace context holds for the whole request
     return app

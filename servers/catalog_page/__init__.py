@@ -3,6 +3,7 @@
 :mod:`~servers.catalog_page.routes` (HTTP surface, auditing, security headers),
 :mod:`~servers.catalog_page.views` (what a page shows, through the service's use cases as the viewer),
 :mod:`~servers.catalog_page.identity` (sessions, CSRF, :func:`principal_for_request`),
+:mod:`~servers.catalog_page.oauth_login` (signing in at the identity provider: authorization code + PKCE),
 :mod:`~servers.catalog_page.lineage_svg` (the lineage graph's layout); templates/ and static/ hold the
 Jinja2 templates and the one stylesheet.
 """

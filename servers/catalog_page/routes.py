@@ -5,13 +5,17 @@ Routes (under ``catalog_page.path``, ``/catalog`` by default)::
     GET  /catalog                    products the viewer may read; ?q= searches them (search_products)
     GET  /catalog/products/{name}    one product as the viewer may see it (servers.catalog_page.views)
     GET  /catalog/login              the login form (paste a bearer token); POST it to log in
+    GET  /catalog/login/oauth        sign in at the identity provider (auth.page_client_id; oauth_login)
+    GET  /catalog/login/callback     where the identity provider sends the browser back
     POST /catalog/logout             end the session
     GET  /catalog/static/catalog.css the one stylesheet
 
 Every page view is audited as ``page:list`` / ``page:product`` (with the product), whether it is
 served, refused (unknown product, access denied: the use case's error code) or asked to log in first
-(``unauthorized``, principal ``anonymous``); logins are audited as ``page:login`` and logouts as
-``page:logout``. The use cases a page runs leave their own rows too, as over MCP.
+(``unauthorized``, principal ``anonymous``) or refused a bearer token (its code: ``unauthorized``,
+``insufficient_scope``, ``auth_unavailable``); logins, by token or by the sign-in flow, are audited as
+``page:login`` (refusals with their code) and logouts as ``page:logout``. The use cases a page runs
+leave their own rows too, as over MCP.
 
 Responses are server-rendered Jinja2 (autoescaped) with a strict Content-Security-Policy (no script at
 all, styles from this server only), ``no-store`` caching, no framing and no referrer to other sites.
@@ -36,7 +40,15 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from catalog.errors import AuditError, ConfigError, DataProductsError
 from catalog.principal import Principal
 from servers._audit_trail import ANONYMOUS, CallStats, audited_call, refusal, write_audit
-from servers.catalog_page.identity import SESSION_COOKIE, SessionKeeper, principal_for_request
+from servers.auth import Authenticator
+from servers.catalog_page.identity import (
+    SESSION_COOKIE,
+    LoginRefusedError,
+    Session,
+    SessionKeeper,
+    principal_for_request,
+)
+from servers.catalog_page.oauth_login import PageSignIn
 from servers.catalog_page.views import list_products, product_page
 from servers.service import DataProductsService
 from servers.settings import Settings
@@ -46,8 +58,8 @@ __all__ = ["CatalogPageMount", "create_catalog_page"]
 _HERE = Path(__file__).parent
 #: The longest search text accepted.
 MAX_QUERY = 200
-#: The largest form body accepted (a login form is well under 1 KiB).
-MAX_FORM_BYTES = 8192
+#: The largest form body accepted (a login form with an identity provider's access token is a few KiB).
+MAX_FORM_BYTES = 32768
 CSP = (
     "default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; "
     "frame-ancestors 'none'; base-uri 'none'"
@@ -62,6 +74,7 @@ _SECURITY_HEADERS = [
 _STATUS = {
     "not_found": 404,
     "access_denied": 403,
+    "insufficient_scope": 403,
     "invalid_request": 400,
     "stale_data": 409,
     "unavailable": 503,
@@ -69,7 +82,14 @@ _STATUS = {
     "timeout": 504,
     "audit_failed": 503,
 }
-_HEADINGS = {404: "Not found", 403: "Access denied", 400: "Bad request", 409: "Stale data", 401: "Log in first"}
+_HEADINGS = {
+    404: "Not found",
+    403: "Access denied",
+    400: "Bad request",
+    409: "Stale data",
+    401: "Log in first",
+    503: "Try again shortly",
+}
 
 
 class _FormError(Exception):
@@ -81,12 +101,13 @@ class _FormError(Exception):
 class CatalogPage:
     """The page's handlers over one shared service."""
 
-    def __init__(self, settings: Settings, service: DataProductsService) -> None:
+    def __init__(self, settings: Settings, service: DataProductsService, authenticator: Authenticator) -> None:
         config = settings.catalog_page
         self.prefix = config.path.rstrip("/")
         self.service = service
         self.sample_rows = config.sample_rows
-        self.sessions = SessionKeeper(settings, path=self.prefix, ttl_s=config.session_ttl_s)
+        self.sessions = SessionKeeper(settings, authenticator, path=self.prefix, ttl_s=config.session_ttl_s)
+        self.sign_in = PageSignIn.from_settings(settings, self.sessions, prefix=self.prefix)
         self.templates = Environment(loader=FileSystemLoader(_HERE / "templates"), autoescape=True)
         self.templates.filters["when"] = _when
         self.stylesheet = (_HERE / "static" / "catalog.css").read_bytes()
@@ -98,7 +119,13 @@ class CatalogPage:
     ) -> HTMLResponse:
         csrf = self.sessions.csrf_token(request)
         html = self.templates.get_template(template).render(
-            prefix=self.prefix, principal=principal, csrf=csrf, max_query=MAX_QUERY, **context
+            prefix=self.prefix,
+            principal=principal,
+            csrf=csrf,
+            max_query=MAX_QUERY,
+            oauth=self.sessions.oauth,
+            sign_in=self.sign_in,
+            **context,
         )
         response = HTMLResponse(html, status_code=status)
         self.sessions.set_csrf_cookie(response, request, csrf)
@@ -125,7 +152,17 @@ class CatalogPage:
     ) -> Response:
         """Serve one page view as the request's principal, audited as ``tool``; ask to log in without one."""
         started = time.perf_counter()
-        principal = principal_for_request(request, self.sessions)
+        try:
+            principal = await principal_for_request(request, self.sessions)
+        except LoginRefusedError as exc:  # a bearer token the MCP endpoint would refuse too
+            await write_audit(
+                self.service.audit,
+                refusal(exc.principal, tool, args, code=exc.code, outcome=exc.outcome, started=started),
+            )
+            heading = _HEADINGS.get(exc.status, "Refused")
+            return self.render(
+                request, "error.html", principal=None, status=exc.status, heading=heading, message=exc.message
+            )
         if principal is None:
             await write_audit(
                 self.service.audit,
@@ -176,7 +213,7 @@ class CatalogPage:
     # -- login and logout ---------------------------------------------------------------------------
 
     async def login_form(self, request: Request) -> Response:
-        if principal_for_request(request, self.sessions) is not None:
+        if await self._viewer(request) is not None:
             return RedirectResponse(self._next(request.query_params.get("next")), status_code=303)
         return self.render(
             request, "login.html", principal=None, next=self._next(request.query_params.get("next")), problem=None
@@ -192,21 +229,28 @@ class CatalogPage:
                 request, "login.html", principal=None, status=exc.status, next=self.prefix, problem=exc.message
             )
         target = self._next(form.get("next"))
-        session = self.sessions.login(form.get("token", "").strip())
-        if session is None:
-            await self._audit_refusal("page:login", 401, started)
-            problem = (
-                "unknown token: paste the bearer token configured for your principal "
-                "(an operator creates one with `dataproducts token NAME`)"
+        try:
+            session = await self.sessions.login(form.get("token", "").strip())
+        except LoginRefusedError as exc:
+            await write_audit(
+                self.service.audit,
+                refusal(exc.principal, "page:login", {}, code=exc.code, outcome=exc.outcome, started=started),
             )
-            return self.render(request, "login.html", principal=None, status=401, next=target, problem=problem)
+            return self.render(
+                request, "login.html", principal=None, status=exc.status, next=target, problem=exc.message
+            )
+        return await self.open_session(request, session, {}, RedirectResponse(target, status_code=303))
+
+    async def open_session(
+        self, request: Request, session: Session, args: dict[str, Any], response: Response
+    ) -> Response:
+        """``response`` with ``session``'s cookie, audited as ``page:login`` of its principal."""
 
         async def run(stats: CallStats) -> Response:
-            response = RedirectResponse(target, status_code=303)
             self.sessions.set_cookie(response, request, session)
             return response
 
-        return await audited_call(self.service.audit, session.principal, "page:login", {}, run)
+        return await audited_call(self.service.audit, session.principal, "page:login", args, run)
 
     async def logout(self, request: Request) -> Response:
         started = time.perf_counter()
@@ -214,7 +258,7 @@ class CatalogPage:
             await self._form(request)
         except _FormError as exc:
             await self._audit_refusal("page:logout", exc.status, started)
-            principal = principal_for_request(request, self.sessions)
+            principal = await self._viewer(request)
             message = f"{exc.message}; you are still logged in: reload the page and log out again"
             return self.render(
                 request, "error.html", principal=principal, status=exc.status, heading="Not logged out", message=message
@@ -231,10 +275,57 @@ class CatalogPage:
 
         return await audited_call(self.service.audit, session.principal, "page:logout", {}, run)
 
+    # -- sign-in at the identity provider (servers.catalog_page.oauth_login) ---------------------------
+
+    async def oauth_start(self, request: Request) -> Response:
+        started = time.perf_counter()
+        target = self._next(request.query_params.get("next"))
+        try:
+            if self.sign_in is None:
+                raise LoginRefusedError(
+                    404, "not_found", "signing in at an identity provider is not configured: log in with a token"
+                )
+            return await self.sign_in.start(request, target)
+        except LoginRefusedError as exc:
+            return await self._sign_in_refused(request, exc, target, started)
+
+    async def oauth_callback(self, request: Request) -> Response:
+        started = time.perf_counter()
+        try:
+            if self.sign_in is None:
+                raise LoginRefusedError(
+                    404, "not_found", "signing in at an identity provider is not configured: log in with a token"
+                )
+            session, target = await self.sign_in.finish(request)
+        except LoginRefusedError as exc:
+            response = await self._sign_in_refused(request, exc, self.prefix, started)
+            if self.sign_in is not None:
+                self.sign_in.clear_flow_cookie(response, request)
+            return response
+        # The browser came back from another site: a SameSite=Strict cookie set now is not sent on a
+        # redirect that continues that navigation, so a page of this site moves on (no script needed).
+        page = self.render(request, "signed_in.html", principal=session.principal, next=target)
+        self.sign_in.clear_flow_cookie(page, request)
+        return await self.open_session(request, session, {"via": "oauth"}, page)
+
+    async def _sign_in_refused(self, request: Request, exc: LoginRefusedError, target: str, started: float) -> Response:
+        await write_audit(
+            self.service.audit,
+            refusal(exc.principal, "page:login", {"via": "oauth"}, code=exc.code, outcome=exc.outcome, started=started),
+        )
+        return self.render(request, "login.html", principal=None, status=exc.status, next=target, problem=exc.message)
+
     async def stylesheet_file(self, request: Request) -> Response:
         return Response(self.stylesheet, media_type="text/css")
 
     # -- helpers ------------------------------------------------------------------------------------
+
+    async def _viewer(self, request: Request) -> Principal | None:
+        """The request's principal, None when it has none or its bearer token is refused."""
+        try:
+            return await principal_for_request(request, self.sessions)
+        except LoginRefusedError:
+            return None
 
     def _next(self, target: str | None) -> str:
         """Where to go after logging in: a page of this catalog, never another site."""
@@ -288,14 +379,17 @@ def _when(value: object) -> str:
     return f"{moment:%Y-%m-%d %H:%M} UTC"
 
 
-def create_catalog_page(settings: Settings, service: DataProductsService) -> ASGIApp:
+def create_catalog_page(settings: Settings, service: DataProductsService, authenticator: Authenticator) -> ASGIApp:
     """The catalog page as an ASGI app serving ``settings.catalog_page.path`` (routes below it only).
+
+    ``authenticator`` is the MCP endpoint's (:func:`servers.oauth.authenticator_for`): the page accepts
+    the same tokens, checked the same way.
 
     Raises:
         ConfigError: the page's path overlaps the MCP endpoint's, or no hash salt is set (sessions are
             signed with a key derived from it).
     """
-    page = CatalogPage(settings, service)
+    page = CatalogPage(settings, service, authenticator)
     mcp_path = settings.server.path.rstrip("/") or "/"
     if mcp_path == page.prefix or mcp_path.startswith(page.prefix + "/") or page.prefix.startswith(mcp_path + "/"):
         raise ConfigError(
@@ -310,6 +404,8 @@ def create_catalog_page(settings: Settings, service: DataProductsService) -> ASG
         Route(p + "/login", page.login_form, methods=["GET"]),
         Route(p + "/login", page.login, methods=["POST"]),
         Route(p + "/logout", page.logout, methods=["POST"]),
+        Route(p + "/login/oauth", page.oauth_start, methods=["GET"]),
+        Route(p + "/login/callback", page.oauth_callback, methods=["GET"]),
         Route(p + "/static/catalog.css", page.stylesheet_file, methods=["GET"]),
     ]
     app = Starlette(routes=routes)

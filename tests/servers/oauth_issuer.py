@@ -3,11 +3,19 @@
 The issuer serves its public keys at ``/jwks`` (counting the fetches) and an RFC 7662 endpoint at
 ``/introspect`` that requires its client's credentials (HTTP Basic). Keys can be added (rotation) while
 it runs; opaque tokens are registered with the claims introspection answers for them.
+
+For people it runs the authorization-code flow with PKCE: its metadata at
+``{issuer}/.well-known/openid-configuration``, ``/authorize`` approving ``user_claims`` at once (no
+login screen: the test user is signed in) and ``/token`` exchanging a code once, for the client that
+asked for it, with the right redirect URI and PKCE verifier, for an access token whose audience is the
+``resource`` asked for (RFC 8707); the page's client authenticates with its secret (HTTP Basic) or,
+with ``public_page_client``, names itself. It records each authorization request and token exchange.
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
 import secrets
 import socket
 import threading
@@ -16,6 +24,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlencode
 
 import jwt
 import uvicorn
@@ -23,11 +32,13 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 CLIENT_ID = "dataproducts-rs"
 CLIENT_SECRET = "s3cret-of-the-resource-server"
+PAGE_CLIENT_ID = "dataproducts-catalog"
+PAGE_CLIENT_SECRET = "s3cret-of-the-catalog-page"
 
 
 def free_port() -> int:
@@ -85,6 +96,11 @@ class Issuer:
     url: str = ""
     jwks_fetches: int = 0
     introspections: int = 0
+    user_claims: dict[str, Any] = field(default_factory=dict)  # whom /authorize signs in
+    codes: dict[str, dict[str, Any]] = field(default_factory=dict)  # code -> its authorization request
+    authorizations: list[dict[str, str]] = field(default_factory=list)
+    exchanges: list[dict[str, str]] = field(default_factory=list)
+    public_page_client: bool = False  # the page's client may then name itself without a secret
 
     @property
     def issuer(self) -> str:
@@ -118,7 +134,65 @@ class Issuer:
             claims = self.opaque.get(str(form.get("token")))
             return JSONResponse(claims if claims is not None else {"active": False})
 
-        return Starlette(routes=[Route("/jwks", jwks), Route("/introspect", introspect, methods=["POST"])])
+        async def metadata(request: Request) -> Response:
+            return JSONResponse(
+                {
+                    "issuer": self.issuer,
+                    "authorization_endpoint": f"{self.url}/authorize",
+                    "token_endpoint": f"{self.url}/token",
+                    "jwks_uri": f"{self.url}/jwks",
+                    "response_types_supported": ["code"],
+                    "code_challenge_methods_supported": ["S256"],
+                }
+            )
+
+        async def authorize(request: Request) -> Response:
+            params = dict(request.query_params)
+            self.authorizations.append(params)
+            redirect = params.get("redirect_uri", "")
+            if params.get("client_id") != PAGE_CLIENT_ID or not redirect:
+                return JSONResponse({"error": "invalid_client"}, status_code=400)
+            back = {"state": params.get("state", "")}
+            if params.get("response_type") != "code" or params.get("code_challenge_method") != "S256":
+                back["error"] = "invalid_request"
+            else:
+                code = secrets.token_urlsafe(16)
+                self.codes[code] = params
+                back["code"] = code
+            return RedirectResponse(f"{redirect}?{urlencode(back)}", status_code=302)
+
+        async def token(request: Request) -> Response:
+            form = {k: str(v) for k, v in (await request.form()).items()}
+            self.exchanges.append(form)
+            expected = "Basic " + base64.b64encode(f"{PAGE_CLIENT_ID}:{PAGE_CLIENT_SECRET}".encode()).decode()
+            public = self.public_page_client and "authorization" not in request.headers
+            if (
+                not (public and form.get("client_id") == PAGE_CLIENT_ID)
+                and request.headers.get("authorization") != expected
+            ):
+                return JSONResponse({"error": "invalid_client"}, status_code=401)
+            asked = self.codes.pop(form.get("code", ""), None)  # a code is good once
+            if asked is None or form.get("grant_type") != "authorization_code":
+                return JSONResponse({"error": "invalid_grant"}, status_code=400)
+            verifier = form.get("code_verifier", "").encode("ascii")
+            challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier).digest()).rstrip(b"=").decode()
+            if challenge != asked.get("code_challenge") or form.get("redirect_uri") != asked.get("redirect_uri"):
+                return JSONResponse({"error": "invalid_grant"}, status_code=400)
+            resource = form.get("resource") or asked.get("resource")
+            if resource is None:
+                return JSONResponse({"error": "invalid_target"}, status_code=400)
+            claims = {"aud": resource, "scope": asked.get("scope", ""), "azp": PAGE_CLIENT_ID, **self.user_claims}
+            return JSONResponse({"access_token": self.token(**claims), "token_type": "Bearer", "expires_in": 300})
+
+        return Starlette(
+            routes=[
+                Route("/jwks", jwks),
+                Route("/introspect", introspect, methods=["POST"]),
+                Route("/realms/data/.well-known/openid-configuration", metadata),
+                Route("/authorize", authorize),
+                Route("/token", token, methods=["POST"]),
+            ]
+        )
 
 
 @contextmanager

@@ -108,7 +108,7 @@ def test_a_login_sets_an_httponly_strict_cookie_without_the_token(client: TestCl
 def test_a_wrong_token_is_refused_with_a_clear_message_and_audited(client: TestClient, audit_log: AuditLog) -> None:
     response = client.post("/catalog/login", data={"token": "not-a-token", "csrf": _csrf(client)})
     assert response.status_code == 401
-    assert "unknown token" in response.text
+    assert "unknown or malformed bearer token" in response.text
     assert "dp_session" not in response.headers.get("set-cookie", "")
     row = audit_log.query(principal="anonymous", tool="page:login", limit=1)[0]
     assert (row.outcome, row.error_code) == ("denied", "unauthorized")
@@ -316,7 +316,7 @@ def test_a_bad_catalog_page_path_is_a_clear_configuration_error(demo: DemoWorksp
 
 def test_a_huge_or_non_form_post_is_refused_before_it_is_parsed(client: TestClient) -> None:
     csrf = _csrf(client)
-    huge = client.post("/catalog/login", data={"token": "x" * 10_000, "csrf": csrf})
+    huge = client.post("/catalog/login", data={"token": "x" * 40_000, "csrf": csrf})
     assert huge.status_code == 413
     as_json = client.post("/catalog/login", json={"token": "x", "csrf": csrf})
     assert as_json.status_code == 415
