@@ -56,9 +56,11 @@ chunks, use the Elasticsearch store.
 from __future__ import annotations
 
 import json
+import logging
 import re
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -70,17 +72,25 @@ import numpy as np
 import numpy.typing as npt
 
 from catalog.errors import ConnectorError, ConnectorUnavailableError, InvalidRequestError, QueryExecutionError
+from connectors._bm25_index import Bm25Index, QueryTokenizer, build_index
 from connectors._common import driver_message
 from connectors._search import checked_vectors, model_mismatch
+from connectors._vector_quant import QUANTIZE_MIN_ROWS, SignCodes, nearest
 from connectors.search_base import Chunk, ChunkHit, IndexedChunk, SearchStore
 
-__all__ = ["EmbeddedSearchStore", "fts5_query"]
+__all__ = ["EmbeddedSearchStore", "fts5_query", "query_words"]
+
+log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = "1"
 BUSY_TIMEOUT_MS = 30_000
 #: How much of the file SQLite maps into memory; BM25 reads a page per ranked row (measured below).
 MMAP_BYTES = 1 << 30
 MAX_QUERY_TERMS = 64
+#: FTS5's tokenizer of ``chunks_fts``; the in-memory BM25 index cuts query words with the same one.
+TOKENIZE = "porter unicode61 remove_diacritics 2"
+#: After a failed build of the in-memory BM25 index, FTS5 ranks alone for this long before a retry.
+BM25_RETRY_SECONDS = 60.0
 _WORD = re.compile(r"\w+")
 # Lucene's English stop words, which Elasticsearch's ``english`` analyzer drops too: the two stores rank alike.
 STOP_WORDS = frozenset(
@@ -88,7 +98,7 @@ STOP_WORDS = frozenset(
     " this to was will with".split()
 )
 _UNAVAILABLE = re.compile(r"locked|busy|unable to open|disk|readonly|not a database|malformed|full")
-_SCHEMA = """
+_SCHEMA = f"""
 BEGIN IMMEDIATE;
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS products (
@@ -100,7 +110,7 @@ CREATE TABLE IF NOT EXISTS chunks (
 );
 CREATE INDEX IF NOT EXISTS chunks_product ON chunks (product);
 CREATE VIRTUAL TABLE IF NOT EXISTS chunks_fts USING fts5 (
-    text, content='chunks', content_rowid='rowid', tokenize='porter unicode61 remove_diacritics 2'
+    text, content='chunks', content_rowid='rowid', tokenize='{TOKENIZE}'
 );
 CREATE TRIGGER IF NOT EXISTS chunks_ai AFTER INSERT ON chunks BEGIN
     INSERT INTO chunks_fts (rowid, text) VALUES (new.rowid, new.text);
@@ -130,24 +140,32 @@ BM25_OVERFETCH = 4
 _ROWID_BATCH = 500
 
 
-def fts5_query(text: str) -> str:
-    """``text`` as an FTS5 query matching any of its words but English stop words (as Elasticsearch's
-    ``english`` analyzer does), each quoted: no operator can get through.
+def query_words(text: str) -> list[str]:
+    """The words of ``text`` a BM25 query ORs: lower-cased, first occurrence only, English stop words
+    dropped (as Elasticsearch's ``english`` analyzer does), at most :data:`MAX_QUERY_TERMS`."""
+    words = [w for w in dict.fromkeys(w.lower() for w in _WORD.findall(text)) if w not in STOP_WORDS]
+    return words[:MAX_QUERY_TERMS]
+
+
+def fts5_query(text: str | list[str]) -> str:
+    """``text`` (or its :func:`query_words`) as an FTS5 query matching any of its words, each quoted:
+    no operator can get through.
 
     Returns an empty string when the text holds no word.
     """
-    words = [w for w in dict.fromkeys(w.lower() for w in _WORD.findall(text)) if w not in STOP_WORDS]
-    words = words[:MAX_QUERY_TERMS]
+    words = query_words(text) if isinstance(text, str) else text
     return " OR ".join('"' + w.replace('"', '""') + '"' for w in words)
 
 
 @dataclass(frozen=True)
 class _Vectors:
-    """The cached vectors of one product as of ``generation``: ``matrix`` rows belong to ``rowids``."""
+    """The cached vectors of one product as of ``generation``: ``matrix`` rows belong to ``rowids``;
+    ``codes`` (sign bits for the candidate scan) when the product is large enough to use them."""
 
     generation: int
     rowids: npt.NDArray[np.int64]
     matrix: npt.NDArray[np.float32]
+    codes: SignCodes | None
 
 
 class EmbeddedSearchStore(SearchStore):
@@ -166,6 +184,10 @@ class EmbeddedSearchStore(SearchStore):
         self._closed = False
         self._cache: dict[str, _Vectors] = {}
         self._cache_lock = threading.Lock()
+        self._bm25: Bm25Index | None = None  # guarded by _lock, as the build flags
+        self._bm25_building = False
+        self._bm25_failed_at = -BM25_RETRY_SECONDS
+        self._tokenizer = QueryTokenizer(TOKENIZE)
 
     # -- connections and the one place driver errors are mapped ---------------------------------
 
@@ -351,30 +373,101 @@ class EmbeddedSearchStore(SearchStore):
         Raises:
             ConnectorError: SQLite failed.
         """
-        match = fts5_query(query)
-        if not match or k <= 0 or (products is not None and not products):
+        words = query_words(query)
+        if not words or k <= 0 or (products is not None and not products):
             return []
-        return await anyio.to_thread.run_sync(self._bm25_sync, match, k, products)
+        return await anyio.to_thread.run_sync(self._bm25_sync, words, k, products)
 
-    def _bm25_sync(self, match: str, k: int, products: Sequence[str] | None) -> list[ChunkHit]:
+    def _bm25_sync(self, words: list[str], k: int, products: Sequence[str] | None) -> list[ChunkHit]:
+        with self._read() as conn:
+            index = self._bm25_index(conn)
+            tokens = self._tokenizer.tokens(words) if index is not None else []
+            if index is not None and all(len(t) == 1 for t in tokens):
+                ranked = index.top([t[0] for t in tokens], k, products)
+                rows = _rows_by_rowid(conn, [rowid for rowid, _ in ranked])
+                return [_hit(rows[rowid], score, rank) for rank, (rowid, score) in enumerate(ranked, start=1)]
+            return self._fts5_bm25(conn, fts5_query(words), k, products)
+
+    def _fts5_bm25(
+        self, conn: sqlite3.Connection, match: str, k: int, products: Sequence[str] | None
+    ) -> list[ChunkHit]:
+        """FTS5's own ranking: while the in-memory index is (re)built, and for words FTS5 cuts in several tokens."""
         wanted = None if products is None else set(products)
         depth = k if wanted is None else k * BM25_OVERFETCH
-        with self._read() as conn:
-            # Rank in FTS5 alone, then read the few rows ranked: joining chunks first would read every
-            # matching row (text included) before the sort keeps k of them.
-            ranked = conn.execute(_BM25_RANKED, (match, depth)).fetchall()
-            rows = _rows_by_rowid(conn, [rowid for rowid, _ in ranked])
-            kept = [(rows[rowid], -score) for rowid, score in ranked if _wanted(rows.get(rowid), wanted)][:k]
-            if len(kept) < k and len(ranked) == depth and products is not None:
-                # The products asked for hold few of the best chunks: rank within them (same order, same scores).
-                where, params = _product_filter(products)
-                sql = (
-                    f"SELECT {_HIT_COLUMNS}, -bm25(chunks_fts) AS score"
-                    " FROM chunks_fts JOIN chunks c ON c.rowid = chunks_fts.rowid"
-                    f" WHERE chunks_fts MATCH ?{where} ORDER BY bm25(chunks_fts), c.rowid LIMIT ?"
-                )
-                kept = [(row, row[6]) for row in conn.execute(sql, [match, *params, k]).fetchall()]
+        # Rank in FTS5 alone, then read the few rows ranked: joining chunks first would read every
+        # matching row (text included) before the sort keeps k of them.
+        ranked = conn.execute(_BM25_RANKED, (match, depth)).fetchall()
+        rows = _rows_by_rowid(conn, [rowid for rowid, _ in ranked])
+        kept = [(rows[rowid], -score) for rowid, score in ranked if _wanted(rows.get(rowid), wanted)][:k]
+        if len(kept) < k and len(ranked) == depth and products is not None:
+            # The products asked for hold few of the best chunks: rank within them (same order, same scores).
+            where, params = _product_filter(products)
+            sql = (
+                f"SELECT {_HIT_COLUMNS}, -bm25(chunks_fts) AS score"
+                " FROM chunks_fts JOIN chunks c ON c.rowid = chunks_fts.rowid"
+                f" WHERE chunks_fts MATCH ?{where} ORDER BY bm25(chunks_fts), c.rowid LIMIT ?"
+            )
+            kept = [(row, row[6]) for row in conn.execute(sql, [match, *params, k]).fetchall()]
         return [_hit(row, score, rank) for rank, (row, score) in enumerate(kept, start=1)]
+
+    def _bm25_index(self, conn: sqlite3.Connection) -> Bm25Index | None:
+        """The in-memory BM25 index when it is of the reader's snapshot; else None, and a rebuild starts
+        in the background (FTS5 ranks meanwhile: same order, same scores)."""
+        (generation,) = conn.execute("SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'generation'").fetchone()
+        with self._lock:
+            index = self._bm25
+            if index is not None and index.generation == generation:
+                return index
+            if self._closed or self._bm25_building or time.monotonic() - self._bm25_failed_at < BM25_RETRY_SECONDS:
+                return None
+            self._bm25_building = True
+        threading.Thread(target=self._build_bm25, name="bm25-index", daemon=True).start()
+        return None
+
+    async def warm(self) -> None:
+        """Build the in-memory BM25 index now (a server would otherwise build it after its first BM25
+        query, FTS5 ranking meanwhile) and load every product's vectors.
+
+        Raises:
+            ConnectorError: SQLite failed.
+        """
+        await anyio.to_thread.run_sync(self._warm_sync)
+
+    def _warm_sync(self) -> None:
+        with self._lock:
+            self._bm25_building = True
+        self._build_bm25(raise_errors=True)
+        with self._read() as conn:
+            for product, generation in conn.execute("SELECT product, generation FROM products").fetchall():
+                self._vectors(conn, product, generation)
+
+    def _build_bm25(self, *, raise_errors: bool = False) -> None:
+        """Build the index of the latest committed generation on a connection of its own (``temp``
+        tables); a failure leaves the previous index, and FTS5 ranks until a retry succeeds."""
+        try:
+            with self._errors():
+                conn = sqlite3.connect(self.path, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000)
+                try:
+                    conn.execute(f"PRAGMA mmap_size = {MMAP_BYTES}")
+                    conn.execute("BEGIN")
+                    (generation,) = conn.execute(
+                        "SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'generation'"
+                    ).fetchone()
+                    index = build_index(conn, generation)
+                finally:
+                    conn.close()
+            with self._lock:
+                if not self._closed and (self._bm25 is None or self._bm25.generation < generation):
+                    self._bm25 = index
+        except (ConnectorError, ValueError) as exc:
+            with self._lock:
+                self._bm25_failed_at = time.monotonic()
+            if raise_errors:
+                raise
+            log.warning("BM25 index of %s not built, FTS5 ranks meanwhile: %s", self.path, exc)
+        finally:
+            with self._lock:
+                self._bm25_building = False
 
     async def knn(
         self, vector: npt.NDArray[np.float32], *, k: int, products: Sequence[str] | None = None
@@ -409,10 +502,9 @@ class EmbeddedSearchStore(SearchStore):
                         f"the query vector has {len(query)}; embed the query with the product's model"
                     )
                 cached = self._vectors(conn, product, generation)
-                scores = np.einsum("ij,j->i", cached.matrix, query)  # no BLAS threads: see the docstring
-                top = np.argpartition(-scores, k - 1)[:k] if len(scores) > k else np.arange(len(scores))
+                top, scores = nearest(cached.matrix, cached.codes, query, k)
                 best_ids.append(cached.rowids[top])
-                best_scores.append(scores[top])
+                best_scores.append(scores)
             if not best_ids:
                 return []
             ids, scores = np.concatenate(best_ids), np.concatenate(best_scores)
@@ -430,7 +522,9 @@ class EmbeddedSearchStore(SearchStore):
         (dimensions,) = conn.execute("SELECT dimensions FROM products WHERE product = ?", (product,)).fetchone()
         rows = conn.execute("SELECT rowid, vector FROM chunks WHERE product = ? ORDER BY rowid", (product,)).fetchall()
         matrix = np.frombuffer(b"".join(r[1] for r in rows), dtype="<f4").astype(np.float32, copy=False)
-        loaded = _Vectors(generation, np.array([r[0] for r in rows], dtype=np.int64), matrix.reshape(-1, dimensions))
+        matrix = matrix.reshape(-1, dimensions)
+        codes = SignCodes.of(matrix) if len(matrix) >= QUANTIZE_MIN_ROWS else None
+        loaded = _Vectors(generation, np.array([r[0] for r in rows], dtype=np.int64), matrix, codes)
         with self._cache_lock:
             current = self._cache.get(product)
             if current is None or current.generation < generation:
@@ -450,6 +544,9 @@ class EmbeddedSearchStore(SearchStore):
             conn.close()
         with self._cache_lock:
             self._cache.clear()
+        with self._lock:
+            self._bm25 = None
+        self._tokenizer.close()
 
 
 def _product_filter(products: Sequence[str] | None) -> tuple[str, list[str]]:
