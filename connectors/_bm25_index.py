@@ -135,7 +135,8 @@ def build_index(conn: sqlite3.Connection, generation: int) -> Bm25Index:
     if (holding != expected).any():
         raise ValueError("fts5vocab's instance and row tables disagree on how many rows hold a term")
     lengths = np.bincount(docs, minlength=len(rowids)).astype(np.float64)
-    avgdl = float(len(instances)) / float(len(rowids)) if len(rowids) else 1.0
+    # No token at all: no row can match, and the norms are never read (FTS5 would divide 0 by 0 too).
+    avgdl = float(len(instances)) / float(len(rowids)) if len(instances) else 1.0
     return Bm25Index(
         generation=generation,
         terms={term: i for i, (term, _, _) in enumerate(terms)},
