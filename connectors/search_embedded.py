@@ -75,7 +75,7 @@ from catalog.errors import ConnectorError, ConnectorUnavailableError, InvalidReq
 from connectors._bm25_index import Bm25Index, QueryTokenizer, build_index
 from connectors._common import driver_message
 from connectors._search import checked_vectors, model_mismatch
-from connectors._vector_quant import QUANTIZE_MIN_ROWS, SignCodes, nearest
+from connectors._vector_quant import QUANTIZE_MIN_DIMENSIONS, QUANTIZE_MIN_ROWS, SignCodes, nearest
 from connectors.search_base import Chunk, ChunkHit, IndexedChunk, SearchStore
 
 __all__ = ["EmbeddedSearchStore", "fts5_query", "query_words"]
@@ -169,12 +169,17 @@ class _Vectors:
 
 
 class EmbeddedSearchStore(SearchStore):
-    """Search store in one SQLite file at ``path`` (created with its folder on first use)."""
+    """Search store in one SQLite file at ``path`` (created with its folder on first use).
+
+    ``indexes=False`` ranks BM25 in FTS5 alone and scans every vector exactly: the reference the
+    in-memory BM25 index and the sign-bit codes are measured against (same answers, slower).
+    """
 
     kind = "embedded"
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, indexes: bool = True) -> None:
         self.path = Path(path).expanduser().resolve()
+        self.indexes = indexes
         self._lock = threading.Lock()  # guards the connections and the schema flag
         self._write_lock = threading.Lock()  # one writer per store; other processes wait on SQLite's lock
         self._readers: list[sqlite3.Connection] = []
@@ -413,6 +418,8 @@ class EmbeddedSearchStore(SearchStore):
     def _bm25_index(self, conn: sqlite3.Connection) -> Bm25Index | None:
         """The in-memory BM25 index when it is of the reader's snapshot; else None, and a rebuild starts
         in the background (FTS5 ranks meanwhile: same order, same scores)."""
+        if not self.indexes:
+            return None
         (generation,) = conn.execute("SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'generation'").fetchone()
         with self._lock:
             index = self._bm25
@@ -434,9 +441,10 @@ class EmbeddedSearchStore(SearchStore):
         await anyio.to_thread.run_sync(self._warm_sync)
 
     def _warm_sync(self) -> None:
-        with self._lock:
-            self._bm25_building = True
-        self._build_bm25(raise_errors=True)
+        if self.indexes:
+            with self._lock:
+                self._bm25_building = True
+            self._build_bm25(raise_errors=True)
         with self._read() as conn:
             for product, generation in conn.execute("SELECT product, generation FROM products").fetchall():
                 self._vectors(conn, product, generation)
@@ -523,7 +531,8 @@ class EmbeddedSearchStore(SearchStore):
         rows = conn.execute("SELECT rowid, vector FROM chunks WHERE product = ? ORDER BY rowid", (product,)).fetchall()
         matrix = np.frombuffer(b"".join(r[1] for r in rows), dtype="<f4").astype(np.float32, copy=False)
         matrix = matrix.reshape(-1, dimensions)
-        codes = SignCodes.of(matrix) if len(matrix) >= QUANTIZE_MIN_ROWS else None
+        large = self.indexes and len(matrix) >= QUANTIZE_MIN_ROWS and dimensions >= QUANTIZE_MIN_DIMENSIONS
+        codes = SignCodes.of(matrix) if large else None
         loaded = _Vectors(generation, np.array([r[0] for r in rows], dtype=np.int64), matrix, codes)
         with self._cache_lock:
             current = self._cache.get(product)
