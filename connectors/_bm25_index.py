@@ -49,17 +49,18 @@ _CACHED_WORDS = 50_000
 class Bm25Index:
     """Postings of every stored chunk as of ``generation``; documents are numbered in rowid order.
 
-    ``starts[t]:starts[t + 1]`` slices ``docs``/``freqs`` for term ``t``; ``norms[d]`` is FTS5's
-    ``k1 · (1 - b + b · len / avgdl)`` of document ``d``; ``products[d]`` indexes ``product_names``.
+    ``starts[t]:starts[t + 1]`` slices ``docs``/``weights`` for term ``t``; a posting's weight is the
+    query-independent part of FTS5's score, ``(tf · (k1 + 1)) / (tf + k1 · (1 - b + b · len / avgdl))``,
+    computed once with FTS5's operations so ``idf · weight`` is FTS5's double; ``products[d]``
+    indexes ``product_names``.
     """
 
     generation: int
     terms: dict[str, int]
     starts: npt.NDArray[np.int64]
     docs: npt.NDArray[np.int32]
-    freqs: npt.NDArray[np.float64]
+    weights: npt.NDArray[np.float64]
     rowids: npt.NDArray[np.int64]
-    norms: npt.NDArray[np.float64]
     products: npt.NDArray[np.int32]
     product_names: tuple[str, ...]
 
@@ -79,13 +80,13 @@ class Bm25Index:
             if t is None:
                 continue  # FTS5's phrase holds no row: it adds 0.0 to every score
             docs = self.docs[self.starts[t] : self.starts[t + 1]]
-            freqs = self.freqs[self.starts[t] : self.starts[t + 1]]
-            scores[docs] += self._idf(len(docs)) * ((freqs * (K1 + 1.0)) / (freqs + self.norms[docs]))
+            scores[docs] += self._idf(len(docs)) * self.weights[self.starts[t] : self.starts[t + 1]]
         matched = np.flatnonzero(scores)  # every matched row scores > 0: idf ≥ 1e-6 and tf ≥ 1
         if products is not None:
             wanted = set(products)
             codes = [i for i, name in enumerate(self.product_names) if name in wanted]
-            matched = matched[np.isin(self.products[matched], codes)]
+            of = self.products[matched]
+            matched = matched[of == codes[0] if len(codes) == 1 else np.isin(of, codes)]
         found = scores[matched]
         if len(found) > k:  # keep every row scoring at least the k-th best: ties are ordered below
             kth = np.partition(found, len(found) - k)[len(found) - k]
@@ -137,14 +138,15 @@ def build_index(conn: sqlite3.Connection, generation: int) -> Bm25Index:
     lengths = np.bincount(docs, minlength=len(rowids)).astype(np.float64)
     # No token at all: no row can match, and the norms are never read (FTS5 would divide 0 by 0 too).
     avgdl = float(len(instances)) / float(len(rowids)) if len(instances) else 1.0
+    norms = K1 * ((1 - B) + (B * lengths) / avgdl)  # FTS5: k1 * (1 - b + b * D / avgdl), same operations
+    docs = docs[heads]
     return Bm25Index(
         generation=generation,
         terms={term: i for i, (term, _, _) in enumerate(terms)},
         starts=np.concatenate(([0], np.cumsum(holding))).astype(np.int64),
-        docs=docs[heads].astype(np.int32),
-        freqs=freqs,
+        docs=docs.astype(np.int32),
+        weights=(freqs * (K1 + 1.0)) / (freqs + norms[docs]),  # FTS5: (aFreq * (k1 + 1.0)) / (aFreq + norm)
         rowids=rowids,
-        norms=K1 * ((1 - B) + (B * lengths) / avgdl),  # FTS5: k1 * (1 - b + b * D / avgdl), same operations
         products=products,
         product_names=names,
     )

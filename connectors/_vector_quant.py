@@ -10,7 +10,7 @@ scored exactly in float32; the ``k`` best of those are returned with their exact
 Why it keeps recall: the angle between two vectors is, in expectation, proportional to the fraction
 of random hyperplanes separating them (Charikar 2002); the coordinate hyperplanes of centred
 embeddings are close enough to random for a coarse ranking, and the re-rank sees
-``max(RERANK_MIN, RERANK_PER_HIT · k)`` rows (2,000 for k = 100, 2% of a 100k product), far more
+``max(RERANK_MIN, RERANK_PER_HIT · k)`` rows (4,000 for k = 100, 4% of a 100k product), far more
 than the ``k`` it keeps. Centring helps when a model puts every vector in one narrow cone, where raw
 signs agree on most dimensions. A product of at most ``2 · rerank`` rows is scanned exactly (the codes
 would not pay), and so are vectors of fewer than 256 dimensions (64 bits rank too coarsely: recall@10
@@ -31,8 +31,8 @@ __all__ = ["QUANTIZE_MIN_DIMENSIONS", "QUANTIZE_MIN_ROWS", "SignCodes", "nearest
 #: exact scan), are always scanned exactly and get no codes.
 QUANTIZE_MIN_ROWS = 4_096
 QUANTIZE_MIN_DIMENSIONS = 256
-RERANK_MIN = 1_000
-RERANK_PER_HIT = 20
+RERANK_MIN = 2_000
+RERANK_PER_HIT = 40
 
 
 @dataclass(frozen=True)
