@@ -32,7 +32,7 @@ import math
 import sqlite3
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
@@ -63,6 +63,7 @@ class Bm25Index:
     rowids: npt.NDArray[np.int64]
     products: npt.NDArray[np.int32]
     product_names: tuple[str, ...]
+    _scratch: threading.local = field(default_factory=threading.local, compare=False, repr=False)
 
     @property
     def rows(self) -> int:
@@ -74,26 +75,40 @@ class Bm25Index:
         first, ties by rowid."""
         if k <= 0 or not self.rows:
             return []
-        scores = np.zeros(self.rows, dtype=np.float64)
-        for term in terms:
-            t = self.terms.get(term)
-            if t is None:
-                continue  # FTS5's phrase holds no row: it adds 0.0 to every score
-            docs = self.docs[self.starts[t] : self.starts[t + 1]]
-            scores[docs] += self._idf(len(docs)) * self.weights[self.starts[t] : self.starts[t + 1]]
-        matched = np.flatnonzero(scores)  # every matched row scores > 0: idf ≥ 1e-6 and tf ≥ 1
+        scores = self._zeros()
+        try:
+            for term in terms:
+                t = self.terms.get(term)
+                if t is None:
+                    continue  # FTS5's phrase holds no row: it adds 0.0 to every score
+                docs = self.docs[self.starts[t] : self.starts[t + 1]]
+                scores[docs] += self._idf(len(docs)) * self.weights[self.starts[t] : self.starts[t + 1]]
+            matched = np.flatnonzero(scores)  # every matched row scores > 0: idf ≥ 1e-6 and tf ≥ 1
+            all_scores = scores[matched]
+            scores[matched] = 0.0  # the buffer is all zeros again for the thread's next query
+        except BaseException:
+            scores.fill(0.0)
+            raise
         if products is not None:
             wanted = set(products)
             codes = [i for i, name in enumerate(self.product_names) if name in wanted]
             of = self.products[matched]
-            matched = matched[of == codes[0] if len(codes) == 1 else np.isin(of, codes)]
-        found = scores[matched]
+            keep = of == codes[0] if len(codes) == 1 else np.isin(of, codes)
+            matched, all_scores = matched[keep], all_scores[keep]
+        found = all_scores
         if len(found) > k:  # keep every row scoring at least the k-th best: ties are ordered below
             kth = np.partition(found, len(found) - k)[len(found) - k]
             keep = found >= kth
             matched, found = matched[keep], found[keep]
         order = np.lexsort((matched, -found))[:k]  # documents are in rowid order: ties by rowid
         return [(int(self.rowids[matched[i]]), float(found[i])) for i in order]
+
+    def _zeros(self) -> npt.NDArray[np.float64]:
+        """This thread's score buffer, all zeros: reused, as a fresh one costs page faults per query."""
+        buffer: npt.NDArray[np.float64] | None = getattr(self._scratch, "scores", None)
+        if buffer is None:
+            buffer = self._scratch.scores = np.zeros(self.rows, dtype=np.float64)
+        return buffer
 
     def _idf(self, holding: int) -> float:
         idf = math.log((self.rows - holding + 0.5) / (holding + 0.5))

@@ -20,7 +20,8 @@ scan is measured by ``bench/search_latency.py`` and tested on clustered vectors.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
@@ -41,6 +42,7 @@ class SignCodes:
 
     mean: npt.NDArray[np.float32]
     words: npt.NDArray[np.uint64]
+    _scratch: threading.local = field(default_factory=threading.local, compare=False, repr=False)
 
     @classmethod
     def of(cls, matrix: npt.NDArray[np.float32]) -> SignCodes:
@@ -51,9 +53,11 @@ class SignCodes:
         """Indices of the ``count`` rows whose codes differ least from the query's (ties by index), in
         index order."""
         coded = _pack((query > self.mean)[np.newaxis, :])[0]
-        distance = np.bitwise_count(self.words[0] ^ coded[0]).astype(np.intp)
-        for j in range(1, len(coded)):
-            distance += np.bitwise_count(self.words[j] ^ coded[j])
+        differ, bits, distance = self._buffers()  # reused: fresh arrays cost page faults per query
+        distance.fill(0)
+        for j in range(len(coded)):
+            np.bitwise_xor(self.words[j], coded[j], out=differ)
+            np.add(distance, np.bitwise_count(differ, out=bits), out=distance)
         if count >= len(distance):
             return np.arange(len(distance))
         # Distances are small integers: a histogram finds the count-th smallest (a partition costs 10× more).
@@ -62,6 +66,17 @@ class SignCodes:
         closer = np.flatnonzero(distance < cut)
         at_cut = np.flatnonzero(distance == cut)[: count - len(closer)]
         return np.sort(np.concatenate((closer, at_cut)))
+
+    def _buffers(self) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.uint8], npt.NDArray[np.intp]]:
+        buffers = getattr(self._scratch, "buffers", None)
+        if buffers is None:
+            rows = self.words.shape[1]
+            buffers = self._scratch.buffers = (
+                np.empty(rows, np.uint64),
+                np.empty(rows, np.uint8),
+                np.empty(rows, np.intp),
+            )
+        return buffers
 
 
 def _pack(bits: npt.NDArray[np.bool_]) -> npt.NDArray[np.uint64]:
