@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -67,14 +68,14 @@ class SignCodes:
         at_cut = np.flatnonzero(distance == cut)[: count - len(closer)]
         return np.sort(np.concatenate((closer, at_cut)))
 
-    def _buffers(self) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.uint8], npt.NDArray[np.intp]]:
+    def _buffers(self) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.uint8], npt.NDArray[Any]]:
         buffers = getattr(self._scratch, "buffers", None)
         if buffers is None:
             rows = self.words.shape[1]
             buffers = self._scratch.buffers = (
                 np.empty(rows, np.uint64),
                 np.empty(rows, np.uint8),
-                np.empty(rows, np.intp),
+                np.empty(rows, np.uint16 if self.words.shape[0] * 64 < 1 << 16 else np.uint32),
             )
         return buffers
 
