@@ -448,24 +448,27 @@ class EmbeddedSearchStore(SearchStore):
 
         Raises:
             ConnectorError: SQLite failed.
+            ValueError: FTS5's own tables disagree (the index would rank wrongly; FTS5 keeps ranking).
         """
         await anyio.to_thread.run_sync(self._warm_sync)
 
     def _warm_sync(self) -> None:
+        with self._read() as conn:  # creates the file and its schema when new
+            for product, generation in conn.execute("SELECT product, generation FROM products").fetchall():
+                self._vectors(conn, product, generation)
         if self.indexes:
             with self._lock:
                 self._bm25_building = True
             self._build_bm25(raise_errors=True)
-        with self._read() as conn:
-            for product, generation in conn.execute("SELECT product, generation FROM products").fetchall():
-                self._vectors(conn, product, generation)
 
     def _build_bm25(self, *, raise_errors: bool = False) -> None:
         """Build the index of the latest committed generation on a connection of its own (``temp``
         tables); a failure leaves the previous index, and FTS5 ranks until a retry succeeds."""
         try:
             with self._errors():
-                conn = sqlite3.connect(self.path, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000)
+                # mode=rw: a file removed meanwhile is an error, not a new empty file
+                uri = f"{self.path.as_uri()}?mode=rw"
+                conn = sqlite3.connect(uri, uri=True, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000)
                 try:
                     conn.execute(f"PRAGMA mmap_size = {MMAP_BYTES}")
                     conn.execute("BEGIN")

@@ -200,3 +200,40 @@ def test_the_query_tokenizer_is_fts5s() -> None:
         (),
         ("uber",),
     ]
+
+
+async def built(store: EmbeddedSearchStore) -> None:
+    """Until the background build has finished (a few ms here; at most 10 s)."""
+    for _ in range(1000):
+        if not store._bm25_building:
+            return
+        await anyio.sleep(0.01)
+    raise AssertionError("the BM25 index was not built in 10 s")
+
+
+@pytest.mark.anyio
+async def test_the_first_query_answers_from_fts5_and_starts_the_build(tmp_path: Path) -> None:
+    async with EmbeddedSearchStore(tmp_path / "s.sqlite") as store:
+        rows = [chunk(1, "kettle descaled"), chunk(2, "kettle"), chunk(3, "tea")]
+        await store.apply("p.q", rows, np.ones((3, 4)), [], model_id="m")
+        first = await store.bm25("kettle tea", k=5)
+        await built(store)
+        assert store._bm25 is not None
+        assert await store.bm25("kettle tea", k=5) == first
+
+
+@pytest.mark.anyio
+async def test_a_failed_build_leaves_fts5_answering(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(conn: sqlite3.Connection, generation: int) -> None:
+        raise ValueError("fts5vocab's instance and row tables disagree")
+
+    monkeypatch.setattr("connectors.search_embedded.build_index", broken)
+    async with EmbeddedSearchStore(tmp_path / "s.sqlite") as store:
+        await store.apply("p.q", [chunk(1, "kettle"), chunk(2, "tea")], np.ones((2, 4)), [], model_id="m")
+        assert texts(await store.bm25("kettle", k=5)) == ["kettle"]
+        await built(store)
+        assert store._bm25 is None
+        assert texts(await store.bm25("kettle", k=5)) == ["kettle"]  # FTS5, and no retry for a while
+        assert not store._bm25_building
+        with pytest.raises(ValueError, match="disagree"):
+            await store.warm()
