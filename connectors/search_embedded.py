@@ -401,8 +401,9 @@ class EmbeddedSearchStore(SearchStore):
             tokens = self._tokenizer.tokens(words) if index is not None else []
             if index is not None and all(len(t) == 1 for t in tokens):
                 ranked = index.top([t[0] for t in tokens], k, products)
-                rows = _rows_by_rowid(conn, [rowid for rowid, _ in ranked])
-                return [_hit(rows[rowid], score, rank) for rank, (rowid, score) in enumerate(ranked, start=1)]
+                rows = _rows_by_rowid(conn, [rowid for rowid, _ in ranked])  # all there: same generation
+                kept = [(rows[rowid], score) for rowid, score in ranked if rowid in rows]
+                return [_hit(row, score, rank) for rank, (row, score) in enumerate(kept, start=1)]
             return self._fts5_bm25(conn, fts5_query(words), k, products)
 
     def _fts5_bm25(
