@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import anyio
 import numpy as np
 import numpy.typing as npt
 import pytest
@@ -90,3 +91,28 @@ async def test_the_store_finds_the_exact_nearest_in_a_large_product_and_never_an
         for query in narrow[-10:]:  # fewer dimensions than the codes need: scanned exactly
             hits = await store.knn(query, k=10, products=["p.narrow"])
             assert {h.key["id"] for h in hits} == exact_top(narrow[:-10], query, 10)
+
+
+@pytest.mark.anyio
+async def test_concurrent_queries_answer_as_one_at_a_time(tmp_path: Path) -> None:
+    """Each worker thread has its own scratch buffers (BM25 scores, Hamming distances)."""
+    data = embedding_like(QUANTIZE_MIN_ROWS + 500, QUANTIZE_MIN_DIMENSIONS, seed=5)
+    rows, queries = data[:-16], data[-16:]
+    words = ["kettle", "tea", "descaled", "parcel", "refund", "late"]
+    texts = [" ".join(words[j] for j in range(len(words)) if (i >> j) & 1) or "empty" for i in range(len(rows))]
+    chunks = [Chunk("p.big", {"id": i}, "f", 0, text, str(i)) for i, text in enumerate(texts)]
+    async with EmbeddedSearchStore(tmp_path / "s.sqlite") as store:
+        await store.apply("p.big", chunks, rows, [], model_id="m")
+        await store.warm()
+        alone = [
+            (await store.bm25(words[i % 6] + " tea", k=20), await store.knn(q, k=20)) for i, q in enumerate(queries)
+        ]
+        together: list[object] = [None] * len(queries)
+
+        async def one(i: int) -> None:
+            together[i] = (await store.bm25(words[i % 6] + " tea", k=20), await store.knn(queries[i], k=20))
+
+        async with anyio.create_task_group() as group:
+            for i in range(len(queries)):
+                group.start_soon(one, i)
+        assert together == alone
