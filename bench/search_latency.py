@@ -7,7 +7,15 @@ For each size the same queries run, interleaved, through:
 * ``hybrid`` — ``embeddings.retrieval.hybrid_search`` (both legs concurrently, then reciprocal rank
   fusion) with the query vector precomputed: what the store and the fusion cost;
 * ``hybrid + model`` — the same call embedding the query with the real model (no embedding cache);
-* ``embed``  — the query embedding alone (the model's cost, not the store's).
+* ``embed``  — the query embedding alone (the model's cost, not the store's);
+* ``bm25 fts5`` and ``knn exact`` — the same legs on the same file opened with ``indexes=False``:
+  FTS5's own ranking and the exact scan, side by side with the in-memory BM25 index and the sign-bit
+  codes they are the reference of.
+
+Quality, against that reference on every timed query: ``recall@10`` and ``recall@100`` of ``knn``
+(the share of the exact scan's 10 / 100 nearest it returns), and ``bm25 = fts5``: the share of queries
+whose BM25 hits (chunk, score, rank) equal FTS5's. ``build s``: the in-memory BM25 index's build and
+the vectors' load (``store.warm()``) after opening the store.
 
 Every call searches one product (``bench.docs``) of a store that also holds a second, 1%-sized
 product (``bench.other``), as the service passes the readable products: the product filter is on the
@@ -52,7 +60,7 @@ import numpy as np  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from connectors.search_base import Chunk  # noqa: E402
+from connectors.search_base import Chunk, ChunkHit  # noqa: E402
 from connectors.search_embedded import EmbeddedSearchStore  # noqa: E402
 from embeddings.base import Embedder, Vectors, content_hash  # noqa: E402
 from embeddings.chunking import chunk_text  # noqa: E402
@@ -63,7 +71,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "scifact"
 PRODUCT, OTHER = "bench.docs", "bench.other"
 TARGET_MS, TARGET_SIZE = 20.0, 100_000
-LEGS = ("bm25", "knn", "hybrid", "hybrid + model", "embed")
+LEGS = ("bm25", "knn", "hybrid", "hybrid + model", "embed", "bm25 fts5", "knn exact")
 NOISE = 0.015  # per dimension: |noise| ≈ 0.3 for 384 dimensions, cosine to the anchor ≈ 0.95
 console = Console(stderr=True)
 
@@ -79,6 +87,10 @@ class Corpus:
 class Timings:
     size: int
     ms: dict[str, list[float]] = field(default_factory=lambda: {leg: [] for leg in LEGS})
+    recall10: list[float] = field(default_factory=list)
+    recall100: list[float] = field(default_factory=list)
+    bm25_equal: list[bool] = field(default_factory=list)
+    build_s: float = 0.0
 
 
 class PrecomputedEmbedder(Embedder):
@@ -189,10 +201,16 @@ async def built_store(corpus: Corpus, anchors: Vectors, model_id: str, size: int
     return store
 
 
-async def timed(ms: list[float], call: Callable[..., Awaitable[object]], *args: Any, **kwargs: Any) -> None:
+async def timed(ms: list[float], call: Callable[..., Awaitable[Any]], *args: Any, **kwargs: Any) -> Any:
     started = time.perf_counter()
-    await call(*args, **kwargs)
+    result = await call(*args, **kwargs)
     ms.append((time.perf_counter() - started) * 1000)
+    return result
+
+
+def recall(found: list[ChunkHit], exact: list[ChunkHit], k: int) -> float:
+    expected = {h.id for h in exact[:k]}
+    return len(expected & {h.id for h in found[:k]}) / len(expected) if expected else 1.0
 
 
 async def measure(
@@ -206,15 +224,26 @@ async def measure(
     precomputed, uncached = PrecomputedEmbedder(model.model_id, vectors), UncachedEmbedder(model)
     search = {"k": args.k, "products": [PRODUCT], "candidates": args.candidates}
     leg = {"k": args.candidates, "products": [PRODUCT]}
-    for query in queries[:3]:  # warm: the vector cache loads, pages come into memory
-        await hybrid_search(store, precomputed, query, **search)
-    ms = timings.ms
-    for query in queries:
-        await timed(ms["bm25"], store.bm25, query, **leg)
-        await timed(ms["knn"], store.knn, vectors[query], **leg)
-        await timed(ms["hybrid"], hybrid_search, store, precomputed, query, **search)
-        await timed(ms["hybrid + model"], hybrid_search, store, uncached, query, **search)
-        await timed(ms["embed"], anyio.to_thread.run_sync, model.embed_batch, [query])
+    started = time.perf_counter()
+    await store.warm()  # the BM25 index builds, the vectors load
+    timings.build_s = time.perf_counter() - started
+    async with EmbeddedSearchStore(store.path, indexes=False) as reference:
+        await reference.warm()
+        for query in queries[:3]:  # warm: pages come into memory
+            await hybrid_search(store, precomputed, query, **search)
+            await reference.bm25(query, **leg)
+        ms = timings.ms
+        for query in queries:
+            lexical = await timed(ms["bm25"], store.bm25, query, **leg)
+            nearest = await timed(ms["knn"], store.knn, vectors[query], **leg)
+            await timed(ms["hybrid"], hybrid_search, store, precomputed, query, **search)
+            await timed(ms["hybrid + model"], hybrid_search, store, uncached, query, **search)
+            await timed(ms["embed"], anyio.to_thread.run_sync, model.embed_batch, [query])
+            fts5 = await timed(ms["bm25 fts5"], reference.bm25, query, **leg)
+            exact = await timed(ms["knn exact"], reference.knn, vectors[query], **leg)
+            timings.bm25_equal.append(lexical == fts5)
+            timings.recall10.append(recall(nearest, exact, 10))
+            timings.recall100.append(recall(nearest, exact, args.candidates))
     return timings
 
 
@@ -228,7 +257,8 @@ def report(results: list[Timings], corpus: Corpus, args: argparse.Namespace) -> 
         title=f"Search latency, embedded store ({corpus.kind} texts, {len(args.query_texts)} queries, "
         f"k={args.k}, {args.candidates} candidates per leg), ms"
     )
-    for name in ("chunks", *(f"{leg} p50/p99" for leg in LEGS), "target: hybrid p50"):
+    quality = ("recall@10", f"recall@{args.candidates}", "bm25 = fts5", "build s")
+    for name in ("chunks", *(f"{leg} p50/p99" for leg in LEGS), *quality, "target: hybrid p50"):
         table.add_column(name, justify="right")
     met = True
     for t in results:
@@ -239,10 +269,16 @@ def report(results: list[Timings], corpus: Corpus, args: argparse.Namespace) -> 
             met = met and hybrid <= TARGET_MS
         else:
             verdict = "-"
-        table.add_row(f"{t.size:,}", *cells, f"≤ {TARGET_MS:.0f} at {TARGET_SIZE // 1000}k: {verdict}")
+        measured = (
+            f"{np.mean(t.recall10):.3f}",
+            f"{np.mean(t.recall100):.3f}",
+            f"{np.mean(t.bm25_equal):.3f}",
+            f"{t.build_s:.1f}",
+        )
+        table.add_row(f"{t.size:,}", *cells, *measured, f"≤ {TARGET_MS:.0f} at {TARGET_SIZE // 1000}k: {verdict}")
     out = Console()
     if not out.is_terminal:
-        out = Console(width=160)
+        out = Console(width=280)
     out.print(table)
     return met
 

@@ -1,4 +1,4 @@
-"""The embedded search store: one local SQLite file, BM25 by FTS5, vectors by exact search in numpy.
+"""The embedded search store: one local SQLite file, BM25 as FTS5 ranks it, vectors by cosine in numpy.
 
 Layout of the file (WAL journal, so readers in other processes keep reading while an index run
 writes)::
@@ -9,9 +9,16 @@ writes)::
     chunks_fts                FTS5 over chunks.text (external content, kept in step by triggers),
                               tokenizer ``porter unicode61 remove_diacritics 2``
 
-BM25 is FTS5's own ``bm25()``. User text never reaches FTS5 syntax: the query is cut into words,
+BM25 is FTS5's ``bm25()``, computed by an in-memory index of the FTS5 postings
+(:mod:`connectors._bm25_index`: same rows, same order, same doubles; built in the background from
+FTS5's ``fts5vocab`` tables the first time a BM25 query finds it missing or of an older generation,
+FTS5 answering meanwhile), because FTS5 scores every row holding a query word (no top-k pruning)
+and SciFact claims match ~30% of the chunks: 162 ms at 100k chunks. The index is of one
+``meta.generation``: a reader whose snapshot is another generation (a write committed since, in any
+process) is answered by FTS5 while the index is rebuilt, and a failed write changes no generation,
+so the index stays in use. User text never reaches FTS5 syntax: the query is cut into words,
 each word is quoted as an FTS5 string and the words are OR-ed (like Elasticsearch's ``match``), so
-``NEAR(``, ``*``, ``AND``, quotes or column filters in the text are plain words. The BM25 leg ranks
+``NEAR(``, ``*``, ``AND``, quotes or column filters in the text are plain words. FTS5's own path ranks
 in FTS5 alone (``ORDER BY bm25, rowid LIMIT 4k`` over every product) and then reads the few ranked
 rows, keeping those of the products asked for; only when fewer than ``k`` of them are among the
 ``4k`` best does it rank inside the products with the join (the same order either way: filtering a
@@ -21,9 +28,12 @@ with the number of chunks holding a query word (SciFact claims match ~30% of the
 Readers map the file (``mmap_size``): a lookup per ranked row then costs no ``read`` system call and
 no copy (10k SciFact chunks, load 14: 119 → 57 ms for the joined query).
 
-Vectors are searched exactly: ``einsum(matrix, query)`` per product over float32 rows loaded from the
-file and cached in memory per product, reloaded when the product's ``generation`` changes (so a
-server sees every new index run, whichever process wrote it). ``einsum`` rather than ``@``: a
+Vectors are float32 rows loaded from the file and cached in memory per product, reloaded when the
+product's ``generation`` changes (so a server sees every new index run, whichever process wrote it).
+Products of 4k rows or more (and 256 dimensions or more) also keep one sign bit per dimension
+(:mod:`connectors._vector_quant`): the rows closest by Hamming distance are re-ranked exactly, so a
+query reads 48 bytes a row instead of 1.5 KiB; smaller products are scanned exactly with
+``einsum(matrix, query)``. ``einsum`` rather than ``@``: a
 matrix-vector product is memory-bound, and OpenBLAS's threads only add wake-up contention on a busy
 box (5k rows: 16 ms with ``@`` against 1.1 ms with ``einsum`` at load 6 on 2 cores; equal at 100k).
 
@@ -44,7 +54,9 @@ vectors, k=100, median of 50 queries; HNSW engines tuned to ef=200 for k=100)::
     (load 6, two products)   100k: index run 28 s, kNN 57 ms (33 ms one 50k product) / 1.2 s after a
                                    write, BM25 33 ms, 215 MiB
 
-Exact search wins for a single machine: perfect recall, no index build (an index run stays one
+Exact search won for a single machine, and the sign-bit scan keeps what made it win (codes loaded
+with the vectors, no index file, product filters unchanged) at recall@10 0.995 against the exact
+scan on ``bench/search_latency.py``'s 100k chunks (1.000 at 10k): perfect recall, no index build (an index run stays one
 SQLite transaction, atomic with the text), product filters for free (one matrix per product), one
 file. Uniform random vectors are HNSW's worst case, but even so its query-time gain at 100k does not
 pay for 10-16 minutes of build per change on this box, a second file (usearch) or a single-writer
@@ -56,9 +68,11 @@ chunks, use the Elasticsearch store.
 from __future__ import annotations
 
 import json
+import logging
 import re
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -70,17 +84,25 @@ import numpy as np
 import numpy.typing as npt
 
 from catalog.errors import ConnectorError, ConnectorUnavailableError, InvalidRequestError, QueryExecutionError
+from connectors._bm25_index import Bm25Index, QueryTokenizer, build_index
 from connectors._common import driver_message
 from connectors._search import checked_vectors, model_mismatch
+from connectors._vector_quant import QUANTIZE_MIN_DIMENSIONS, QUANTIZE_MIN_ROWS, SignCodes, nearest
 from connectors.search_base import Chunk, ChunkHit, IndexedChunk, SearchStore
 
-__all__ = ["EmbeddedSearchStore", "fts5_query"]
+__all__ = ["EmbeddedSearchStore", "fts5_query", "query_words"]
+
+log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = "1"
 BUSY_TIMEOUT_MS = 30_000
 #: How much of the file SQLite maps into memory; BM25 reads a page per ranked row (measured below).
 MMAP_BYTES = 1 << 30
 MAX_QUERY_TERMS = 64
+#: FTS5's tokenizer of ``chunks_fts``; the in-memory BM25 index cuts query words with the same one.
+TOKENIZE = "porter unicode61 remove_diacritics 2"
+#: After a failed build of the in-memory BM25 index, FTS5 ranks alone for this long before a retry.
+BM25_RETRY_SECONDS = 60.0
 _WORD = re.compile(r"\w+")
 # Lucene's English stop words, which Elasticsearch's ``english`` analyzer drops too: the two stores rank alike.
 STOP_WORDS = frozenset(
@@ -88,7 +110,7 @@ STOP_WORDS = frozenset(
     " this to was will with".split()
 )
 _UNAVAILABLE = re.compile(r"locked|busy|unable to open|disk|readonly|not a database|malformed|full")
-_SCHEMA = """
+_SCHEMA = f"""
 BEGIN IMMEDIATE;
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS products (
@@ -100,7 +122,7 @@ CREATE TABLE IF NOT EXISTS chunks (
 );
 CREATE INDEX IF NOT EXISTS chunks_product ON chunks (product);
 CREATE VIRTUAL TABLE IF NOT EXISTS chunks_fts USING fts5 (
-    text, content='chunks', content_rowid='rowid', tokenize='porter unicode61 remove_diacritics 2'
+    text, content='chunks', content_rowid='rowid', tokenize='{TOKENIZE}'
 );
 CREATE TRIGGER IF NOT EXISTS chunks_ai AFTER INSERT ON chunks BEGIN
     INSERT INTO chunks_fts (rowid, text) VALUES (new.rowid, new.text);
@@ -130,33 +152,46 @@ BM25_OVERFETCH = 4
 _ROWID_BATCH = 500
 
 
-def fts5_query(text: str) -> str:
-    """``text`` as an FTS5 query matching any of its words but English stop words (as Elasticsearch's
-    ``english`` analyzer does), each quoted: no operator can get through.
+def query_words(text: str) -> list[str]:
+    """The words of ``text`` a BM25 query ORs: lower-cased, first occurrence only, English stop words
+    dropped (as Elasticsearch's ``english`` analyzer does), at most :data:`MAX_QUERY_TERMS`."""
+    words = [w for w in dict.fromkeys(w.lower() for w in _WORD.findall(text)) if w not in STOP_WORDS]
+    return words[:MAX_QUERY_TERMS]
+
+
+def fts5_query(text: str | list[str]) -> str:
+    """``text`` (or its :func:`query_words`) as an FTS5 query matching any of its words, each quoted:
+    no operator can get through.
 
     Returns an empty string when the text holds no word.
     """
-    words = [w for w in dict.fromkeys(w.lower() for w in _WORD.findall(text)) if w not in STOP_WORDS]
-    words = words[:MAX_QUERY_TERMS]
+    words = query_words(text) if isinstance(text, str) else text
     return " OR ".join('"' + w.replace('"', '""') + '"' for w in words)
 
 
 @dataclass(frozen=True)
 class _Vectors:
-    """The cached vectors of one product as of ``generation``: ``matrix`` rows belong to ``rowids``."""
+    """The cached vectors of one product as of ``generation``: ``matrix`` rows belong to ``rowids``;
+    ``codes`` (sign bits for the candidate scan) when the product is large enough to use them."""
 
     generation: int
     rowids: npt.NDArray[np.int64]
     matrix: npt.NDArray[np.float32]
+    codes: SignCodes | None
 
 
 class EmbeddedSearchStore(SearchStore):
-    """Search store in one SQLite file at ``path`` (created with its folder on first use)."""
+    """Search store in one SQLite file at ``path`` (created with its folder on first use).
+
+    ``indexes=False`` ranks BM25 in FTS5 alone and scans every vector exactly: the reference the
+    in-memory BM25 index and the sign-bit codes are measured against (same answers, slower).
+    """
 
     kind = "embedded"
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, indexes: bool = True) -> None:
         self.path = Path(path).expanduser().resolve()
+        self.indexes = indexes
         self._lock = threading.Lock()  # guards the connections and the schema flag
         self._write_lock = threading.Lock()  # one writer per store; other processes wait on SQLite's lock
         self._readers: list[sqlite3.Connection] = []
@@ -166,6 +201,10 @@ class EmbeddedSearchStore(SearchStore):
         self._closed = False
         self._cache: dict[str, _Vectors] = {}
         self._cache_lock = threading.Lock()
+        self._bm25: Bm25Index | None = None  # guarded by _lock, as the build flags
+        self._bm25_building = False
+        self._bm25_failed_at = -BM25_RETRY_SECONDS
+        self._tokenizer = QueryTokenizer(TOKENIZE)
 
     # -- connections and the one place driver errors are mapped ---------------------------------
 
@@ -351,30 +390,108 @@ class EmbeddedSearchStore(SearchStore):
         Raises:
             ConnectorError: SQLite failed.
         """
-        match = fts5_query(query)
-        if not match or k <= 0 or (products is not None and not products):
+        words = query_words(query)
+        if not words or k <= 0 or (products is not None and not products):
             return []
-        return await anyio.to_thread.run_sync(self._bm25_sync, match, k, products)
+        return await anyio.to_thread.run_sync(self._bm25_sync, words, k, products)
 
-    def _bm25_sync(self, match: str, k: int, products: Sequence[str] | None) -> list[ChunkHit]:
+    def _bm25_sync(self, words: list[str], k: int, products: Sequence[str] | None) -> list[ChunkHit]:
+        with self._read() as conn:
+            index = self._bm25_index(conn)
+            tokens = self._tokenizer.tokens(words) if index is not None else []
+            if index is not None and all(len(t) == 1 for t in tokens):
+                ranked = index.top([t[0] for t in tokens], k, products)
+                rows = _rows_by_rowid(conn, [rowid for rowid, _ in ranked])  # all there: same generation
+                kept = [(rows[rowid], score) for rowid, score in ranked if rowid in rows]
+                return [_hit(row, score, rank) for rank, (row, score) in enumerate(kept, start=1)]
+            return self._fts5_bm25(conn, fts5_query(words), k, products)
+
+    def _fts5_bm25(
+        self, conn: sqlite3.Connection, match: str, k: int, products: Sequence[str] | None
+    ) -> list[ChunkHit]:
+        """FTS5's own ranking: while the in-memory index is (re)built, and for words FTS5 cuts in several tokens."""
         wanted = None if products is None else set(products)
         depth = k if wanted is None else k * BM25_OVERFETCH
-        with self._read() as conn:
-            # Rank in FTS5 alone, then read the few rows ranked: joining chunks first would read every
-            # matching row (text included) before the sort keeps k of them.
-            ranked = conn.execute(_BM25_RANKED, (match, depth)).fetchall()
-            rows = _rows_by_rowid(conn, [rowid for rowid, _ in ranked])
-            kept = [(rows[rowid], -score) for rowid, score in ranked if _wanted(rows.get(rowid), wanted)][:k]
-            if len(kept) < k and len(ranked) == depth and products is not None:
-                # The products asked for hold few of the best chunks: rank within them (same order, same scores).
-                where, params = _product_filter(products)
-                sql = (
-                    f"SELECT {_HIT_COLUMNS}, -bm25(chunks_fts) AS score"
-                    " FROM chunks_fts JOIN chunks c ON c.rowid = chunks_fts.rowid"
-                    f" WHERE chunks_fts MATCH ?{where} ORDER BY bm25(chunks_fts), c.rowid LIMIT ?"
-                )
-                kept = [(row, row[6]) for row in conn.execute(sql, [match, *params, k]).fetchall()]
+        # Rank in FTS5 alone, then read the few rows ranked: joining chunks first would read every
+        # matching row (text included) before the sort keeps k of them.
+        ranked = conn.execute(_BM25_RANKED, (match, depth)).fetchall()
+        rows = _rows_by_rowid(conn, [rowid for rowid, _ in ranked])
+        kept = [(rows[rowid], -score) for rowid, score in ranked if _wanted(rows.get(rowid), wanted)][:k]
+        if len(kept) < k and len(ranked) == depth and products is not None:
+            # The products asked for hold few of the best chunks: rank within them (same order, same scores).
+            where, params = _product_filter(products)
+            sql = (
+                f"SELECT {_HIT_COLUMNS}, -bm25(chunks_fts) AS score"
+                " FROM chunks_fts JOIN chunks c ON c.rowid = chunks_fts.rowid"
+                f" WHERE chunks_fts MATCH ?{where} ORDER BY bm25(chunks_fts), c.rowid LIMIT ?"
+            )
+            kept = [(row, row[6]) for row in conn.execute(sql, [match, *params, k]).fetchall()]
         return [_hit(row, score, rank) for rank, (row, score) in enumerate(kept, start=1)]
+
+    def _bm25_index(self, conn: sqlite3.Connection) -> Bm25Index | None:
+        """The in-memory BM25 index when it is of the reader's snapshot; else None, and a rebuild starts
+        in the background (FTS5 ranks meanwhile: same order, same scores)."""
+        if not self.indexes:
+            return None
+        (generation,) = conn.execute("SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'generation'").fetchone()
+        with self._lock:
+            index = self._bm25
+            if index is not None and index.generation == generation:
+                return index
+            if self._closed or self._bm25_building or time.monotonic() - self._bm25_failed_at < BM25_RETRY_SECONDS:
+                return None
+            self._bm25_building = True
+        threading.Thread(target=self._build_bm25, name="bm25-index", daemon=True).start()
+        return None
+
+    async def warm(self) -> None:
+        """Build the in-memory BM25 index now (a server would otherwise build it after its first BM25
+        query, FTS5 ranking meanwhile) and load every product's vectors.
+
+        Raises:
+            ConnectorError: SQLite failed.
+            ValueError: FTS5's own tables disagree (the index would rank wrongly; FTS5 keeps ranking).
+        """
+        await anyio.to_thread.run_sync(self._warm_sync)
+
+    def _warm_sync(self) -> None:
+        with self._read() as conn:  # creates the file and its schema when new
+            for product, generation in conn.execute("SELECT product, generation FROM products").fetchall():
+                self._vectors(conn, product, generation)
+        if self.indexes:
+            with self._lock:
+                self._bm25_building = True
+            self._build_bm25(raise_errors=True)
+
+    def _build_bm25(self, *, raise_errors: bool = False) -> None:
+        """Build the index of the latest committed generation on a connection of its own (``temp``
+        tables); a failure leaves the previous index, and FTS5 ranks until a retry succeeds."""
+        try:
+            with self._errors():
+                # mode=rw: a file removed meanwhile is an error, not a new empty file
+                uri = f"{self.path.as_uri()}?mode=rw"
+                conn = sqlite3.connect(uri, uri=True, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000)
+                try:
+                    conn.execute(f"PRAGMA mmap_size = {MMAP_BYTES}")
+                    conn.execute("BEGIN")
+                    (generation,) = conn.execute(
+                        "SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'generation'"
+                    ).fetchone()
+                    index = build_index(conn, generation)
+                finally:
+                    conn.close()
+            with self._lock:
+                if not self._closed and (self._bm25 is None or self._bm25.generation < generation):
+                    self._bm25 = index
+        except (ConnectorError, ValueError) as exc:
+            with self._lock:
+                self._bm25_failed_at = time.monotonic()
+            if raise_errors:
+                raise
+            log.warning("BM25 index of %s not built, FTS5 ranks meanwhile: %s", self.path, exc)
+        finally:
+            with self._lock:
+                self._bm25_building = False
 
     async def knn(
         self, vector: npt.NDArray[np.float32], *, k: int, products: Sequence[str] | None = None
@@ -409,10 +526,9 @@ class EmbeddedSearchStore(SearchStore):
                         f"the query vector has {len(query)}; embed the query with the product's model"
                     )
                 cached = self._vectors(conn, product, generation)
-                scores = np.einsum("ij,j->i", cached.matrix, query)  # no BLAS threads: see the docstring
-                top = np.argpartition(-scores, k - 1)[:k] if len(scores) > k else np.arange(len(scores))
+                top, scores = nearest(cached.matrix, cached.codes, query, k)
                 best_ids.append(cached.rowids[top])
-                best_scores.append(scores[top])
+                best_scores.append(scores)
             if not best_ids:
                 return []
             ids, scores = np.concatenate(best_ids), np.concatenate(best_scores)
@@ -430,7 +546,10 @@ class EmbeddedSearchStore(SearchStore):
         (dimensions,) = conn.execute("SELECT dimensions FROM products WHERE product = ?", (product,)).fetchone()
         rows = conn.execute("SELECT rowid, vector FROM chunks WHERE product = ? ORDER BY rowid", (product,)).fetchall()
         matrix = np.frombuffer(b"".join(r[1] for r in rows), dtype="<f4").astype(np.float32, copy=False)
-        loaded = _Vectors(generation, np.array([r[0] for r in rows], dtype=np.int64), matrix.reshape(-1, dimensions))
+        matrix = matrix.reshape(-1, dimensions)
+        large = self.indexes and len(matrix) >= QUANTIZE_MIN_ROWS and dimensions >= QUANTIZE_MIN_DIMENSIONS
+        codes = SignCodes.of(matrix) if large else None
+        loaded = _Vectors(generation, np.array([r[0] for r in rows], dtype=np.int64), matrix, codes)
         with self._cache_lock:
             current = self._cache.get(product)
             if current is None or current.generation < generation:
@@ -450,6 +569,9 @@ class EmbeddedSearchStore(SearchStore):
             conn.close()
         with self._cache_lock:
             self._cache.clear()
+        with self._lock:
+            self._bm25 = None
+        self._tokenizer.close()
 
 
 def _product_filter(products: Sequence[str] | None) -> tuple[str, list[str]]:
