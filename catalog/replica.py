@@ -24,6 +24,8 @@ Pure models and checks, no I/O; :func:`replica_problems` runs with the contract'
 
 from __future__ import annotations
 
+import hashlib
+import json
 from typing import TYPE_CHECKING, Annotated, Literal
 
 from pydantic import AfterValidator, Field, model_validator
@@ -33,7 +35,15 @@ from catalog._model import StrictModel
 if TYPE_CHECKING:
     from catalog.contract import MaskMethod, ProductContract
 
-__all__ = ["AnalyticalReplica", "ReplicaDeletes", "ReplicaSchedule", "Replicas", "at_rest_masks", "replica_problems"]
+__all__ = [
+    "AnalyticalReplica",
+    "ReplicaDeletes",
+    "ReplicaSchedule",
+    "Replicas",
+    "at_rest_masks",
+    "columns_digest",
+    "replica_problems",
+]
 
 
 def _checked_duration(text: str) -> str:
@@ -150,3 +160,18 @@ def replica_problems(contract: ProductContract) -> list[tuple[str, str]]:
         if key in masked
     )
     return problems
+
+
+def columns_digest(contract: ProductContract) -> str:
+    """What a replica's layout depends on: the columns, their types, the primary key and the masks at rest.
+
+    A replica built for another digest is rebuilt in full by the next sync, and not read until then.
+    """
+    replica = contract.replicas.analytical if contract.replicas else None
+    masks = at_rest_masks(contract) if replica is not None and replica.masked_at_rest else {}
+    layout = {
+        "columns": [(c.name, c.type) for c in contract.columns],
+        "key": contract.primary_key,
+        "masks": sorted(masks.items()),
+    }
+    return hashlib.sha256(json.dumps(layout, sort_keys=True).encode("utf-8")).hexdigest()

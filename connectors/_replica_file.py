@@ -23,10 +23,10 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
+from catalog.replica_route import REPLICA_TABLE
+
 __all__ = ["REPLICA_TABLE", "ReplicaFile", "duckdb_type", "generation_files"]
 
-#: The table every replica file holds.
-REPLICA_TABLE = "replica"
 PARTIAL = ".partial"
 
 _TYPES = {
@@ -50,7 +50,8 @@ _CONFIG: dict[str, str | bool | int | float | list[str]] = {
 def duckdb_type(column_type: str, native: str | None = None) -> str:
     """The DuckDB type a replica stores a contract column type in (``native``: the source's own type,
     when known, keeps ``timestamp with time zone`` aware)."""
-    if column_type == "timestamp" and native and ("zone" in native.lower() or native.lower() == "timestamptz"):
+    kind = (native or "").lower()
+    if column_type == "timestamp" and (kind == "timestamptz" or ("with time zone" in kind and "without" not in kind)):
         return "TIMESTAMPTZ"
     return _TYPES[column_type]
 

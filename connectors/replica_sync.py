@@ -20,8 +20,6 @@ the source table lacks, or a type it cannot hold) stops the run before anything 
 
 from __future__ import annotations
 
-import hashlib
-import json
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
@@ -38,7 +36,7 @@ from catalog.errors import ContractError, InvalidRequestError
 from catalog.policy import GovernedView
 from catalog.principal import Principal
 from catalog.query import Aggregate, Condition, Filter, Query
-from catalog.replica import AnalyticalReplica, at_rest_masks
+from catalog.replica import AnalyticalReplica, at_rest_masks, columns_digest
 from catalog.replica_log import ReplicaLog, ReplicaSync
 from catalog.validate import validate_against_source
 from connectors._replica_file import REPLICA_TABLE, ReplicaFile, duckdb_type, generation_files
@@ -103,18 +101,6 @@ def replica_folder(root: Path, product: str) -> Path:
     return root / product.replace(".", "__")
 
 
-def columns_digest(contract: ProductContract) -> str:
-    """What a replica's layout depends on: the columns, their types, the primary key and the masks at rest."""
-    replica = replica_of(contract)
-    masks = at_rest_masks(contract) if replica.masked_at_rest else {}
-    layout = {
-        "columns": [(c.name, c.type) for c in contract.columns],
-        "key": contract.primary_key,
-        "masks": sorted(masks.items()),
-    }
-    return hashlib.sha256(json.dumps(layout, sort_keys=True).encode("utf-8")).hexdigest()
-
-
 async def sync_replica(
     contract: ProductContract,
     source: Connector,
@@ -138,11 +124,13 @@ async def sync_replica(
     started = time.perf_counter()
     drift = await validate_against_source(contract, source)
     if drift:
-        raise ContractError(
+        error = ContractError(
             f"{contract.name}: the source no longer matches the contract; the replica was left as it was. "
             "Update the contract (dataproducts register) or the source, then sync again",
             drift,
         )
+        await _record_failure(log, contract, "full", started, error)
+        raise error
     current = await anyio.to_thread.run_sync(log.current, contract.name)
     digest = columns_digest(contract)
     incremental = (

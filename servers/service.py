@@ -34,6 +34,7 @@ from collections.abc import Callable, Iterable
 
 import anyio
 import anyio.to_thread
+from sqlglot import exp
 
 from catalog.audit import AuditLog
 from catalog.compile import next_cursor
@@ -45,7 +46,9 @@ from catalog.principal import Principal
 from catalog.quality_log import QualityLog
 from catalog.query import Query, RowSet
 from catalog.registry import Registry, unknown_product
-from catalog.sqlguard import connection_of, parse_product_sql
+from catalog.replica_log import ReplicaLog
+from catalog.replica_route import StoreChoice
+from catalog.sqlguard import ParsedSQL, connection_of, parse_product_sql
 from catalog.values import json_value
 from connectors import connector_for
 from connectors.base import Connector
@@ -68,6 +71,8 @@ from servers._visible import visible_keys
 from servers.lineage_cases import LineageUseCases
 from servers.metrics_cases import MetricsUseCases
 from servers.quality_cases import QualityUseCases
+from servers.replica_cases import ReplicaUseCases, stamp
+from servers.replica_router import ReplicaRoute, ReplicaRouter
 from servers.results import (
     DocumentsResult,
     ProductDescription,
@@ -94,7 +99,7 @@ ROW_CANDIDATES = 100
 #: How many hops get_lineage may walk.
 
 
-class DataProductsService(QualityUseCases, MetricsUseCases, LineageUseCases):
+class DataProductsService(QualityUseCases, MetricsUseCases, LineageUseCases, ReplicaUseCases):
     """Shared state (registry, audit log, connectors) and the use cases over it.
 
     Build with :meth:`open`; close with :meth:`aclose` (or ``async with``).
@@ -123,6 +128,7 @@ class DataProductsService(QualityUseCases, MetricsUseCases, LineageUseCases):
         self._metric_statements = MetricsStatementCache()
         self.retrieval = RetrievalBackend(settings)
         self.quality = QualityLog(registry)
+        self.replicas = ReplicaRouter(ReplicaLog(registry))
         self.trust = TrustKeeper(
             self.quality, lambda contract: self.measure_as_of(contract), cache_s=settings.freshness.cache_s
         )
@@ -141,6 +147,7 @@ class DataProductsService(QualityUseCases, MetricsUseCases, LineageUseCases):
         for connector in self._connectors.values():
             await connector.aclose()
         self._connectors.clear()
+        await self.replicas.aclose()
         await self.retrieval.aclose()
         await anyio.to_thread.run_sync(self.audit.close)  # drains the rows still being group-committed
         self.registry.close()
@@ -402,16 +409,18 @@ class DataProductsService(QualityUseCases, MetricsUseCases, LineageUseCases):
             stats.product = name
             view = await self._view(name, principal)
             trust = await self.read_trust([view.contract])  # StaleDataError: refused, and audited
-            connector = await self.connector(view.contract.source.connection)
+            route = await self.replicas.route(view, aggregate=query.is_aggregate)  # aggregates: a fresh replica
+            store_view = route.view or view
+            connector = route.connector or await self.connector(view.contract.source.connection)
             compiled, prepared = self._statements.compiled(
-                view, query, compiler=self.compiler(connector), connector=connector
+                store_view, query, compiler=self.compiler(connector), connector=connector
             )
             rowset = await connector.execute(prepared)
             result = _to_result(rowset, [view])
             result.next_cursor = next_cursor(compiled, rowset)
-            await aggregate_only_warnings(view, query, compiled, connector, result)
+            await aggregate_only_warnings(store_view, query, compiled, connector, result)
             deprecation_warning(view, result)
-            trust.apply(result)
+            trust.apply(stamp(route, result))
             stats.rows, stats.bytes, stats.objects = result.row_count, rowset.bytes, rowset.objects
             return result
 
@@ -432,19 +441,30 @@ class DataProductsService(QualityUseCases, MetricsUseCases, LineageUseCases):
             stats.product = ",".join(parsed.products)
             views = {name: await self._view(name, principal) for name in parsed.products}
             trust = await self.read_trust([v.contract for v in views.values()])  # StaleDataError: refused, audited
-            connector = await self.connector(connection_of(views))
+            route = await self._sql_route(parsed, views)  # an aggregate over one product: its fresh replica
+            store_views = {route.view.name: route.view} if route.view is not None else views
+            connector = route.connector or await self.connector(connection_of(views))
             compiler = self.compiler(connector)
-            statement = await anyio.to_thread.run_sync(lambda: compiler.rewrite(parsed, views))
+            statement = await anyio.to_thread.run_sync(lambda: compiler.rewrite(parsed, store_views))
             rowset = await connector.execute(statement)
             result = _to_result(rowset, list(views.values()))
             sql_aggregate_only_warning(views.values(), result)
             for view in views.values():
                 deprecation_warning(view, result)
-            trust.apply(result)
+            trust.apply(stamp(route, result))
             stats.rows, stats.bytes, stats.objects = result.row_count, rowset.bytes, rowset.objects
             return result
 
         return await audited_call(self.audit, principal, "run_sql", {"sql": sql}, run)
+
+    async def _sql_route(self, parsed: ParsedSQL, views: dict[str, GovernedView]) -> ReplicaRoute:
+        """Where a ``run_sql`` statement runs: an aggregate (an aggregate function or GROUP BY) over one
+        product goes to its replica when fresh; anything else to the source."""
+        aggregate = parsed.statement.find(exp.AggFunc, exp.Group) is not None
+        if len(views) != 1:
+            return ReplicaRoute(StoreChoice("source"))
+        (view,) = views.values()
+        return await self.replicas.route(view, aggregate=aggregate)
 
     async def product_document(self, principal: Principal, name: str) -> str:
         """The ``product://{name}`` resource: the described product as JSON."""

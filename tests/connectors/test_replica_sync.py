@@ -115,7 +115,8 @@ def test_schema_drift_stops_the_sync_and_keeps_the_replica(tmp_path: Path) -> No
     with pytest.raises(ContractError, match="column 'region' is not in source table 'orders'"):
         _sync(db, log, root, shop.contract())
     assert log.current("shop.orders").path == str(before.path)  # type: ignore[union-attr]
-    assert log.history("shop.orders")[0].status == "ok"  # drift is caught before a run starts
+    failed = log.history("shop.orders")[0]
+    assert failed.status == "failed" and "column 'region' is not in source table" in (failed.message or "")
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,117 @@
+"""The router's I/O: the current run of each product's replica, and an open connector per replica file.
+
+:func:`catalog.replica_route.choose_store` decides; this module feeds it the replica's current run
+(read from the registry, cached for ``cache_s`` seconds so a read costs no registry round trip) and
+opens the replica's file read-only through the DuckDB connector — with its driver-level guardrails
+(read-only, no external access, locked configuration). Each generation gets its own connector, named
+after the file, so statements prepared for one generation never run on another; a connector is
+closed once a newer generation has replaced it and the one before (readers of the previous one finish).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import anyio
+import anyio.to_thread
+
+from catalog.policy import GovernedView
+from catalog.replica_log import ReplicaLog, ReplicaSync
+from catalog.replica_route import StoreChoice, choose_store, replica_view
+from connectors import ConnectionConfig, connector_for
+from connectors.base import Connector
+
+__all__ = ["ReplicaRoute", "ReplicaRouter"]
+
+#: Generations of connectors kept open per product (the current one and the one before).
+KEEP_OPEN = 2
+
+
+@dataclass(frozen=True)
+class ReplicaRoute:
+    """A routed read: the store's ``choice``, and for the replica its connector and view."""
+
+    choice: StoreChoice
+    connector: Connector | None = None
+    view: GovernedView | None = None
+
+    @property
+    def store(self) -> str:
+        return self.choice.store
+
+    @property
+    def as_of(self) -> datetime | None:
+        return self.choice.run.as_of if self.choice.store == "replica" and self.choice.run else None
+
+
+class ReplicaRouter:
+    """Routes reads between sources and replicas; close with :meth:`aclose`."""
+
+    def __init__(
+        self,
+        log: ReplicaLog,
+        *,
+        cache_s: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.log = log
+        self._cache_s = cache_s
+        self._clock = clock
+        self._now = now
+        self._runs: dict[str, tuple[float, ReplicaSync | None]] = {}
+        self._open: dict[str, OrderedDict[str, Connector]] = {}
+        self._lock = anyio.Lock()
+
+    def forget(self, product: str) -> None:
+        """Drop the cached run of ``product`` (after a sync in this process)."""
+        self._runs.pop(product, None)
+
+    async def current(self, product: str) -> ReplicaSync | None:
+        """The product's current replica run (cached for ``cache_s`` seconds)."""
+        at = self._clock()
+        cached = self._runs.get(product)
+        if cached is not None and at - cached[0] < self._cache_s:
+            return cached[1]
+        run = await anyio.to_thread.run_sync(self.log.current, product)
+        self._runs[product] = (at, run)
+        return run
+
+    async def route(self, view: GovernedView, *, aggregate: bool) -> ReplicaRoute:
+        """Where ``view``'s read goes, with the replica's connector and view when it is the replica."""
+        contract = view.contract
+        if contract.replicas is None or contract.replicas.analytical is None or not aggregate:
+            return ReplicaRoute(choose_store(view, None, aggregate=aggregate, now=self._now()))
+        run = await self.current(contract.name)
+        exists = run is not None and run.path is not None and Path(run.path).is_file()
+        choice = choose_store(view, run, aggregate=True, now=self._now(), file_exists=exists)
+        if choice.store != "replica" or run is None or run.path is None:
+            return ReplicaRoute(choice)
+        connector = await self._connector(contract.name, run.path)
+        return ReplicaRoute(choice, connector, replica_view(view, connection=connector.name))
+
+    async def _connector(self, product: str, path: str) -> Connector:
+        async with self._lock:
+            generations = self._open.setdefault(product, OrderedDict())
+            connector = generations.get(path)
+            if connector is None:
+                name = "replica_" + hashlib.sha256(path.encode("utf-8")).hexdigest()[:16]
+                connector = connector_for(ConnectionConfig(name=name, kind="duckdb", path=path))
+                generations[path] = connector
+                while len(generations) > KEEP_OPEN:
+                    _, old = generations.popitem(last=False)
+                    await old.aclose()
+            return connector
+
+    async def aclose(self) -> None:
+        async with self._lock:
+            for generations in self._open.values():
+                for connector in generations.values():
+                    await connector.aclose()
+            self._open.clear()
