@@ -113,7 +113,8 @@ class MetricsUseCases:
                         related = await self.contract(rel.product)
                         if related.source.connection == connection:
                             views[rel.product] = govern(related, principal)
-            route = await self._metrics_route(views)  # one product with a fresh replica: the replica
+            read = {name: views[name] for name in [*facts, *related_products(request)]}
+            route = await self._metrics_route(read)  # one product read, with a fresh replica: the replica
             connector = route.connector or await self.connector(connection)
             store_views = {route.view.name: route.view} if route.view is not None else views
             compiled, prepared = self._metric_statements.compiled(
