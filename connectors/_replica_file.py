@@ -60,6 +60,10 @@ def _ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
 def generation_files(folder: Path) -> list[Path]:
     """The replica files of one product's folder (finished and partial), oldest first."""
     if not folder.is_dir():
@@ -131,6 +135,33 @@ class ReplicaFile:
         self.conn.execute("DROP TABLE changed")
         self.conn.execute("COMMIT")
         self.conn.unregister("page")
+
+    def load_scanned(
+        self, extension: Path, dsn: str, sql: str, columns: Sequence[str], key: Sequence[str] | None
+    ) -> int:
+        """Copy the rows PostgreSQL returns for ``sql`` (read by the ``postgres`` scanner at ``extension``):
+        appended, or upserted by ``key`` when given. How many rows came.
+        """
+        self.conn.execute(f"LOAD {_literal(str(extension))}")
+        self.conn.execute(f"ATTACH {_literal(dsn)} AS scanned_source (TYPE postgres, READ_ONLY)")
+        try:
+            names = ", ".join(_ident(c) for c in columns)
+            casts = ", ".join(f"CAST({_ident(c)} AS {self.types[c]}) AS {_ident(c)}" for c in columns)
+            rows = f"SELECT {casts} FROM postgres_query('scanned_source', {_literal(sql)})"
+            self.conn.execute("BEGIN")
+            self.conn.execute(f"CREATE OR REPLACE TEMP TABLE changed AS {rows}")
+            (count,) = self.conn.execute("SELECT count(*) FROM changed").fetchone() or (0,)
+            if key:
+                match = " AND ".join(
+                    f"{REPLICA_TABLE}.{_ident(k)} IS NOT DISTINCT FROM changed.{_ident(k)}" for k in key
+                )
+                self.conn.execute(f"DELETE FROM {REPLICA_TABLE} USING changed WHERE {match}")
+            self.conn.execute(f"INSERT INTO {REPLICA_TABLE} ({names}) SELECT {names} FROM changed")
+            self.conn.execute("DROP TABLE changed")
+            self.conn.execute("COMMIT")
+        finally:
+            self.conn.execute("DETACH scanned_source")
+        return int(count)
 
     def start_keys(self, key: Sequence[str]) -> None:
         """Begin a full key comparison: :meth:`add_keys` every source key, then :meth:`drop_missing_keys`."""

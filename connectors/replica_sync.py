@@ -7,10 +7,15 @@ so a raw value of a masked column never reaches the replica file and the masked 
 those a masked reader gets from the source.
 
 A run is ``full`` (every row into a fresh file) or ``incremental`` (a copy of the current file, plus
-the rows whose cursor is at or past the last watermark, upserted by primary key; every
+the rows whose cursor is past the last watermark, upserted by primary key; every
 ``deletes.full_compare_every``-th incremental run also drops the keys the source no longer has). A run
 is full when asked, when the contract says ``refresh: full``, when there is no replica yet, or when the
 contract's columns or masks changed since the replica was built.
+
+The watermark is the largest cursor value the replica holds. A row is caught when its change moves
+its cursor past it, so the cursor must grow with every change as the source commits it (a
+``clock_timestamp()`` set by a trigger, a sequence): a row committed later with a cursor value at or
+below a watermark already taken is missed until the next ``--full`` sync.
 
 Atomicity and resumption: see :mod:`connectors._replica_file`. The run is recorded in the registry
 (:class:`~catalog.replica_log.ReplicaLog`) only once its file is complete; a failed run is recorded as
@@ -40,6 +45,7 @@ from catalog.replica import AnalyticalReplica, at_rest_masks, columns_digest
 from catalog.replica_log import ReplicaLog, ReplicaSync
 from catalog.validate import validate_against_source
 from connectors._replica_file import REPLICA_TABLE, ReplicaFile, duckdb_type, generation_files
+from connectors._replica_scan import postgres_extension, scan_statement, scanner_dsn
 from connectors.base import Connector
 
 __all__ = ["SYNCER", "SyncProgress", "SyncReport", "replica_folder", "replica_of", "sync_replica"]
@@ -164,17 +170,26 @@ async def sync_replica(
     try:
         where: list[Filter] = []
         if incremental and current is not None and current.watermark is not None:
-            where = [Condition(column=replica.cursor or "", op=">=", value=current.watermark)]
+            where = [Condition(column=replica.cursor or "", op=">", value=current.watermark)]
         total = await _count(view, source, pages, where)
         changed = 0
         key = list(contract.primary_key)
-        async for columns, rows in _pages(view, source, pages, list(types), where):
-            if incremental:
-                await anyio.to_thread.run_sync(target.upsert, columns, rows, key)
-            else:
-                await anyio.to_thread.run_sync(target.append, columns, rows)
-            changed += len(rows)
-            _emit(progress, contract.name, "reading", changed, total)
+        extension, dsn = postgres_extension(root), scanner_dsn(source)
+        if extension is not None and dsn is not None:  # PostgreSQL: binary COPY straight into DuckDB
+            _emit(progress, contract.name, "reading (postgres scanner)", 0, total)
+            changed_after = where[0] if where and isinstance(where[0], Condition) else None
+            sql = scan_statement(view, list(types), hash_salt=compiler.hash_salt, changed_after=changed_after)
+            upsert_key = key if incremental else None
+            changed = await anyio.to_thread.run_sync(target.load_scanned, extension, dsn, sql, list(types), upsert_key)
+            _emit(progress, contract.name, "reading (postgres scanner)", changed, total)
+        else:
+            async for columns, rows in _pages(view, source, pages, list(types), where):
+                if incremental:
+                    await anyio.to_thread.run_sync(target.upsert, columns, rows, key)
+                else:
+                    await anyio.to_thread.run_sync(target.append, columns, rows)
+                changed += len(rows)
+                _emit(progress, contract.name, "reading", changed, total)
         deleted = 0
         compare_every = replica.deletes.full_compare_every if replica.deletes else None
         if incremental and compare_every is not None and runs_since_compare >= compare_every:

@@ -259,6 +259,9 @@ async def test_a_masked_at_rest_replica_serves_only_the_masked_view(
         raw = await service.query_product(PII, "shop.orders", query)
         assert raw.store["name"] == "source" and "not the masked one" in raw.store.get("fallback_reason", "")
         assert any("@x.org" in str(r[0]) for r in raw.rows)
+    files = list((tmp_path / ".dataproducts" / "replicas").rglob("*.duckdb"))
+    assert files  # PostgreSQL through the postgres scanner, SQLite through the connector: no raw e-mail stored
+    assert all(b"@x.org" not in path.read_bytes() for path in files)
 
 
 def test_anyio_runs() -> None:  # the module's async tests need the anyio plugin's backend fixture
