@@ -266,3 +266,21 @@ async def test_a_masked_at_rest_replica_serves_only_the_masked_view(
 
 def test_anyio_runs() -> None:  # the module's async tests need the anyio plugin's backend fixture
     assert anyio.get_all_backends()
+
+
+@pytest.mark.anyio
+async def test_serve_syncs_a_replica_on_its_schedule(
+    store: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    settings = _settings(store, tmp_path, request)
+    _empty_table(settings)
+    _register(settings, sync={"every": "1h"})
+    async with DataProductsService.open(settings) as service:
+        assert await service.due_replicas() == ["shop.orders"]  # never synced: due at once
+        async with service.replicas_on_schedule(tick_s=0.05):
+            with anyio.fail_after(30):
+                while await service.replicas.current("shop.orders") is None:
+                    await anyio.sleep(0.05)
+        assert await service.due_replicas() == []  # synced: due again in an hour
+        result = await service.query_product(PII, "shop.orders", QUERIES[0])
+        assert result.store["name"] == "replica"
