@@ -91,15 +91,15 @@ def choose_store(
     return StoreChoice("replica", run)
 
 
-def replica_view(view: GovernedView, *, connection: str) -> GovernedView:
-    """``view`` over the replica table of ``connection`` (see the module docstring)."""
+def replica_view(view: GovernedView, *, connection: str, table: str = REPLICA_TABLE) -> GovernedView:
+    """``view`` over the replica ``table`` of ``connection`` (see the module docstring)."""
     contract = view.contract
     replica = _analytical(contract)
     stored = at_rest_masks(contract) if replica is not None and replica.masked_at_rest else {}
     columns = [
         c.model_copy(update={"type": "string", "nullable": True}) if c.name in stored else c for c in contract.columns
     ]
-    source = Source(connection=connection, table=REPLICA_TABLE)
+    source = Source(connection=connection, table=table)
     on_replica = contract.model_copy(update={"source": source, "columns": columns})
     masked = {c: m for c, m in view.masked.items() if c not in stored}
     return GovernedView(

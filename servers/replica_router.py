@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,14 +23,17 @@ import anyio.to_thread
 
 from catalog.policy import GovernedView
 from catalog.replica_log import ReplicaLog, ReplicaSync
-from catalog.replica_route import StoreChoice, choose_store, replica_view
+from catalog.replica_route import REPLICA_TABLE, StoreChoice, choose_store, replica_view
 from connectors import ConnectionConfig, connector_for
 from connectors.base import Connector
+from connectors.duckdb_replicas import DuckDBReplicaSet, replica_catalog
 
 __all__ = ["ReplicaRoute", "ReplicaRouter"]
 
 #: Generations of connectors kept open per product (the current one and the one before).
 KEEP_OPEN = 2
+#: Engines over several replicas kept open (one per set of replica files read together).
+KEEP_SETS = 8
 
 
 @dataclass(frozen=True)
@@ -40,6 +43,8 @@ class ReplicaRoute:
     choice: StoreChoice
     connector: Connector | None = None
     view: GovernedView | None = None
+    #: Several products read together from their replicas (``run_sql`` across stores): their views.
+    views: dict[str, GovernedView] | None = None
 
     @property
     def store(self) -> str:
@@ -67,6 +72,7 @@ class ReplicaRouter:
         self._now = now
         self._runs: dict[str, tuple[float, ReplicaSync | None]] = {}
         self._open: dict[str, OrderedDict[str, Connector]] = {}
+        self._sets: OrderedDict[tuple[str, ...], Connector] = OrderedDict()
         self._lock = anyio.Lock()
 
     def forget(self, product: str) -> None:
@@ -96,6 +102,36 @@ class ReplicaRouter:
         connector = await self._connector(contract.name, run.path)
         return ReplicaRoute(choice, connector, replica_view(view, connection=connector.name))
 
+    async def route_many(self, views: Mapping[str, GovernedView]) -> ReplicaRoute:
+        """Several products read by one statement: all of them from their replicas, attached to one DuckDB
+        engine, when every one is fresh (as for an aggregate); else the source, with the first reason."""
+        runs: dict[str, ReplicaSync] = {}
+        for name, view in views.items():
+            route = await self.route(view, aggregate=True)
+            if route.choice.store != "replica" or route.choice.run is None:
+                reason = route.choice.fallback_reason or f"answered by the source: {name} declares no replica"
+                return ReplicaRoute(StoreChoice("source", None, reason))
+            runs[name] = route.choice.run
+        files = {replica_catalog(run.path or ""): run.path or "" for run in runs.values()}
+        key = tuple(sorted(files.values()))
+        async with self._lock:
+            connector = self._sets.get(key)
+            if connector is None:
+                name = "replicas_" + hashlib.sha256("\n".join(key).encode("utf-8")).hexdigest()[:16]
+                connector = DuckDBReplicaSet(name, files)
+                self._sets[key] = connector
+                while len(self._sets) > KEEP_SETS:
+                    _, old = self._sets.popitem(last=False)
+                    await old.aclose()
+        on_replicas = {
+            name: replica_view(
+                view, connection=connector.name, table=f"{replica_catalog(runs[name].path or '')}.{REPLICA_TABLE}"
+            )
+            for name, view in views.items()
+        }
+        oldest = min(runs.values(), key=lambda run: run.as_of or datetime.max.replace(tzinfo=UTC))
+        return ReplicaRoute(StoreChoice("replica", oldest), connector, None, on_replicas)
+
     async def _connector(self, product: str, path: str) -> Connector:
         async with self._lock:
             generations = self._open.setdefault(product, OrderedDict())
@@ -115,3 +151,6 @@ class ReplicaRouter:
                 for connector in generations.values():
                     await connector.aclose()
             self._open.clear()
+            for connector in self._sets.values():
+                await connector.aclose()
+            self._sets.clear()

@@ -441,8 +441,8 @@ class DataProductsService(QualityUseCases, MetricsUseCases, LineageUseCases, Rep
             stats.product = ",".join(parsed.products)
             views = {name: await self._view(name, principal) for name in parsed.products}
             trust = await self.read_trust([v.contract for v in views.values()])  # StaleDataError: refused, audited
-            route = await self._sql_route(parsed, views)  # an aggregate over one product: its fresh replica
-            store_views = {route.view.name: route.view} if route.view is not None else views
+            route = await self._sql_route(parsed, views)  # aggregates, joins across stores: fresh replicas
+            store_views = route.views or ({route.view.name: route.view} if route.view is not None else views)
             connector = route.connector or await self.connector(connection_of(views))
             compiler = self.compiler(connector)
             statement = await anyio.to_thread.run_sync(lambda: compiler.rewrite(parsed, store_views))
@@ -461,10 +461,20 @@ class DataProductsService(QualityUseCases, MetricsUseCases, LineageUseCases, Rep
         """Where a ``run_sql`` statement runs: an aggregate (an aggregate function or GROUP BY) over one
         product goes to its replica when fresh; anything else to the source."""
         aggregate = parsed.statement.find(exp.AggFunc, exp.Group) is not None
-        if len(views) != 1:
+        if len(views) == 1:
+            (view,) = views.values()
+            return await self.replicas.route(view, aggregate=aggregate)
+        connections = sorted({v.contract.source.connection for v in views.values()})
+        replicated = any(v.contract.replicas and v.contract.replicas.analytical for v in views.values())
+        if len(connections) == 1 and not (aggregate and replicated):
             return ReplicaRoute(StoreChoice("source"))
-        (view,) = views.values()
-        return await self.replicas.route(view, aggregate=aggregate)
+        route = await self.replicas.route_many(views)
+        if route.views is None and len(connections) > 1:
+            raise InvalidRequestError(
+                f"products {sorted(views)} live on different connections ({connections}) and are joined only "
+                f"through fresh replicas of all of them; {route.choice.fallback_reason}"
+            )
+        return route
 
     async def product_document(self, principal: Principal, name: str) -> str:
         """The ``product://{name}`` resource: the described product as JSON."""
