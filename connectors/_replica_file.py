@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
@@ -41,6 +42,8 @@ _TYPES = {
     "json": "VARCHAR",
     "bytes": "BLOB",
 }
+_FIXED = re.compile(r"^(numeric|decimal)\s*\(\s*(\d+)\s*(?:,\s*(\d+)\s*)?\)$")
+_FLOATS = frozenset({"real", "double", "double precision", "float", "float4", "float8"})
 _CONFIG: dict[str, str | bool | int | float | list[str]] = {
     "autoinstall_known_extensions": False,
     "autoload_known_extensions": False,
@@ -50,9 +53,16 @@ _CONFIG: dict[str, str | bool | int | float | list[str]] = {
 def duckdb_type(column_type: str, native: str | None = None) -> str:
     """The DuckDB type a replica stores a contract column type in (``native``: the source's own type,
     when known, keeps ``timestamp with time zone`` aware)."""
-    kind = (native or "").lower()
+    kind = (native or "").lower().strip()
     if column_type == "timestamp" and (kind == "timestamptz" or ("with time zone" in kind and "without" not in kind)):
         return "TIMESTAMPTZ"
+    if column_type == "decimal":
+        # the source's own precision: DECIMAL(15, 2) sums as 64-bit integers, DECIMAL(38, 10) as 128-bit ones
+        fixed = _FIXED.match(kind)
+        if fixed and int(fixed.group(2)) <= 38:
+            return f"DECIMAL({fixed.group(2)}, {fixed.group(3) or 0})"
+        if kind in _FLOATS:  # SQLite keeps decimals as REAL: a double holds exactly what the source holds
+            return "DOUBLE"
     return _TYPES[column_type]
 
 
