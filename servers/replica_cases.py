@@ -138,6 +138,8 @@ class ReplicaUseCases:
                     await self.sync_due_replicas()
                 except DataProductsError as exc:  # the registry is down: try again next tick
                     log.warning("scheduled replica syncs failed: %s", exc.message)
+                except Exception:  # a background schedule never takes the server down with it
+                    log.exception("scheduled replica syncs failed")
                 await anyio.sleep(max(tick_s - (time.monotonic() - started), 0.0))
 
         async with anyio.create_task_group() as tasks:
