@@ -21,7 +21,7 @@ from catalog.compiler import Compiler
 from catalog.errors import ContractError
 from catalog.registry import Registry
 from catalog.replica_log import ReplicaLog
-from connectors import ConnectionConfig, connector_for
+from connectors import ConnectionConfig, _replica_file, connector_for
 from connectors.replica_sync import replica_folder, sync_replica
 from tests.connectors import replica_fixtures as shop
 
@@ -87,7 +87,11 @@ def test_an_incremental_sync_upserts_changed_rows_and_compares_keys_every_nth_ru
     assert log.current("shop.orders").watermark == "2026-01-02T10:49:00"  # type: ignore[union-attr]
 
 
-def test_a_masked_at_rest_replica_holds_no_raw_value_of_a_masked_column(tmp_path: Path) -> None:
+def test_a_masked_at_rest_replica_holds_no_raw_value_of_a_masked_column(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # DuckDB compresses strings (FSST, dictionaries): stored uncompressed, raw bytes would show in a scan
+    monkeypatch.setitem(_replica_file._CONFIG, "force_compression", "uncompressed")
     db, log = _setup(tmp_path, _rows(0, 300))
     contract = shop.contract(
         refresh="incremental", cursor="updated_at", deletes={"full_compare_every": 1}, masked_at_rest=True
@@ -104,6 +108,8 @@ def test_a_masked_at_rest_replica_holds_no_raw_value_of_a_masked_column(tmp_path
         assert b"@example.org" not in data and b"buyer1" not in data, path
     (masked,) = _replica(report.path, "SELECT customer_email FROM replica WHERE order_id = 7")[0]
     assert isinstance(masked, str) and len(masked) == 32  # the hash mask's hex digest
+    plain = _sync(db, log, tmp_path / "plain", shop.contract(), full=True)
+    assert b"@example.org" in plain.path.read_bytes()  # the control: the scan sees raw values when stored
 
 
 def test_schema_drift_stops_the_sync_and_keeps_the_replica(tmp_path: Path) -> None:

@@ -26,6 +26,7 @@ from catalog.principal import Principal
 from catalog.query import Query
 from catalog.registry import Registry
 from catalog.replica_log import ReplicaLog
+from connectors import _replica_file
 from servers.replica_router import ReplicaRouter
 from servers.service import DataProductsService
 from servers.settings import Settings
@@ -245,8 +246,10 @@ async def test_metrics_and_sql_aggregates_are_answered_by_the_replica(service: D
 
 @pytest.mark.anyio
 async def test_a_masked_at_rest_replica_serves_only_the_masked_view(
-    store: str, tmp_path: Path, request: pytest.FixtureRequest
+    store: str, tmp_path: Path, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # DuckDB compresses strings (FSST, dictionaries): stored uncompressed, raw bytes would show in a scan
+    monkeypatch.setitem(_replica_file._CONFIG, "force_compression", "uncompressed")
     settings = _settings(store, tmp_path, request)
     _empty_table(settings)
     _register(settings, masked_at_rest=True)
