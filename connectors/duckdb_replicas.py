@@ -13,7 +13,6 @@ qualified with their catalog and schema, as the DuckDB connector does for its ow
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 import tempfile
 import weakref
@@ -30,9 +29,10 @@ from connectors.duckdb import _DRIVER_CONFIG, DuckDBConnector, _literal
 __all__ = ["DuckDBReplicaSet", "replica_catalog"]
 
 
-def replica_catalog(path: str) -> str:
-    """The catalog name a replica file is attached under."""
-    return "r_" + hashlib.sha256(path.encode("utf-8")).hexdigest()[:16]
+def replica_catalog(product: str) -> str:
+    """The catalog name a product's replica file is attached under (``replica_shop__orders``): audit rows
+    name the replica read as ``replica_shop__orders.main.replica``."""
+    return "replica_" + product.replace(".", "__")
 
 
 class DuckDBReplicaSet(DuckDBConnector):
@@ -69,7 +69,7 @@ class DuckDBReplicaSet(DuckDBConnector):
         return conn
 
     def _qualify(self, table: exp.Table) -> str:
-        """``"r_<digest>"."main"."replica"`` for a replica table named ``r_<digest>.replica``."""
+        """``"replica_shop__orders"."main"."replica"`` for a replica table named ``replica_shop__orders.replica``."""
         if not table.catalog and table.db in self._attached:
             table.set("catalog", exp.to_identifier(table.db, quoted=True))
             table.set("db", exp.to_identifier("main", quoted=True))

@@ -24,7 +24,6 @@ import anyio.to_thread
 from catalog.policy import GovernedView
 from catalog.replica_log import ReplicaLog, ReplicaSync
 from catalog.replica_route import REPLICA_TABLE, StoreChoice, choose_store, replica_view
-from connectors import ConnectionConfig, connector_for
 from connectors.base import Connector
 from connectors.duckdb_replicas import DuckDBReplicaSet, replica_catalog
 
@@ -100,7 +99,8 @@ class ReplicaRouter:
         if choice.store != "replica" or run is None or run.path is None:
             return ReplicaRoute(choice)
         connector = await self._connector(contract.name, run.path)
-        return ReplicaRoute(choice, connector, replica_view(view, connection=connector.name))
+        table = f"{replica_catalog(contract.name)}.{REPLICA_TABLE}"
+        return ReplicaRoute(choice, connector, replica_view(view, connection=connector.name, table=table))
 
     async def route_many(self, views: Mapping[str, GovernedView]) -> ReplicaRoute:
         """Several products read by one statement: all of them from their replicas, attached to one DuckDB
@@ -112,7 +112,7 @@ class ReplicaRouter:
                 reason = route.choice.fallback_reason or f"answered by the source: {name} declares no replica"
                 return ReplicaRoute(StoreChoice("source", None, reason))
             runs[name] = route.choice.run
-        files = {replica_catalog(run.path or ""): run.path or "" for run in runs.values()}
+        files = {replica_catalog(name): run.path or "" for name, run in runs.items()}
         key = tuple(sorted(files.values()))
         async with self._lock:
             connector = self._sets.get(key)
@@ -124,9 +124,7 @@ class ReplicaRouter:
                     _, old = self._sets.popitem(last=False)
                     await old.aclose()
         on_replicas = {
-            name: replica_view(
-                view, connection=connector.name, table=f"{replica_catalog(runs[name].path or '')}.{REPLICA_TABLE}"
-            )
+            name: replica_view(view, connection=connector.name, table=f"{replica_catalog(name)}.{REPLICA_TABLE}")
             for name, view in views.items()
         }
         oldest = min(runs.values(), key=lambda run: run.as_of or datetime.max.replace(tzinfo=UTC))
@@ -138,7 +136,7 @@ class ReplicaRouter:
             connector = generations.get(path)
             if connector is None:
                 name = "replica_" + hashlib.sha256(path.encode("utf-8")).hexdigest()[:16]
-                connector = connector_for(ConnectionConfig(name=name, kind="duckdb", path=path))
+                connector = DuckDBReplicaSet(name, {replica_catalog(product): path})
                 generations[path] = connector
                 while len(generations) > KEEP_OPEN:
                     _, old = generations.popitem(last=False)

@@ -20,6 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import SecretStr
 
+from catalog.audit import AuditLog
 from catalog.metric_query import MetricsRequest
 from catalog.policy import govern
 from catalog.principal import Principal
@@ -287,3 +288,20 @@ async def test_serve_syncs_a_replica_on_its_schedule(
         assert await service.due_replicas() == []  # synced: due again in an hour
         result = await service.query_product(PII, "shop.orders", QUERIES[0])
         assert result.store["name"] == "replica"
+
+
+@pytest.mark.anyio
+async def test_a_read_answered_by_the_replica_is_audited_with_the_replica_it_read(
+    store: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    settings = _settings(store, tmp_path, request)
+    _empty_table(settings)
+    _register(settings)
+    async with DataProductsService.open(settings) as service:
+        await _synced(service)
+        await service.query_product(EU, "shop.orders", QUERIES[0])
+        await service.query_product(EU, "shop.orders", Query.model_validate({"limit": 1}))
+    with Registry.from_url(settings.resolved_registry_url()) as registry:
+        aggregate, rows = AuditLog.from_registry(registry).query(principal="eve", tool="query_product")[::-1]
+    assert (aggregate.outcome, aggregate.objects) == ("ok", ["replica_shop__orders.main.replica"])
+    assert rows.outcome == "ok" and rows.objects and "replica" not in rows.objects[0]
