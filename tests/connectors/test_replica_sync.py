@@ -205,3 +205,15 @@ def test_a_sync_killed_mid_run_leaves_the_previous_replica_serving_and_the_next_
     after = _sync(db, log, root, shop.contract())
     assert after.rows == 300
     assert not any(p.name.endswith(".partial") for p in folder.iterdir())
+
+
+def test_a_soft_delete_column_travels_with_the_upsert_and_needs_no_key_comparison(tmp_path: Path) -> None:
+    db, log = _setup(tmp_path, _rows(0, 20))
+    contract = shop.contract(refresh="incremental", cursor="updated_at", deletes={"soft_delete_column": "region"})
+    root = tmp_path / "replicas"
+    _sync(db, log, root, contract)
+    with shop.engine(db).begin() as conn:  # the source marks rows instead of deleting them
+        conn.exec_driver_sql("UPDATE orders SET region = 'GONE', updated_at = '2026-01-05 00:00:00' WHERE order_id < 3")
+    report = _sync(db, log, root, contract)
+    assert (report.mode, report.changed, report.deleted, report.rows) == ("incremental", 3, 0, 20)
+    assert _replica(report.path, "SELECT count(*) FROM replica WHERE region = 'GONE'") == [(3,)]
