@@ -25,8 +25,10 @@ the source table lacks, or a type it cannot hold) stops the run before anything 
 
 from __future__ import annotations
 
+import fcntl
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -121,11 +123,50 @@ async def sync_replica(
 ) -> SyncReport:
     """Refresh the analytical replica of ``contract`` from ``source`` (see the module docstring).
 
+    One run per product at a time: a run holds an exclusive lock on the product's replica folder
+    (``.lock``, released by the system if the process dies), and a second run is refused at once.
+
     Raises:
-        InvalidRequestError: the contract declares no replica.
+        InvalidRequestError: the contract declares no replica, or a run of this product is under way.
         ContractError: schema drift: the source table lacks a declared column or holds another type.
         ConnectorError: the source or the registry failed (the previous replica keeps serving).
     """
+    replica_of(contract)
+    folder = replica_folder(root, contract.name)
+    folder.mkdir(parents=True, exist_ok=True)
+    with _run_lock(folder, contract.name):
+        return await _sync_locked(
+            contract, source, compiler, log, root, full=full, progress=progress, page_rows=page_rows, now=now
+        )
+
+
+@contextmanager
+def _run_lock(folder: Path, product: str) -> Iterator[None]:
+    handle = open(folder / ".lock", "a+", encoding="utf-8")  # noqa: SIM115 - held for the run
+    try:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise InvalidRequestError(
+                f"a sync of {product} is already running; its replica is refreshed when it ends"
+            ) from None
+        yield
+    finally:
+        handle.close()
+
+
+async def _sync_locked(
+    contract: ProductContract,
+    source: Connector,
+    compiler: Compiler,
+    log: ReplicaLog,
+    root: Path,
+    *,
+    full: bool = False,
+    progress: ProgressCallback | None = None,
+    page_rows: int = PAGE_ROWS,
+    now: Callable[[], datetime] = lambda: datetime.now(UTC),
+) -> SyncReport:
     replica = replica_of(contract)
     started = time.perf_counter()
     drift = await validate_against_source(contract, source)

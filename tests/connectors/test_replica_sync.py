@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import signal
 import subprocess
@@ -18,7 +19,7 @@ import pytest
 from pydantic import ValidationError
 
 from catalog.compiler import Compiler
-from catalog.errors import ContractError
+from catalog.errors import ContractError, InvalidRequestError
 from catalog.registry import Registry
 from catalog.replica_log import ReplicaLog
 from connectors import ConnectionConfig, _replica_file, connector_for
@@ -217,3 +218,14 @@ def test_a_soft_delete_column_travels_with_the_upsert_and_needs_no_key_compariso
     report = _sync(db, log, root, contract)
     assert (report.mode, report.changed, report.deleted, report.rows) == ("incremental", 3, 0, 20)
     assert _replica(report.path, "SELECT count(*) FROM replica WHERE region = 'GONE'") == [(3,)]
+
+
+def test_a_second_sync_of_the_same_product_is_refused_while_one_runs(tmp_path: Path) -> None:
+    db, log = _setup(tmp_path, _rows(0, 5))
+    root = tmp_path / "replicas"
+    _sync(db, log, root, shop.contract())
+    with open(replica_folder(root, "shop.orders") / ".lock", "a+", encoding="utf-8") as held:
+        fcntl.flock(held.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)  # as a running sync holds it
+        with pytest.raises(InvalidRequestError, match="a sync of shop.orders is already running"):
+            _sync(db, log, root, shop.contract())
+    assert _sync(db, log, root, shop.contract()).rows == 5  # released: the next run goes ahead
