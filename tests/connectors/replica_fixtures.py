@@ -22,7 +22,7 @@ DDL = (
 )
 
 
-def contract(**replica: Any) -> ProductContract:
+def contract(*, aggregate_only: list[dict[str, Any]] | None = None, **replica: Any) -> ProductContract:
     """The orders contract with an analytical replica (``replica``: its fields)."""
     return ProductContract.model_validate(
         {
@@ -40,6 +40,7 @@ def contract(**replica: Any) -> ProductContract:
                 "access": ["*"],
                 "row_filters": [{"when": "role:eu", "where": "region = 'EU'"}],
                 "masking": [{"columns": ["customer_email"], "unless": "role:pii", "method": "hash"}],
+                "aggregate_only": aggregate_only or [],
             },
             "replicas": {"analytical": replica or {"refresh": "full"}},
         }

@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 from pydantic import SecretStr
 
 from catalog.audit import AuditLog
+from catalog.errors import InvalidRequestError
 from catalog.metric_query import MetricsRequest
 from catalog.policy import govern
 from catalog.principal import Principal
@@ -305,3 +306,22 @@ async def test_a_read_answered_by_the_replica_is_audited_with_the_replica_it_rea
         aggregate, rows = AuditLog.from_registry(registry).query(principal="eve", tool="query_product")[::-1]
     assert (aggregate.outcome, aggregate.objects) == ("ok", ["replica_shop__orders.main.replica"])
     assert rows.outcome == "ok" and rows.objects and "replica" not in rows.objects[0]
+
+
+@pytest.mark.anyio
+async def test_aggregate_only_groups_are_suppressed_alike_on_the_replica(
+    store: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    settings = _settings(store, tmp_path, request)
+    _empty_table(settings)
+    _register(settings, aggregate_only=[{"columns": ["amount"], "min_group_size": 12}])
+    query = Query.model_validate({"group_by": ["region"], "aggregates": [{"fn": "sum", "column": "amount"}]})
+    async with DataProductsService.open(settings) as service:
+        before = await service.query_product(PII, "shop.orders", query)  # not synced: the source answers
+        await _synced(service)  # 30 rows: EU 20, US 10 — the US group is under 12 rows
+        after = await service.query_product(PII, "shop.orders", query)
+        with pytest.raises(InvalidRequestError, match="aggregate-only"):
+            await service.query_product(PII, "shop.orders", Query.model_validate({"columns": ["amount"]}))
+    assert (before.store["name"], after.store["name"]) == ("source", "replica")
+    assert _rows(after.rows) == [["EU", float(sum(i for i in range(30) if i % 3))]]
+    assert any("1 group" in w for w in after.warnings), after.warnings
