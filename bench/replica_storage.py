@@ -10,6 +10,10 @@ must (atomically: the next generation is written beside the current one, then sw
   a new file written from the old one anti-joined with the changes, plus the changes;
 * **size** on disk.
 
+With the ``duckdb-extension-ducklake`` package (``dataproducts[bench]``) a third layout is measured: a
+DuckLake table (catalog in a DuckDB file, data in Parquet files), upserted in place — each change is a
+new snapshot, so readers see the old or the new state without a copy.
+
     python bench/replica_storage.py --sf 1
     python bench/replica_storage.py --smoke
 """
@@ -17,6 +21,7 @@ must (atomically: the next generation is written beside the current one, then sw
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import shutil
 import statistics
 import sys
@@ -37,6 +42,37 @@ Q1 = """SELECT l_returnflag, l_linestatus, sum(l_quantity), sum(l_extendedprice)
 FROM {source} WHERE l_shipdate <= DATE '1998-09-02' GROUP BY 1, 2 ORDER BY 1, 2"""
 KEY = "l_orderkey, l_linenumber"
 CHANGES = "SELECT * REPLACE (l_quantity + 1 AS l_quantity) FROM {source} WHERE l_orderkey % 100 = 0"
+
+
+def _ducklake(folder: Path, parquet: Path, repeat: int) -> tuple[float, float, int] | None:
+    """Q1 median (ms), 1% upsert (s) and size (bytes) of a DuckLake table; None without the extension package."""
+    spec = importlib.util.find_spec("duckdb_extension_ducklake")
+    if spec is None or spec.origin is None:
+        return None
+    extension = Path(spec.origin).parent / "extensions" / f"v{duckdb.__version__}" / "ducklake.duckdb_extension"
+    lake_dir = folder / "lake"
+    lake_dir.mkdir()
+    with duckdb.connect(config={"autoinstall_known_extensions": False, "autoload_known_extensions": False}) as conn:
+        conn.execute(f"LOAD '{extension}'")
+        conn.execute(f"ATTACH 'ducklake:{lake_dir}/meta.ducklake' AS lake (DATA_PATH '{lake_dir}/data/')")
+        conn.execute(f"CREATE TABLE lake.replica AS SELECT * FROM read_parquet('{parquet}')")
+        runs = []
+        for _ in range(repeat + 1):
+            started = time.perf_counter()
+            conn.execute(Q1.format(source="lake.replica")).fetchall()
+            runs.append(time.perf_counter() - started)
+        started = time.perf_counter()
+        conn.execute("BEGIN")
+        conn.execute(f"CREATE TEMP TABLE changed AS {CHANGES.format(source='lake.replica')}")
+        conn.execute(
+            "DELETE FROM lake.replica WHERE EXISTS (SELECT 1 FROM changed c WHERE c.l_orderkey = "
+            "lake.replica.l_orderkey AND c.l_linenumber = lake.replica.l_linenumber)"
+        )
+        conn.execute("INSERT INTO lake.replica SELECT * FROM changed")
+        conn.execute("COMMIT")
+        upsert = time.perf_counter() - started
+    size = sum(p.stat().st_size for p in lake_dir.rglob("*") if p.is_file())
+    return statistics.median(runs[1:]) * 1000, upsert, size
 
 
 def main() -> int:
@@ -90,6 +126,8 @@ def main() -> int:
             )
         parquet_upsert = time.perf_counter() - started
 
+        lake = _ducklake(folder, parquet, repeat)
+
         table = Table(title=f"replica storage, TPC-H lineitem sf {sf:g}")
         for column in ("layout", f"Q1 median of {repeat} (ms)", "1% upsert, next generation (s)", "size (MB)"):
             table.add_column(column)
@@ -99,6 +137,9 @@ def main() -> int:
         ):
             q1_ms = statistics.median(timings[name][1:]) * 1000
             table.add_row(name, f"{q1_ms:.1f}", f"{upsert:.2f}", f"{path.stat().st_size / 1e6:.0f}")
+        if lake is not None:
+            q1_ms, upsert, size = lake
+            table.add_row("ducklake", f"{q1_ms:.1f}", f"{upsert:.2f}", f"{size / 1e6:.0f}")
         Console().print(table)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
