@@ -142,7 +142,7 @@ async def sync_replica(
 
 @contextmanager
 def _run_lock(folder: Path, product: str) -> Iterator[None]:
-    handle = open(folder / ".lock", "a+", encoding="utf-8")  # noqa: SIM115 - held for the run
+    handle = open(folder / ".lock", "a+", encoding="utf-8")  # held for the whole run
     try:
         try:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -27,6 +27,7 @@ from catalog.query import Limits, Query
 from catalog.registry import Registry
 from catalog.replica_log import ReplicaLog
 from catalog.replica_route import choose_store, replica_view
+from catalog.sqlguard import parse_product_sql
 from connectors import ConnectionConfig, Connector, _replica_file, connector_for
 from connectors.replica_sync import sync_replica
 from tests.catalog.governance_fixtures import (
@@ -140,3 +141,30 @@ def test_a_masked_at_rest_replica_file_holds_no_raw_personal_value(replicated: R
         assert not found
     else:  # the control: the same scan finds raw values in a plain replica (the compiler masks them per reader)
         assert found
+
+
+_SQL = st.builds(
+    lambda group, fn, column, where: f"SELECT {group}, {fn}({column}) AS v FROM crm.people {where} GROUP BY {group}",
+    st.sampled_from(GROUPABLE),
+    st.sampled_from(["count", "min", "max"]),
+    st.sampled_from(GROUPABLE + ("note",)),
+    st.sampled_from(["", "WHERE region <> 'US'", "WHERE amount > 3 OR note IS NULL", "WHERE code LIKE '1%'"]),
+)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(sql=_SQL)
+def test_run_sql_aggregates_answer_alike_on_the_replica(replicated: Replicated, sql: str) -> None:
+    parsed = parse_product_sql(sql)
+    masked_at_rest = replicated.contract.replicas.analytical.masked_at_rest  # type: ignore[union-attr]
+    for principal in PRINCIPALS:
+        if masked_at_rest and principal is PII_READER:
+            continue  # the source answers them (see above)
+        view = govern(replicated.contract, principal)
+        on_replica = replica_view(view, connection=replicated.replica.name)
+        source_sql = Compiler(replicated.source.dialect, SALT, LIMITS).rewrite(parsed, {view.name: view})
+        replica_sql = Compiler("duckdb", SALT, LIMITS).rewrite(parsed, {view.name: on_replica})
+        got = _run(replicated.replica, replica_sql)
+        assert got == _run(replicated.source, source_sql), (principal.name, sql)
+        if principal is not PII_READER:
+            assert not leaked(json.dumps(got, default=str)), principal.name
