@@ -51,6 +51,7 @@ __all__ = [
     "product_events",
     "product_versions",
     "products",
+    "replica_syncs",
     "upgrade_schema",
     "utcnow",
     "write_transaction",
@@ -170,6 +171,30 @@ check_results = Table(
     Column("duration_ms", Float, nullable=False),
     Column("checked_at", UTCDateTime, nullable=False),
     Index("ix_dp_check_results_product_time", "product", "checked_at"),
+)
+
+replica_syncs = Table(
+    "dp_replica_syncs",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("product", String(200), nullable=False),
+    Column("version", String(40), nullable=False),  # contract version the replica was built for
+    Column("store", String(20), nullable=False),  # duckdb
+    Column("mode", String(20), nullable=False),  # full | incremental
+    Column("status", String(10), nullable=False),  # ok | failed
+    Column("path", Text),  # the replica file readers open (ok runs)
+    Column("as_of", UTCDateTime),  # when the run began reading the source: the replica holds its state then
+    Column("watermark", Text),  # JSON: the largest cursor value copied
+    Column("rows", BigInteger),  # rows the replica holds
+    Column("changed", BigInteger),  # rows copied (upserted) by the run
+    Column("deleted", BigInteger),  # rows the run removed
+    Column("runs_since_compare", Integer),  # incremental runs since the last full key comparison
+    Column("masked_at_rest", Boolean, nullable=False, default=False),
+    Column("columns_digest", String(64)),  # the contract columns the replica was built with
+    Column("duration_ms", Float, nullable=False),
+    Column("message", Text),
+    Column("synced_at", UTCDateTime, nullable=False),
+    Index("ix_dp_replica_syncs_product_time", "product", "synced_at"),
 )
 
 #: Columns added after their table's first release: (table, column name). Always nullable.

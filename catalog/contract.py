@@ -18,6 +18,7 @@ from sqlglot.errors import ParseError
 
 from catalog._metric_rules import metric_problems, relationship_problems
 from catalog._model import StrictModel
+from catalog.replica import Replicas, replica_problems
 
 __all__ = [
     "CHECK_KINDS",
@@ -387,6 +388,7 @@ class ProductContract(StrictModel):
     retrieval: Retrieval | None = None
     lineage: Lineage = Field(default_factory=Lineage)
     sla: SLA = Field(default_factory=SLA)
+    replicas: Replicas | None = None
     deprecated: bool = False
     deprecation_note: str | None = None
 
@@ -469,6 +471,7 @@ class ProductContract(StrictModel):
             check(f"policy.row_filters[{i}].where", refs)
         problems += metric_problems(self)
         problems += relationship_problems(self)
+        problems += replica_problems(self)
         return problems
 
 

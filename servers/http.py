@@ -68,7 +68,7 @@ def create_http_app(settings: Settings, *, tracer_provider: TracerProvider | Non
     @asynccontextmanager
     async def lifespan(a: Starlette) -> AsyncIterator[None]:
         try:
-            async with inner(a), service.checks_on_schedule():
+            async with inner(a), service.checks_on_schedule(), service.replicas_on_schedule():
                 yield
         finally:
             await service.aclose()

@@ -72,7 +72,11 @@ def create_server(
         if service is not None:
             yield service
             return
-        async with DataProductsService.open(settings) as owned, owned.checks_on_schedule():
+        async with (
+            DataProductsService.open(settings) as owned,
+            owned.checks_on_schedule(),
+            owned.replicas_on_schedule(),
+        ):
             yield owned
 
     server = AuditedMCPServer(

@@ -17,9 +17,12 @@ from catalog.metric_query import MetricsRequest
 from catalog.metrics import explain_sql, fact_products, related_products
 from catalog.policy import GovernedView, govern
 from catalog.principal import Principal
+from catalog.replica_route import StoreChoice
 from servers._audit_trail import CallStats, audited_call
 from servers._call_facts import note_store
 from servers._semantic import matches, metrics_result, product_metrics
+from servers.replica_cases import stamp
+from servers.replica_router import ReplicaRoute
 from servers.results import MetricsListing, MetricsResult, deprecation_warning
 
 if TYPE_CHECKING:
@@ -27,6 +30,7 @@ if TYPE_CHECKING:
     from catalog.compiler import Compiler
     from connectors.base import Connector
     from servers._statements import MetricsStatementCache
+    from servers.replica_router import ReplicaRouter
     from servers.trust import ReadTrust
 
 __all__ = ["MetricsUseCases"]
@@ -38,6 +42,7 @@ class MetricsUseCases:
     if TYPE_CHECKING:  # provided by DataProductsService
         audit: AuditLog
         _metric_statements: MetricsStatementCache
+        replicas: ReplicaRouter
 
         async def contract(self, name: str) -> ProductContract: ...
         async def connector(self, name: str) -> Connector: ...
@@ -109,10 +114,13 @@ class MetricsUseCases:
                         related = await self.contract(rel.product)
                         if related.source.connection == connection:
                             views[rel.product] = govern(related, principal)
-            connector = await self.connector(connection)
+            read = {name: views[name] for name in [*facts, *related_products(request)]}
+            route = await self._metrics_route(read)  # one product read, with a fresh replica: the replica
+            connector = route.connector or await self.connector(connection)
+            store_views = {route.view.name: route.view} if route.view is not None else views
             note_store(connector.kind)
             compiled, prepared = self._metric_statements.compiled(
-                request, views, compiler=self.compiler(connector), connector=connector
+                request, store_views, compiler=self.compiler(connector), connector=connector
             )
             trust = await self.read_trust([views[name].contract for name in compiled.products])  # StaleDataError
             rowset = await connector.execute(prepared)
@@ -121,10 +129,24 @@ class MetricsUseCases:
                 result.sql = explain_sql(compiled, connector.dialect)
             for name in compiled.products:
                 deprecation_warning(views[name], result)
-            trust.apply(result)
+            trust.apply(stamp(route, result))
             stats.product = ",".join(compiled.products)
             stats.rows, stats.bytes, stats.objects = result.row_count, rowset.bytes, rowset.objects
             return result
 
         args = {**request.model_dump(exclude_defaults=True), "explain": explain}
         return await audited_call(self.audit, principal, "query_metrics", args, run)
+
+    async def _metrics_route(self, views: dict[str, GovernedView]) -> ReplicaRoute:
+        """The replica of the one product a metrics request reads, when fresh; else the source, and why."""
+        if len(views) == 1:
+            (view,) = views.values()
+            return await self.replicas.route(view, aggregate=True)
+        with_replicas = sorted(n for n, v in views.items() if v.contract.replicas and v.contract.replicas.analytical)
+        reason = None
+        if with_replicas:
+            reason = (
+                f"answered by the source: the request reads {sorted(views)} together, and replicas answer "
+                "metrics of one product"
+            )
+        return ReplicaRoute(StoreChoice("source", None, reason))

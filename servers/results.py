@@ -49,6 +49,8 @@ __all__ = [
 
 # Freshness blocks and check results travel as plain objects (built from FreshnessInfo / CheckInfo):
 # their keys are named once here, which keeps every read tool's output schema small.
+#: Results of reads say which store answered: ``{name: source|replica, as_of, fallback_reason}``.
+STORE_DOC = "name (source|replica), as_of, fallback_reason (why the source answered for a replica)"
 FRESHNESS_DOC = "per product: product, state (fresh|stale|unknown), as_of, age, sla, reason"
 CHECKS_DOC = "per check: name, kind, status (pass|warn|fail|error), observed, threshold, since"
 
@@ -143,6 +145,7 @@ class QueryResult(ResultModel):
     masked_columns: list[str] = Field(default_factory=list)
     warnings: list[str] = Field(default_factory=list)
     freshness: list[dict[str, Any]] = _listed(FRESHNESS_DOC)
+    store: Any = None  # STORE_DOC (untyped: every token of the output schema is paid per agent turn)
 
 
 class DocumentHit(ResultModel):
@@ -380,6 +383,7 @@ class MetricsResult(ResultModel):
     masked_columns: list[str] = Field(default_factory=list)
     warnings: list[str] = Field(default_factory=list)
     freshness: list[dict[str, Any]] = _listed(FRESHNESS_DOC)
+    store: Any = None  # STORE_DOC (untyped: every token of the output schema is paid per agent turn)
 
 
 def deprecation_warning(view: GovernedView, result: QueryResult | MetricsResult) -> None:

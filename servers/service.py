@@ -45,6 +45,7 @@ from catalog.principal import Principal
 from catalog.quality_log import QualityLog
 from catalog.query import Query, RowSet
 from catalog.registry import Registry, unknown_product
+from catalog.replica_log import ReplicaLog
 from catalog.sqlguard import connection_of, parse_product_sql
 from catalog.values import json_value
 from connectors import connector_for
@@ -70,6 +71,8 @@ from servers.lineage_cases import LineageUseCases
 from servers.metrics_cases import MetricsUseCases
 from servers.prometheus_metrics import counted_run
 from servers.quality_cases import QualityUseCases
+from servers.replica_cases import ReplicaUseCases, stamp
+from servers.replica_router import ReplicaRouter
 from servers.results import (
     DocumentsResult,
     ProductDescription,
@@ -96,7 +99,7 @@ ROW_CANDIDATES = 100
 #: How many hops get_lineage may walk.
 
 
-class DataProductsService(QualityUseCases, MetricsUseCases, LineageUseCases):
+class DataProductsService(QualityUseCases, MetricsUseCases, LineageUseCases, ReplicaUseCases):
     """Shared state (registry, audit log, connectors) and the use cases over it.
 
     Build with :meth:`open`; close with :meth:`aclose` (or ``async with``).
@@ -124,6 +127,7 @@ class DataProductsService(QualityUseCases, MetricsUseCases, LineageUseCases):
         self._metric_statements = MetricsStatementCache()
         self.retrieval = RetrievalBackend(settings)
         self.quality = QualityLog(registry)
+        self.replicas = ReplicaRouter(ReplicaLog(registry))
         self.trust = TrustKeeper(
             self.quality, lambda contract: self.measure_as_of(contract), cache_s=settings.freshness.cache_s
         )
@@ -142,6 +146,7 @@ class DataProductsService(QualityUseCases, MetricsUseCases, LineageUseCases):
         for connector in self._connectors.values():
             await connector.aclose()
         self._connectors.clear()
+        await self.replicas.aclose()
         await self.retrieval.aclose()
         await anyio.to_thread.run_sync(self.audit.close)  # drains the rows still being group-committed
         self.registry.close()
@@ -407,17 +412,19 @@ class DataProductsService(QualityUseCases, MetricsUseCases, LineageUseCases):
             stats.product = name
             view = await self._view(name, principal)
             trust = await self.read_trust([view.contract])  # StaleDataError: refused, and audited
-            connector = await self.connector(view.contract.source.connection)
+            route = await self.replicas.route(view, aggregate=query.is_aggregate)  # aggregates: a fresh replica
+            store_view = route.view or view
+            connector = route.connector or await self.connector(view.contract.source.connection)
             note_store(connector.kind)
             compiled, prepared = self._statements.compiled(
-                view, query, compiler=self.compiler(connector), connector=connector
+                store_view, query, compiler=self.compiler(connector), connector=connector
             )
             rowset = await connector.execute(prepared)
             result = _to_result(rowset, [view])
             result.next_cursor = next_cursor(compiled, rowset)
-            await aggregate_only_warnings(view, query, compiled, connector, result)
+            await aggregate_only_warnings(store_view, query, compiled, connector, result)
             deprecation_warning(view, result)
-            trust.apply(result)
+            trust.apply(stamp(route, result))
             stats.rows, stats.bytes, stats.objects = result.row_count, rowset.bytes, rowset.objects
             return result
 
@@ -438,16 +445,18 @@ class DataProductsService(QualityUseCases, MetricsUseCases, LineageUseCases):
             stats.product = ",".join(parsed.products)
             views = {name: await self._view(name, principal) for name in parsed.products}
             trust = await self.read_trust([v.contract for v in views.values()])  # StaleDataError: refused, audited
-            connector = await self.connector(connection_of(views))
+            route = await self.replicas.route_sql(parsed, views)  # aggregates, joins across stores: fresh replicas
+            store_views = route.views or ({route.view.name: route.view} if route.view is not None else views)
+            connector = route.connector or await self.connector(connection_of(views))
             note_store(connector.kind)
             compiler = self.compiler(connector)
-            statement = await anyio.to_thread.run_sync(lambda: compiler.rewrite(parsed, views))
+            statement = await anyio.to_thread.run_sync(lambda: compiler.rewrite(parsed, store_views))
             rowset = await connector.execute(statement)
             result = _to_result(rowset, list(views.values()))
             sql_aggregate_only_warning(views.values(), result)
             for view in views.values():
                 deprecation_warning(view, result)
-            trust.apply(result)
+            trust.apply(stamp(route, result))
             stats.rows, stats.bytes, stats.objects = result.row_count, rowset.bytes, rowset.objects
             return result
 

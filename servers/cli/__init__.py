@@ -16,6 +16,7 @@ from servers.cli import (
     metrics_cmds,
     models_cmds,
     quality_cmds,
+    replica_cmds,
     retrieval_cmds,
     serve_cmds,
 )
@@ -51,6 +52,7 @@ models_cmds.register_commands(app)
 lineage_cmds.register_commands(app)
 quality_cmds.register_commands(app)
 metrics_cmds.register_commands(app)
+replica_cmds.register_commands(app)
 
 
 def main() -> None:

@@ -21,6 +21,7 @@ from servers.cli._common import console, err_console, reporting_errors, state
 from servers.cli.audit_stats_cmds import DEFAULT_WINDOW, show_audit_stats
 from servers.cli.metrics_notice import metrics_notice
 from servers.cli.quality_cmds import check_workspace
+from servers.cli.replica_cmds import sync_workspace
 from servers.cli.retrieval_cmds import index_workspace, print_reports
 from servers.demo import build_demo_workspace
 from servers.http import serve_http
@@ -98,6 +99,10 @@ def demo(
         + (f"; not passing: {', '.join(failing)}" if failing else "")
         + " (`dataproducts quality` shows them)",
         highlight=False,
+    )
+    synced = sync_workspace(settings)
+    console.print(
+        "\nanalytical replicas synced: " + ", ".join(f"{r.product} ({r.rows} rows)" for r in synced), highlight=False
     )
     try:
         resolve_model(settings.models.embedding, settings.models.dir)
