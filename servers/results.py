@@ -163,6 +163,7 @@ class DocumentsResult(ResultModel):
     hits: list[DocumentHit]
     warnings: list[str] = Field(default_factory=list)
     freshness: list[dict[str, Any]] = _listed(FRESHNESS_DOC)
+    store: Any = None  # STORE_DOC: the search index's kind and as_of (untyped, as on QueryResult)
 
 
 class FreshnessInfo(ResultModel):
