@@ -16,7 +16,8 @@ import pytest
 from mcp import Client
 from typer.testing import CliRunner
 
-from catalog.loader import load_contract_file
+from catalog.errors import ContractError
+from catalog.loader import load_contract_file, parse_contracts
 from catalog.registry import Registry
 from connectors.search_embedded import EmbeddedSearchStore
 from servers.cli import app
@@ -132,3 +133,12 @@ async def test_a_damaged_store_is_logged_at_start_up_and_the_server_starts(
                 await anyio.sleep(0.05)
             assert (await client.list_tools()).tools
     assert "search store not warmed" in caplog.text
+
+
+def test_a_retrieval_max_lag_that_is_no_duration_is_refused_where_it_is(workspace: DemoWorkspace) -> None:
+    text = (workspace.path / "contracts" / "docs.handbook.yaml").read_text(encoding="utf-8")
+    text = text.replace("chunk: {size: 600, overlap: 80}}", "chunk: {size: 600, overlap: 80}, max_lag: one day}")
+    assert "max_lag: one day" in text
+    with pytest.raises(ContractError) as refused:
+        parse_contracts(text, file="docs.handbook.yaml")
+    assert "retrieval.max_lag" in str(refused.value) and "invalid duration 'one day'" in str(refused.value)
