@@ -334,6 +334,11 @@ class Retrieval(StrictModel):
         description="fields whose text heads every chunk of the other text fields, never a chunk of its own "
         "(default: a text field named title; [] for none)",
     )
+    max_lag: Duration | None = Field(
+        default=None,
+        description="the oldest search index results come from without a warning, e.g. 1h "
+        "(default: the analytical replica's max_lag, if any)",
+    )
 
     def context(self) -> list[str]:
         """The context fields: as named, else a text field named ``title`` when other text fields exist."""

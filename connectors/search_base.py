@@ -11,6 +11,12 @@ the upserts and deletes so that an interrupted run leaves the previous index usa
 store commits them in one transaction; Elasticsearch applies them per document, never leaving a
 half-written chunk).
 
+Each index run also records, per product, the source's ``as_of`` it brought the index in step with
+and when (:class:`IndexState`, read by :meth:`SearchStore.index_states`): the search index is a
+replica of the product like the analytical one, and says how old it is the same way. The store
+itself keeps it, written with the run's chunks (one transaction in the embedded store, the index
+mapping's ``_meta`` in Elasticsearch), so it can never describe chunks other than those stored.
+
 Every record of a chunk is a :class:`ChunkRef` (product, primary key, field, chunk number) with more
 fields; the ref spells the chunk's id, citation and prompt label, so each is written one way only.
 
@@ -23,18 +29,20 @@ from __future__ import annotations
 import abc
 import json
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from types import TracebackType
 from typing import Annotated, Any, ClassVar, Self
 
 import numpy as np
 import numpy.typing as npt
-from pydantic import BaseModel, Field
+from pydantic import AwareDatetime, BaseModel, Field
 from pydantic.dataclasses import dataclass
 
 __all__ = [
     "Chunk",
     "ChunkHit",
     "ChunkRef",
+    "IndexState",
     "IndexedChunk",
     "SearchStore",
     "chunk_id",
@@ -132,6 +140,17 @@ class IndexedChunk(BaseModel):
     field_hash: str
 
 
+class IndexState(BaseModel):
+    """A product's index as a replica: the source state it holds (``as_of``), when a run last brought it
+    in step (``indexed_at``), and how many chunks it holds. Both times are None for an index written
+    before they were recorded (the next index run records them)."""
+
+    product: str
+    as_of: AwareDatetime | None = None
+    indexed_at: AwareDatetime | None = None
+    chunks: int = 0
+
+
 @dataclass(frozen=True)
 class ChunkHit(ChunkRef):
     """One ranked chunk; ``score`` is the store's (BM25 or cosine), ``rank`` starts at 1."""
@@ -155,8 +174,13 @@ class SearchStore(abc.ABC):
         deletes: Sequence[str],
         *,
         model_id: str,
+        as_of: datetime | None = None,
     ) -> None:
         """Write one index run of ``product``: ``upserts`` (with ``vectors`` row by row) and chunk ids to delete.
+
+        ``as_of`` (aware) is the source state the run read; with it the store records the product's
+        :class:`IndexState` along with the chunks, also when there is nothing to upsert or delete (the
+        index is then in step as of a newer state). Without it nothing of the state changes.
 
         Raises:
             ConnectorError: the store failed; the previous index stays usable.
@@ -176,6 +200,14 @@ class SearchStore(abc.ABC):
         self, vector: npt.NDArray[np.float32], *, k: int, products: Sequence[str] | None = None
     ) -> list[ChunkHit]:
         """The ``k`` chunks nearest to ``vector`` (cosine), optionally only of ``products``."""
+
+    async def index_states(self, products: Sequence[str]) -> dict[str, IndexState]:
+        """The :class:`IndexState` of each of ``products`` the store holds an index of (others are absent).
+
+        Raises:
+            ConnectorError: the store failed.
+        """
+        return {}
 
     @abc.abstractmethod
     async def drop(self, product: str) -> None:

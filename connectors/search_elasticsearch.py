@@ -4,8 +4,10 @@ Why one index per product rather than one shared index with a ``product`` field:
 field has one ``dims`` per index, and each product records its own embedding model, so products
 indexed with different models (or a re-index onto a new model) cannot share an index; dropping a
 product is deleting its index; and the index's mapping ``_meta`` is where the product's
-``model_id``/``dimensions`` live, with no separate bookkeeping document. Each document still carries a
-``product`` keyword and every query filters on it. Indexes are ``<index_prefix>-chunks-<product>``
+``model_id``/``dimensions`` live, with no separate bookkeeping document; each run adds the index's
+state there too (``as_of``: the source state it read, ``indexed_at``: when), after its documents are
+in. Each document still carries a ``product`` keyword and every query filters on it. Indexes are
+``<index_prefix>-chunks-<product>``
 (lower-cased, other characters escaped, plus a short hash when escaping changed the name).
 
 Mapping: ``text`` (``text``, english analyzer: BM25), ``vector`` (``dense_vector``, cosine,
@@ -31,6 +33,7 @@ import hashlib
 import re
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -46,7 +49,7 @@ from catalog.errors import (
     QueryTimeoutError,
 )
 from connectors._search import checked_vectors, model_mismatch
-from connectors.search_base import Chunk, ChunkHit, IndexedChunk, SearchStore
+from connectors.search_base import Chunk, ChunkHit, IndexedChunk, IndexState, SearchStore
 
 if TYPE_CHECKING:
     from elasticsearch import AsyncElasticsearch
@@ -205,6 +208,7 @@ class ElasticsearchSearchStore(SearchStore):
         deletes: Sequence[str],
         *,
         model_id: str,
+        as_of: datetime | None = None,
     ) -> None:
         """Bulk upserts, then (when all of them are in) bulk deletes, with refreshes; each document is whole.
 
@@ -245,6 +249,15 @@ class ElasticsearchSearchStore(SearchStore):
                 await self._create_index(index, model_id, dimensions)
             await self._bulk(product, index, upsert_actions)
             await self._bulk(product, index, delete_actions)  # only once every new chunk is in
+            if as_of is not None:  # _meta is replaced whole: keep the model fields
+                model, dims = known or (model_id, dimensions)
+                meta = {
+                    "model_id": model,
+                    "dimensions": dims,
+                    "as_of": as_of.astimezone(UTC).isoformat(),
+                    "indexed_at": datetime.now(UTC).isoformat(),
+                }
+                await self.client.indices.put_mapping(index=index, meta=meta)
 
     async def _bulk(self, product: str, index: str, actions: list[dict[str, Any]]) -> None:
         """Send ``actions`` and refresh the index; raise when any document was rejected (a missing one to
@@ -289,6 +302,30 @@ class ElasticsearchSearchStore(SearchStore):
                 )
             ]
         return sorted(found, key=lambda c: c.id)
+
+    async def index_states(self, products: Sequence[str]) -> dict[str, IndexState]:
+        """Raises:
+        ConnectorError: the cluster failed.
+        """
+        if not products:
+            return {}
+        states = {}
+        async with self._errors("reading index states"):
+            mappings = await self.client.indices.get_mapping(
+                index=self._indices(products), ignore_unavailable=True, allow_no_indices=True
+            )
+            by_index = {index_name(self.index_prefix, p): p for p in products}
+            for index, mapping in mappings.body.items():
+                meta = mapping["mappings"].get("_meta", {})
+                count = await self.client.count(index=index)
+                product = by_index[index]
+                states[product] = IndexState(
+                    product=product,
+                    as_of=meta.get("as_of"),
+                    indexed_at=meta.get("indexed_at"),
+                    chunks=int(count.body["count"]),
+                )
+        return states
 
     def _indices(self, products: Sequence[str] | None) -> str:
         if products is None:

@@ -4,7 +4,7 @@ Layout of the file (WAL journal, so readers in other processes keep reading whil
 writes)::
 
     meta(key, value)          schema_version, generation (bumped by every write transaction)
-    products(product, model_id, dimensions, generation)
+    products(product, model_id, dimensions, generation, as_of, indexed_at)   as_of, indexed_at: ISO UTC
     chunks(rowid, id, product, key, field, chunk, text, field_hash, vector)   vector: float32 bytes
     chunks_fts                FTS5 over chunks.text (external content, kept in step by triggers),
                               tokenizer ``porter unicode61 remove_diacritics 2``
@@ -27,6 +27,11 @@ the sort kept ``k``. FTS5 still scores every matching row: it has no top-k pruni
 with the number of chunks holding a query word (SciFact claims match ~30% of the chunks).
 Readers map the file (``mmap_size``): a lookup per ranked row then costs no ``read`` system call and
 no copy (10k SciFact chunks, load 14: 119 → 57 ms for the joined query).
+
+Each index run records in ``products`` the source state it read (``as_of``) and when it ran
+(``indexed_at``), in the same transaction as its chunks (:meth:`EmbeddedSearchStore.index_states`); a
+run that changed nothing updates only those two (no new generation: caches stay). A file of schema
+version 1 gains the two columns (NULL until its next index run) the first time this version opens it.
 
 Vectors are float32 rows loaded from the file and cached in memory per product, reloaded when the
 product's ``generation`` changes (so a server sees every new index run, whichever process wrote it).
@@ -76,6 +81,7 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -88,13 +94,13 @@ from connectors._bm25_index import Bm25Index, QueryTokenizer, build_index
 from connectors._common import driver_message
 from connectors._search import checked_vectors, model_mismatch
 from connectors._vector_quant import QUANTIZE_MIN_DIMENSIONS, QUANTIZE_MIN_ROWS, SignCodes, nearest
-from connectors.search_base import Chunk, ChunkHit, IndexedChunk, SearchStore
+from connectors.search_base import Chunk, ChunkHit, IndexedChunk, IndexState, SearchStore
 
 __all__ = ["EmbeddedSearchStore", "fts5_query", "query_words"]
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"
 BUSY_TIMEOUT_MS = 30_000
 #: How much of the file SQLite maps into memory; BM25 reads a page per ranked row (measured below).
 MMAP_BYTES = 1 << 30
@@ -114,7 +120,8 @@ _SCHEMA = f"""
 BEGIN IMMEDIATE;
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS products (
-    product TEXT PRIMARY KEY, model_id TEXT NOT NULL, dimensions INTEGER NOT NULL, generation INTEGER NOT NULL
+    product TEXT PRIMARY KEY, model_id TEXT NOT NULL, dimensions INTEGER NOT NULL, generation INTEGER NOT NULL,
+    as_of TEXT, indexed_at TEXT
 );
 CREATE TABLE IF NOT EXISTS chunks (
     rowid INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE, product TEXT NOT NULL, key TEXT NOT NULL,
@@ -134,9 +141,15 @@ CREATE TRIGGER IF NOT EXISTS chunks_au AFTER UPDATE OF text ON chunks BEGIN
     INSERT INTO chunks_fts (chunks_fts, rowid, text) VALUES ('delete', old.rowid, old.text);
     INSERT INTO chunks_fts (rowid, text) VALUES (new.rowid, new.text);
 END;
-INSERT OR IGNORE INTO meta VALUES ('schema_version', '1'), ('generation', '0');
+INSERT OR IGNORE INTO meta VALUES ('schema_version', '2'), ('generation', '0');
 COMMIT;
 """
+#: Version 1 -> 2: the products' index state (run inside one IMMEDIATE transaction, version checked again).
+_UPGRADE_1 = (
+    "ALTER TABLE products ADD COLUMN as_of TEXT",
+    "ALTER TABLE products ADD COLUMN indexed_at TEXT",
+    "UPDATE meta SET value = '2' WHERE key = 'schema_version'",
+)
 _UPSERT = """
 INSERT INTO chunks (id, product, key, field, chunk, text, field_hash, vector) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (id) DO UPDATE SET key = excluded.key, field = excluded.field, chunk = excluded.chunk,
@@ -252,11 +265,30 @@ class EmbeddedSearchStore(SearchStore):
                 except sqlite3.OperationalError:  # no such table: a new file
                     self._writer.executescript(_SCHEMA)
                     row = self._writer.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+                if row[0] == "1":
+                    row = self._upgrade(self._writer)
             if row[0] != SCHEMA_VERSION:
                 raise ConnectorUnavailableError(
                     f"search store {str(self.path)!r} has schema version {row[0]}, this version reads {SCHEMA_VERSION}"
                 )
             self._ready = True
+
+    @staticmethod
+    def _upgrade(conn: sqlite3.Connection) -> tuple[Any, ...]:
+        """Bring a version 1 file to version 2 (another process may have done it meanwhile); the new version row."""
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            (version,) = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+            if version == "1":
+                for statement in _UPGRADE_1:
+                    conn.execute(statement)
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+        row: tuple[Any, ...] = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        return row
 
     @contextmanager
     def _read(self) -> Iterator[sqlite3.Connection]:
@@ -308,8 +340,9 @@ class EmbeddedSearchStore(SearchStore):
         deletes: Sequence[str],
         *,
         model_id: str,
+        as_of: datetime | None = None,
     ) -> None:
-        """One transaction: an interrupted run leaves the previous index as it was.
+        """One transaction: an interrupted run leaves the previous index as it was, its state included.
 
         Raises:
             InvalidRequestError: chunks of another product, vectors not one row per upsert, or a
@@ -330,10 +363,17 @@ class EmbeddedSearchStore(SearchStore):
             )
             for i, c in enumerate(upserts)
         ]
-        await anyio.to_thread.run_sync(self._apply_sync, product, rows, list(deletes), model_id, matrix.shape[1])
+        state = None if as_of is None else (as_of.astimezone(UTC).isoformat(), datetime.now(UTC).isoformat())
+        await anyio.to_thread.run_sync(self._apply_sync, product, rows, list(deletes), model_id, matrix.shape[1], state)
 
     def _apply_sync(
-        self, product: str, rows: list[tuple[Any, ...]], deletes: list[str], model_id: str, dimensions: int
+        self,
+        product: str,
+        rows: list[tuple[Any, ...]],
+        deletes: list[str],
+        model_id: str,
+        dimensions: int,
+        state: tuple[str, str] | None,
     ) -> None:
         with self._write() as conn:
             known = conn.execute("SELECT model_id, dimensions FROM products WHERE product = ?", (product,)).fetchone()
@@ -341,10 +381,15 @@ class EmbeddedSearchStore(SearchStore):
                 raise model_mismatch(product, known, model_id, dimensions)
             if known is None and not rows:
                 return  # nothing of the product is stored, nothing to write
+            if state is not None:
+                conn.execute("UPDATE products SET as_of = ?, indexed_at = ? WHERE product = ?", (*state, product))
+            if not rows and not deletes:
+                return  # in step already: a new state, no new generation (caches and BM25 index stay)
             generation = self._next_generation(conn)
             conn.execute(
-                "INSERT INTO products VALUES (?, ?, ?, ?) ON CONFLICT (product) DO UPDATE SET generation = ?",
-                (product, model_id, dimensions, generation, generation),
+                "INSERT INTO products (product, model_id, dimensions, generation, as_of, indexed_at)"
+                " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (product) DO UPDATE SET generation = ?",
+                (product, model_id, dimensions, generation, *(state or (None, None)), generation),
             )
             conn.executemany(_UPSERT, rows)
             conn.executemany("DELETE FROM chunks WHERE product = ? AND id = ?", [(product, d) for d in deletes])
@@ -383,6 +428,27 @@ class EmbeddedSearchStore(SearchStore):
                 "SELECT id, field_hash FROM chunks WHERE product = ? ORDER BY id", (product,)
             ).fetchall()
         return [IndexedChunk(id=i, field_hash=h) for i, h in rows]
+
+    async def index_states(self, products: Sequence[str]) -> dict[str, IndexState]:
+        """Raises:
+        ConnectorError: SQLite failed.
+        """
+        if not products:
+            return {}
+        return await anyio.to_thread.run_sync(self._index_states_sync, list(products))
+
+    def _index_states_sync(self, products: list[str]) -> dict[str, IndexState]:
+        marks = ",".join("?" * len(products))
+        with self._read() as conn:
+            rows = conn.execute(
+                "SELECT p.product, p.as_of, p.indexed_at, (SELECT count(*) FROM chunks c WHERE c.product = p.product)"
+                f" FROM products p WHERE p.product IN ({marks})",
+                products,
+            ).fetchall()
+        return {
+            name: IndexState(product=name, as_of=as_of, indexed_at=indexed_at, chunks=chunks)
+            for name, as_of, indexed_at, chunks in rows
+        }
 
     async def bm25(self, query: str, *, k: int, products: Sequence[str] | None = None) -> list[ChunkHit]:
         """Any text is a valid query (words OR-ed); a text without words finds nothing.

@@ -24,6 +24,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Literal
 
 import anyio.to_thread
@@ -55,6 +56,8 @@ class IndexReport:
     skipped_fields: dict[str, str] = field(default_factory=dict)
     truncated_inputs: int = 0
     seconds: float = 0.0
+    #: The source state the index now holds (recorded in the store with the run), when the run was given one.
+    as_of: datetime | None = None
 
     @property
     def rows_per_second(self) -> float:
@@ -112,8 +115,10 @@ class IndexRun:
         rebuild: bool = False,
         rows_total: int | None = None,
         progress: ProgressCallback | None = None,
+        as_of: datetime | None = None,
     ) -> None:
         self.product = product
+        self.as_of = as_of
         self.store = store
         self.embedder = embedder
         self.chunking = chunking
@@ -229,13 +234,16 @@ class IndexRun:
                 for entry in fields.values():
                     self._delete(entry.ids)
         self.report.truncated_inputs = self.embedder.truncated - self._truncated_before
-        if self._upserts or self._deletes:
+        if self._upserts or self._deletes or (self.as_of is not None and self._stored):
             self.emit("writing")
             if self._vectors:
                 vectors = np.concatenate(self._vectors).astype(np.float32, copy=False)
             else:
                 vectors = np.empty((0, getattr(self.embedder, "dimensions", 0) or 0), dtype=np.float32)
-            await self.store.apply(self.product, self._upserts, vectors, self._deletes, model_id=self.embedder.model_id)
+            await self.store.apply(
+                self.product, self._upserts, vectors, self._deletes, model_id=self.embedder.model_id, as_of=self.as_of
+            )
+            self.report.as_of = self.as_of
         self.report.chunks_deleted = len(self._deletes)
         self.report.seconds = time.perf_counter() - self._started
         self.emit("done")

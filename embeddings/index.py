@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import logging
 import time
+from datetime import UTC, datetime
 
 from catalog.compile import next_cursor
 from catalog.compiler import Compiler
@@ -112,8 +113,12 @@ async def index_product(
     page_size: int = 2000,
     rebuild: bool = False,
     progress: ProgressCallback | None = None,
+    as_of: datetime | None = None,
 ) -> IndexReport:
     """Bring the store's chunks of ``contract`` up to date with its source; one store write at the end.
+
+    ``as_of`` is the source state the run brings the index in step with, recorded in the store with the
+    run (the product's freshness ``as_of`` when it has one); default: the moment the run starts reading.
 
     ``compiler`` builds the reads for ``connector``; its limits bound each page (``max_rows`` is set
     to ``page_size``). ``rebuild`` re-embeds every row (after a model change).
@@ -126,6 +131,7 @@ async def index_product(
         EmbeddingError: the model failed (nothing was written).
     """
     started = time.perf_counter()
+    as_of = as_of or datetime.now(UTC)
     fields, skipped = indexable_fields(contract)
     heads = context_fields(contract)
     body_fields = [f for f in fields if f not in heads]
@@ -143,6 +149,7 @@ async def index_product(
         rebuild=rebuild,
         rows_total=rows_total,
         progress=progress,
+        as_of=as_of,
     )
     run.report.skipped_fields = skipped
     key_columns = list(contract.primary_key)

@@ -34,6 +34,7 @@ from servers.mcp import create_server
 from servers.oauth import OAuthVerifier, authenticator_for
 from servers.prometheus_metrics import MetricsMiddleware
 from servers.resource_metadata import metadata_routes, metadata_url
+from servers.search_warmup import search_store_warmed
 from servers.service import DataProductsService
 from servers.sessions import SessionGuardMiddleware
 from servers.settings import Settings
@@ -68,7 +69,12 @@ def create_http_app(settings: Settings, *, tracer_provider: TracerProvider | Non
     @asynccontextmanager
     async def lifespan(a: Starlette) -> AsyncIterator[None]:
         try:
-            async with inner(a), service.checks_on_schedule(), service.replicas_on_schedule():
+            async with (
+                inner(a),
+                service.checks_on_schedule(),
+                service.replicas_on_schedule(),
+                search_store_warmed(service.retrieval),
+            ):
                 yield
         finally:
             await service.aclose()

@@ -27,6 +27,7 @@ from opentelemetry.trace import TracerProvider
 
 from catalog.principal import Principal
 from servers._audited_server import AuditedMCPServer
+from servers.search_warmup import search_store_warmed
 from servers.service import DataProductsService
 from servers.settings import Settings
 from servers.telemetry import tracer_for
@@ -76,6 +77,7 @@ def create_server(
             DataProductsService.open(settings) as owned,
             owned.checks_on_schedule(),
             owned.replicas_on_schedule(),
+            search_store_warmed(owned.retrieval),
         ):
             yield owned
 

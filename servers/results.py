@@ -49,7 +49,8 @@ __all__ = [
 
 # Freshness blocks and check results travel as plain objects (built from FreshnessInfo / CheckInfo):
 # their keys are named once here, which keeps every read tool's output schema small.
-#: Results of reads say which store answered: ``{name: source|replica, as_of, fallback_reason}``.
+#: Results of reads say which store answered: ``{name: source|replica, as_of, fallback_reason}``;
+#: ``search_documents`` names the search store (``embedded``|``elasticsearch``), see :mod:`servers.search_index`.
 STORE_DOC = "name (source|replica), as_of, fallback_reason (why the source answered for a replica)"
 FRESHNESS_DOC = "per product: product, state (fresh|stale|unknown), as_of, age, sla, reason"
 CHECKS_DOC = "per check: name, kind, status (pass|warn|fail|error), observed, threshold, since"
@@ -163,6 +164,7 @@ class DocumentsResult(ResultModel):
     hits: list[DocumentHit]
     warnings: list[str] = Field(default_factory=list)
     freshness: list[dict[str, Any]] = _listed(FRESHNESS_DOC)
+    store: Any = None  # STORE_DOC: the search index's kind and as_of (untyped, as on QueryResult)
 
 
 class FreshnessInfo(ResultModel):

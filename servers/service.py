@@ -85,8 +85,9 @@ from servers.results import (
     document_hit,
 )
 from servers.retrieval_backend import RetrievalBackend
+from servers.search_index import stamp_search
 from servers.settings import Settings
-from servers.trust import ReadTrust, TrustKeeper
+from servers.trust import ReadTrust, TrustKeeper, utc_now
 
 __all__ = ["DataProductsService"]
 
@@ -197,9 +198,14 @@ class DataProductsService(QualityUseCases, MetricsUseCases, LineageUseCases, Rep
         async def run(stats: CallStats) -> DocumentsResult:
             stats.product = product
             trust = ReadTrust()
-            hits = await self._governed_hits(principal, text, product=product, k=k, trust=trust, per_row=not chunks)
+            searched: list[ProductContract] = []
+            hits = await self._governed_hits(
+                principal, text, product=product, k=k, trust=trust, per_row=not chunks, searched_into=searched
+            )
             stats.rows = len(hits)
-            return trust.apply(DocumentsResult(hits=[document_hit(h) for h in hits]))
+            result = trust.apply(DocumentsResult(hits=[document_hit(h) for h in hits]))
+            with self.retrieval.store_errors():  # the search index's state: which as_of answered
+                return await stamp_search(result, await self.retrieval.store(), searched, utc_now())
 
         args = {"text": text, "product": product, "k": k, **({"chunks": True} if chunks else {})}
         return await audited_call(self.audit, principal, "search_documents", args, run)
@@ -288,9 +294,18 @@ class DataProductsService(QualityUseCases, MetricsUseCases, LineageUseCases, Rep
             for contract in chosen:
                 connector = await self.connector(contract.source.connection)
                 compiler = self.compiler(connector).bounded(max_bytes=INDEX_MAX_BYTES)
+                self.trust.forget(contract.name)  # the index holds the source's state of now: measure it now
+                as_of = (await self.trust.freshness(contract)).as_of  # None: the run's start is its as_of
                 reports.append(
                     await index_product(
-                        contract, connector, store, embedder, compiler=compiler, rebuild=rebuild, progress=progress
+                        contract,
+                        connector,
+                        store,
+                        embedder,
+                        compiler=compiler,
+                        rebuild=rebuild,
+                        progress=progress,
+                        as_of=as_of,
                     )
                 )
             reports.append(await index_catalog(current, store, embedder))
@@ -305,6 +320,7 @@ class DataProductsService(QualityUseCases, MetricsUseCases, LineageUseCases, Rep
         k: int,
         trust: ReadTrust | None = None,
         per_row: bool = False,
+        searched_into: list[ProductContract] | None = None,
     ) -> list[RetrievedChunk]:
         """The ``k`` best chunks (``per_row``: rows, by their best chunk) of readable products whose rows
         and fields the principal may see.
@@ -316,7 +332,7 @@ class DataProductsService(QualityUseCases, MetricsUseCases, LineageUseCases, Rep
 
         Freshness: a named ``product`` that is stale and refuses reads raises ``StaleDataError``; across
         products, such products are left out with a warning. ``trust`` receives the blocks and warnings
-        of the products hits come from.
+        of the products hits come from; ``searched_into`` receives the contracts of the products searched.
         """
         most = self.settings.limits.max_hits
         if not 1 <= k <= most:
@@ -332,6 +348,8 @@ class DataProductsService(QualityUseCases, MetricsUseCases, LineageUseCases, Rep
             for c in searchable
             if c.retrieval is not None and c.name not in searched.withheld
         }
+        if searched_into is not None:
+            searched_into.extend(v.contract for v in views.values())
         hits = await self._search_views(views, text, k, per_row=per_row)
         if trust is not None:
             by_name = {c.name: c for c in searchable}

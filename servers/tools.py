@@ -113,7 +113,7 @@ async def search_documents(
     k: Annotated[int, Field(ge=1, le=50, description="rows to return")] = 10,
     chunks: Annotated[bool, Field(description="raw chunks, several per row")] = False,
 ) -> DocumentsResult:
-    """Find passages in products' indexed text (keyword + semantic): each row's best chunk, cited."""
+    """Find passages in products' indexed text (keyword+semantic): each row's best chunk, cited."""
     return await _service(ctx).search_documents(caller(ctx), query, product=product, k=k, chunks=chunks)
 
 

@@ -1,4 +1,5 @@
-"""Replica commands: ``sync`` (refresh products' analytical replicas) and ``replicas`` (their state)."""
+"""Replica commands: ``sync`` (refresh products' analytical replicas) and ``replicas`` (their state, and
+that of each product's search index, the other replica, refreshed by ``dataproducts index``)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from rich.table import Table
 from catalog.timestamps import format_age
 from connectors.replica_sync import SyncProgress, SyncReport
 from servers.cli._common import console, err_console, reporting_errors, run_async, state
+from servers.cli._search_index_rows import search_index_rows
 from servers.service import DataProductsService
 from servers.settings import Settings
 
@@ -89,13 +91,13 @@ def sync(
 
 
 def replicas(ctx: typer.Context) -> None:
-    """The current replica of every product that declares one: its age, rows and last run."""
+    """The replicas of every product: its analytical replica and its search index, their age, rows and last run."""
     settings = state(ctx).settings
 
     async def run() -> Table:
         async with DataProductsService.open(settings) as service:
             every = await anyio.to_thread.run_sync(service.registry.list_contracts)
-            table = Table("product", "max_lag", "as_of", "age", "rows", "last run")
+            table = Table("product", "store", "max_lag", "as_of", "age", "rows", "last run")
             now = datetime.now(UTC)
             for contract in every:
                 replica = contract.replicas.analytical if contract.replicas else None
@@ -110,17 +112,20 @@ def replicas(ctx: typer.Context) -> None:
                     else f"{last.status} {last.mode}" + (f": {last.message}" if last.message else "")
                 )
                 if current is None or current.as_of is None:
-                    table.add_row(contract.name, replica.max_lag, "-", "-", "-", last_text)
+                    table.add_row(contract.name, "duckdb", replica.max_lag, "-", "-", "-", last_text)
                     continue
                 age = format_age(max((now - current.as_of).total_seconds(), 0.0))
                 table.add_row(
                     contract.name,
+                    current.store,
                     replica.max_lag,
                     f"{current.as_of:%Y-%m-%d %H:%M:%S}",
                     age,
                     str(current.rows),
                     last_text,
                 )
+            for row in await search_index_rows(service, every, now):
+                table.add_row(*row)
             return table
 
     console.print(run_async(run))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import AsyncIterator, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -400,3 +401,28 @@ async def test_a_masked_context_field_never_heads_a_chunk(connector: Connector, 
     await _index(connector, store, FakeEmbedder(), contract)
     hits = await hybrid_search(store, FakeEmbedder(), "writer1@example.org", k=50, products=["support.notes"])
     assert hits and not [h for h in hits if "@" in h.text]
+
+
+async def test_a_run_records_the_source_state_it_read_even_when_nothing_changed(
+    connector: Connector, store: SearchStore
+) -> None:
+    before = datetime.now(UTC)
+    first = await _index(connector, store, FakeEmbedder())  # no as_of given: the moment it started reading
+    after = datetime.now(UTC)
+    assert first.as_of is not None and before <= first.as_of <= after
+    assert (await store.index_states(["support.notes"]))["support.notes"].as_of == first.as_of
+
+    measured = datetime(2026, 11, 30, 6, 0, tzinfo=UTC)  # e.g. the product's freshness as_of
+    embedder = FakeEmbedder()
+    again = await _index(connector, store, embedder, as_of=measured)
+    assert embedder.batches == [] and again.as_of == measured
+    state = (await store.index_states(["support.notes"]))["support.notes"]
+    assert state.as_of == measured and state.indexed_at is not None and state.indexed_at >= after
+    assert state.chunks == len(await store.indexed("support.notes"))
+
+
+async def test_a_failed_run_leaves_the_recorded_state_as_it_was(connector: Connector, store: SearchStore) -> None:
+    first = await _index(connector, store, FakeEmbedder())
+    with pytest.raises(ConnectorError):
+        await _index(connector, _FailingStore(store), FakeEmbedder(), as_of=datetime(2030, 1, 1, tzinfo=UTC))
+    assert (await store.index_states(["support.notes"]))["support.notes"].as_of == first.as_of

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import UTC, datetime
 
 import anyio
 import numpy as np
@@ -267,3 +268,29 @@ async def test_a_second_store_on_the_same_storage_sees_each_new_index_run(search
         assert await server.knn(vector, k=5) == []
     finally:
         await server.aclose()
+
+
+async def test_an_index_run_records_the_source_state_it_read_and_a_run_without_changes_moves_it_on(
+    search: SearchStoreCase,
+) -> None:
+    first, later = datetime(2026, 11, 1, 8, tzinfo=UTC), datetime(2026, 11, 2, 9, 30, tzinfo=UTC)
+    before = datetime.now(UTC)
+    chunks = [chunk(ORDERS, k, t) for k, t in NOTES.items()]
+    await search.store.apply(
+        ORDERS, chunks, EMBEDDER.embed_many([c.text for c in chunks]), [], model_id=EMBEDDER.model_id, as_of=first
+    )
+    await index(search, TICKETS, [chunk(TICKETS, 1, "printer jammed")])  # a run given no as_of records none
+
+    states = await search.store.index_states([ORDERS, TICKETS, "never.indexed"])
+
+    assert set(states) == {ORDERS, TICKETS}
+    assert (states[ORDERS].as_of, states[ORDERS].chunks) == (first, len(NOTES))
+    assert states[ORDERS].indexed_at is not None and states[ORDERS].indexed_at >= before
+    assert (states[TICKETS].as_of, states[TICKETS].chunks) == (None, 1)
+
+    empty = np.zeros((0, EMBEDDER.dimensions), "f4")
+    await search.store.apply(ORDERS, [], empty, [], model_id=EMBEDDER.model_id, as_of=later)  # nothing changed
+
+    (state,) = (await search.store.index_states([ORDERS])).values()
+    assert (state.as_of, state.chunks) == (later, len(NOTES))
+    assert texts(await search.store.bm25("courier", k=10)) == [NOTES[2]]  # the index itself is untouched
