@@ -60,7 +60,7 @@ from embeddings.retrieval import (
     hybrid_search,
     index_catalog,
 )
-from servers._aggregate_only import aggregate_only_warnings, sql_aggregate_only_warning
+from servers._aggregate_only import aggregate_only_warnings, sql_aggregate_only_warning, suppressed_groups
 from servers._audit_trail import CallStats, audited_call
 from servers._resource_listing import PAGE_SIZE, product_page
 from servers._statements import MetricsStatementCache, StatementCache
@@ -405,14 +405,19 @@ class DataProductsService(QualityUseCases, MetricsUseCases, LineageUseCases):
             compiled, prepared = self._statements.compiled(
                 view, query, compiler=self.compiler(connector), connector=connector
             )
-            rowset = await connector.execute(prepared)
-            result = _to_result(rowset, [view])
-            result.next_cursor = next_cursor(compiled, rowset)
-            await aggregate_only_warnings(view, query, compiled, connector, result)
-            deprecation_warning(view, result)
-            trust.apply(result)
-            stats.rows, stats.bytes, stats.objects = result.row_count, rowset.bytes, rowset.objects
-            return result
+            small = await suppressed_groups(compiled, connector)
+
+            def finish(rowset: RowSet) -> QueryResult:  # in the statement's worker thread
+                result = _to_result(rowset, [view])
+                result.next_cursor = next_cursor(compiled, rowset)
+                aggregate_only_warnings(view, query, compiled, result, small)
+                deprecation_warning(view, result)
+                trust.apply(result)
+                stats.rows, stats.bytes, stats.objects = result.row_count, rowset.bytes, rowset.objects
+                return result
+
+            # the audit row commits in the same thread, right after the result is built
+            return await connector.execute_then(prepared, stats.committing(finish))
 
         args = {"product": name, **query.model_dump(exclude_defaults=True, by_alias=True)}
         return await audited_call(self.audit, principal, "query_product", args, run)
