@@ -13,7 +13,7 @@ COPY catalog catalog
 COPY connectors connectors
 COPY embeddings embeddings
 COPY servers servers
-RUN pip wheel --wheel-dir /wheels '.[elasticsearch,models]'
+RUN pip wheel --wheel-dir /wheels '.[elasticsearch,models,otel]'
 
 FROM python:3.11-slim
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONUNBUFFERED=1
@@ -22,7 +22,7 @@ RUN apt-get update \
     && apt-get install -y --no-install-recommends libgomp1 \
     && rm -rf /var/lib/apt/lists/*
 COPY --from=build /wheels /wheels
-RUN pip install --no-index --find-links /wheels 'dataproducts[elasticsearch,models]' && rm -rf /wheels
+RUN pip install --no-index --find-links /wheels 'dataproducts[elasticsearch,models,otel]' && rm -rf /wheels
 RUN useradd --system --create-home --home-dir /var/lib/dataproducts dataproducts
 USER dataproducts
 WORKDIR /var/lib/dataproducts

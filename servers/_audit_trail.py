@@ -34,6 +34,8 @@ import anyio.to_thread
 from catalog.audit import AuditLog, AuditRecord, Outcome, digest_args
 from catalog.errors import AccessDeniedError, DataProductsError
 from catalog.principal import Principal
+from servers._call_facts import note_audit_failure
+from servers.prometheus_metrics import observe_audit, observe_audit_failure
 
 __all__ = ["ANONYMOUS", "CallStats", "audit_scope", "audited_call", "refusal", "write_audit"]
 
@@ -61,7 +63,8 @@ def audit_scope() -> Iterator[list[AuditRecord]]:
 
 
 async def write_audit(log: AuditLog, record: AuditRecord) -> None:
-    """Write ``record`` (group-committed with concurrent calls' rows) and count it for the open scopes.
+    """Write ``record`` (group-committed with concurrent calls' rows) and count it for the open scopes
+    and in the Prometheus metrics (:func:`~servers.prometheus_metrics.observe_audit`).
 
     Returns once the row has committed. The wait is shielded: a cancelled caller still waits for its
     row, as it would for a write in progress. On asyncio the wait holds no worker thread, so the rows
@@ -70,19 +73,28 @@ async def write_audit(log: AuditLog, record: AuditRecord) -> None:
     Raises:
         AuditError: the row could not be written; the caller must refuse the request (fail closed).
     """
-    await _committed(log.submit(record), record)
+    submitted = time.perf_counter()
+    await _committed(log.submit(record), record, submitted)
 
 
-async def _committed(committed: Future[None], record: AuditRecord) -> None:
-    """Wait (shielded) until ``record``'s commit has ended, raise its error, then count it for the open scopes."""
-    if committed.done():  # written in the call's own thread: nothing to wait for
-        committed.result()
-    else:
-        with anyio.CancelScope(shield=True):
-            if _on_asyncio():
-                await asyncio.wrap_future(committed)
-            else:
-                await anyio.to_thread.run_sync(committed.result)
+async def _committed(committed: Future[None], record: AuditRecord, submitted: float) -> None:
+    """Wait (shielded) until ``record``'s commit, handed over at ``submitted`` (a :func:`time.perf_counter`
+    reading), has ended; raise its error, else count it in the metrics and for the open scopes."""
+    try:
+        if committed.done():  # written in the call's own thread: nothing to wait for
+            committed.result()
+        else:
+            with anyio.CancelScope(shield=True):
+                if _on_asyncio():
+                    await asyncio.wrap_future(committed)
+                else:
+                    await anyio.to_thread.run_sync(committed.result)
+    except BaseException as exc:
+        code = exc.code if isinstance(exc, DataProductsError) else "audit_failed"
+        observe_audit_failure(code)
+        note_audit_failure(record, code)
+        raise
+    observe_audit(record, time.perf_counter() - submitted)
     rows = _written.get()
     if rows is not None:
         rows.append(record)
@@ -134,8 +146,8 @@ class CallStats:
         self.rows = 0
         self.bytes = 0
         self.objects: list[str] = []
-        self._lead: Callable[[], tuple[Future[None], AuditRecord]] | None = None  # set by audited_call
-        self._led: tuple[Future[None], AuditRecord] | None = None
+        self._lead: Callable[[], tuple[Future[None], AuditRecord, float]] | None = None  # set by audited_call
+        self._led: tuple[Future[None], AuditRecord, float] | None = None
 
     def committing(self, finish: Callable[[A], T]) -> Callable[[A], T]:
         """``finish``, then this call's audit row committed in the same worker thread: the body's last step.
@@ -187,9 +199,10 @@ async def audited_call(
             objects=sorted(set(stats.objects)) or None,
         )
 
-    def lead() -> tuple[Future[None], AuditRecord]:
+    def lead() -> tuple[Future[None], AuditRecord, float]:
         record = row("ok", None)
-        return log.lead(record), record
+        submitted = time.perf_counter()
+        return log.lead(record), record, submitted
 
     stats._lead = lead
     outcome: Outcome = "ok"

@@ -17,6 +17,9 @@ read, a page at a time (:mod:`servers._resource_listing`), audited as ``list_res
 :class:`~catalog.errors.DataProductsError` is a bug: the client reads ``internal_error: <type>``, the
 traceback goes to the log, never to the client.
 
+Outside that boundary, each tool call, resource read and listing runs in an OpenTelemetry span that
+reports the call's audit row and the governance it got (see :mod:`servers.telemetry`).
+
 Tools and the resource learn who is calling with :func:`caller`, and refuse arguments that pass the
 schema but not the model built from them with :func:`refusing_invalid_arguments`.
 """
@@ -50,6 +53,7 @@ from mcp_types import (
 )
 from mcp_types import Resource as MCPResource
 from mcp_types import Tool as ListedTool
+from opentelemetry.trace import Tracer
 from pydantic import AnyUrl, ValidationError
 
 from catalog.audit import Outcome
@@ -64,6 +68,7 @@ from servers._tool_listing import lean_tools
 from servers.auth import current_principal
 from servers.result_text import result_text
 from servers.service import DataProductsService
+from servers.telemetry import call_span, recording
 
 __all__ = ["AuditedMCPServer", "Refused", "argument_problems", "caller", "refusing_invalid_arguments"]
 
@@ -73,6 +78,7 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 _AUDITED_METHODS = frozenset({"tools/call", "resources/read"})
+_TRACED_METHODS = {"tools/call": "tools/call", "resources/read": "read_resource", "resources/list": "list_resources"}
 _EXAMPLE_URI = "product://shop.orders"
 _NOT_FOUND_CODES = frozenset({"not_found", "access_denied"})
 _LISTED_DESCRIPTION = 300
@@ -97,13 +103,21 @@ class AuditedMCPServer(MCPServer[DataProductsService]):
     """
 
     def __init__(
-        self, *args: Any, principal: Principal | None = None, limits: Limits | None = None, **kwargs: Any
+        self,
+        *args: Any,
+        principal: Principal | None = None,
+        limits: Limits | None = None,
+        tracer: Tracer | None = None,
+        **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
         self.default_principal = principal
         self.limits = limits or Limits()
         #: Products per ``resources/list`` page.
         self.resource_page_size = PAGE_SIZE
+        #: The tracer of the calls' spans (see :mod:`servers.telemetry`); None: no spans.
+        self.tracer = tracer
+        self.middleware.append(self._trace_calls)
         self.middleware.append(self._audit_refused_requests)
 
     def caller(self) -> Principal:
@@ -225,6 +239,20 @@ class AuditedMCPServer(MCPServer[DataProductsService]):
             await write_audit(service.audit, record)
         except AuditError as exc:
             raise error(f"{exc.code}: {exc.message}") from exc
+
+    async def _trace_calls(
+        self, ctx: ServerRequestContext[DataProductsService, Any], call_next: CallNext
+    ) -> HandlerResult:
+        """Low-level middleware: a tool call, resource read or listing runs in its span (outside the audit
+        boundary, so the span sees the call's audit row whichever layer writes it)."""
+        method = _TRACED_METHODS.get(ctx.method)
+        if method is None or self.tracer is None or not recording(self.tracer):
+            return await call_next(ctx)
+        if method == "tools/call":
+            name = ctx.params.get("name") if isinstance(ctx.params, Mapping) else None
+            method = name if isinstance(name, str) and self._tool_manager.get_tool(name) is not None else method
+        with call_span(self.tracer, method):
+            return await call_next(ctx)
 
     async def _audit_refused_requests(
         self, ctx: ServerRequestContext[DataProductsService, Any], call_next: CallNext

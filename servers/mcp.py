@@ -23,11 +23,13 @@ from contextlib import asynccontextmanager
 
 from mcp.server.mcpserver import MCPServer
 from mcp_types import ToolAnnotations
+from opentelemetry.trace import TracerProvider
 
 from catalog.principal import Principal
 from servers._audited_server import AuditedMCPServer
 from servers.service import DataProductsService
 from servers.settings import Settings
+from servers.telemetry import tracer_for
 from servers.tools import TOOLS, product_resource
 
 __all__ = ["create_server"]
@@ -51,12 +53,18 @@ def create_server(
     *,
     principal: Principal | None = None,
     service: DataProductsService | None = None,
+    tracer_provider: TracerProvider | None = None,
 ) -> MCPServer[DataProductsService]:
     """Build the MCP server.
 
     ``principal`` is the caller of every request that carries no authenticated principal (stdio and
     in-process use); leave it None for HTTP so unauthenticated requests are refused. ``service`` may be
     passed in (tests, benchmarks); otherwise it is opened in the server's lifespan and closed there.
+    ``tracer_provider`` receives the calls' spans; by default ``settings.telemetry`` decides (see
+    :mod:`servers.telemetry`).
+
+    Raises:
+        ConfigError: OTLP export is configured but the OpenTelemetry SDK is not installed.
     """
 
     @asynccontextmanager
@@ -75,6 +83,7 @@ def create_server(
         log_level="WARNING",
         principal=principal,
         limits=settings.limits,
+        tracer=tracer_for(settings.telemetry, tracer_provider),
     )
     allowed = set(settings.server.tools)
     for tool in TOOLS:

@@ -18,6 +18,7 @@ from catalog.metrics import explain_sql, fact_products, related_products
 from catalog.policy import GovernedView, govern
 from catalog.principal import Principal
 from servers._audit_trail import CallStats, audited_call
+from servers._call_facts import note_store
 from servers._semantic import matches, metrics_result, product_metrics
 from servers.results import MetricsListing, MetricsResult, deprecation_warning
 
@@ -109,6 +110,7 @@ class MetricsUseCases:
                         if related.source.connection == connection:
                             views[rel.product] = govern(related, principal)
             connector = await self.connector(connection)
+            note_store(connector.kind)
             compiled, prepared = self._metric_statements.compiled(
                 request, views, compiler=self.compiler(connector), connector=connector
             )

@@ -29,6 +29,7 @@ from catalog.quality_log import CheckResult
 from catalog.query import RowSet
 from catalog.sqlguard import connection_of, parse_product_sql
 from servers._audit_trail import CallStats, audited_call
+from servers.prometheus_metrics import counted_run
 from servers.quality import checking_forever, run_contract_checks
 from servers.results import (
     ProductSummary,
@@ -96,6 +97,7 @@ class QualityUseCases:
         rowset = await self._operator_rows(sql)
         return rowset.rows[0][0] if rowset.rows and rowset.rows[0] else None
 
+    @counted_run("check")
     async def run_checks(self, products: Sequence[str] | None = None) -> list[CheckResult]:
         """Run the quality checks of ``products`` (default: every current product) and record each result.
 

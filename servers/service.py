@@ -62,11 +62,13 @@ from embeddings.retrieval import (
 )
 from servers._aggregate_only import aggregate_only_warnings, sql_aggregate_only_warning, suppressed_groups
 from servers._audit_trail import CallStats, audited_call
+from servers._call_facts import note_store, note_view, note_views
 from servers._resource_listing import PAGE_SIZE, product_page
 from servers._statements import MetricsStatementCache, StatementCache
 from servers._visible import visible_keys
 from servers.lineage_cases import LineageUseCases
 from servers.metrics_cases import MetricsUseCases
+from servers.prometheus_metrics import counted_run
 from servers.quality_cases import QualityUseCases
 from servers.results import (
     DocumentsResult,
@@ -262,6 +264,7 @@ class DataProductsService(QualityUseCases, MetricsUseCases, LineageUseCases):
         answer.cited = cited_numbers(answer.text, len(passages))
         return answer
 
+    @counted_run("index")
     async def index_products(
         self, *, product: str | None = None, rebuild: bool = False, progress: ProgressCallback | None = None
     ) -> list[IndexReport]:
@@ -340,6 +343,8 @@ class DataProductsService(QualityUseCases, MetricsUseCases, LineageUseCases):
         """The ``k`` best visible hits over the governed ``views`` (see :meth:`_governed_hits`)."""
         if not views:
             return []
+        note_views(views.values())
+        note_store(self.settings.search.kind)
         with self.retrieval.store_errors():  # a damaged store says how to repair it
             store, embedder = await self.retrieval.store(), await self.retrieval.embedder()
             # rows need more chunks than hits: a row's other chunks and unreadable rows fall away
@@ -356,6 +361,7 @@ class DataProductsService(QualityUseCases, MetricsUseCases, LineageUseCases):
         for name in {h.product for h in kept}:
             view = views[name]
             connector = await self.connector(view.contract.source.connection)
+            note_store(connector.kind)
             keys = [h.key for h in kept if h.product == name]
             visible[name] = await visible_keys(view, connector, self.compiler(connector), keys)
         return [h for h in kept if h.key_token in visible[h.product]][:k]
@@ -402,6 +408,7 @@ class DataProductsService(QualityUseCases, MetricsUseCases, LineageUseCases):
             view = await self._view(name, principal)
             trust = await self.read_trust([view.contract])  # StaleDataError: refused, and audited
             connector = await self.connector(view.contract.source.connection)
+            note_store(connector.kind)
             compiled, prepared = self._statements.compiled(
                 view, query, compiler=self.compiler(connector), connector=connector
             )
@@ -437,6 +444,7 @@ class DataProductsService(QualityUseCases, MetricsUseCases, LineageUseCases):
             views = {name: await self._view(name, principal) for name in parsed.products}
             trust = await self.read_trust([v.contract for v in views.values()])  # StaleDataError: refused, audited
             connector = await self.connector(connection_of(views))
+            note_store(connector.kind)
             compiler = self.compiler(connector)
             statement = await anyio.to_thread.run_sync(lambda: compiler.rewrite(parsed, views))
             rowset = await connector.execute(statement)
@@ -517,7 +525,9 @@ class DataProductsService(QualityUseCases, MetricsUseCases, LineageUseCases):
                 listing="products you may read",
                 empty="you may read no products; ask a product's owner for access",
             ) from None
-        return govern(contract, principal)
+        view = govern(contract, principal)
+        note_view(view)
+        return view
 
     async def _description(self, name: str, principal: Principal) -> ProductDescription:
         """The described product; its lineage names only products the principal may read."""

@@ -20,6 +20,8 @@ Example::
     checks: {every: 15m}          # serve runs the quality checks this often
     freshness: {cache_s: 60}      # a product's as_of is measured at most this often
     auth: {mode: tokens}          # or oauth: see servers/auth_config.py
+    telemetry: {otlp_endpoint: "http://localhost:4318/v1/traces"}   # spans over OTLP (optional)
+    metrics: {require_token: false}                                  # GET /metrics for Prometheus
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal, get_args
 
@@ -41,9 +44,11 @@ from catalog.query import Limits
 from connectors.base import ConnectionConfig
 from connectors.search_stores import SearchStoreConfig
 from servers.auth_config import AuthConfig
+from servers.observability_settings import MetricsConfig, TelemetryConfig
 
 __all__ = [
     "CONFIG_FILE",
+    "CatalogPageConfig",
     "ChecksConfig",
     "FreshnessConfig",
     "TOOL_NAMES",
@@ -104,6 +109,24 @@ class ServerConfig(BaseModel):
         description="idle HTTP connections are closed after this long; keep it above the idle timeout of a "
         "proxy or client in front (a shorter one races with requests sent on the idle connection)",
     )
+
+
+class CatalogPageConfig(BaseModel):
+    """The read-only catalog page ``serve --http`` offers people under ``path`` (see servers/catalog_page)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = True
+    path: str = Field(default="/catalog", description="URL prefix, e.g. /catalog")
+    session_ttl_s: float = Field(default=8 * 3600, ge=60, le=30 * 86400, description="a login lasts this long")
+    sample_rows: int = Field(default=20, ge=1, le=200, description="rows of the governed sample on a product page")
+
+    @field_validator("path")
+    @classmethod
+    def _url_prefix(cls, value: str) -> str:
+        if not re.fullmatch(r"(/[A-Za-z0-9._~-]+)+", value) or "/../" in value + "/" or "/./" in value + "/":
+            raise ValueError(f"{value!r} is no URL prefix; use a path like /catalog (letters, digits, . _ ~ -)")
+        return value
 
 
 class ModelsConfig(BaseModel):
@@ -196,6 +219,9 @@ class Settings(BaseSettings):
     checks: ChecksConfig = Field(default_factory=ChecksConfig, description="scheduled quality checks")
     freshness: FreshnessConfig = Field(default_factory=FreshnessConfig, description="freshness measurement")
     auth: AuthConfig = Field(default_factory=AuthConfig, description="HTTP authentication: tokens or oauth")
+    catalog_page: CatalogPageConfig = Field(default_factory=CatalogPageConfig, description="the catalog page")
+    telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig, description="OpenTelemetry traces")
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig, description="Prometheus metrics over HTTP")
 
     @field_validator("auth")
     @classmethod

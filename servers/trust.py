@@ -25,6 +25,7 @@ from catalog.contract import ProductContract
 from catalog.errors import DataProductsError, StaleDataError
 from catalog.freshness import Freshness, assess, stale_message
 from catalog.quality_log import CheckResult, QualityLog
+from servers._call_facts import note_freshness
 from servers.results import FreshnessInfo, as_json, freshness_info
 
 __all__ = ["ReadTrust", "TrustKeeper", "utc_now"]
@@ -125,6 +126,7 @@ class TrustKeeper:
         trust = ReadTrust()
         for contract in _unique(contracts):
             freshness = await self.freshness(contract)
+            note_freshness(contract.name, freshness.state)
             trust.freshness.append(freshness_info(freshness))
             if freshness.state == "stale":
                 message = stale_message(contract, freshness)

@@ -18,6 +18,8 @@ from catalog.loader import load_contract_file
 from catalog.registry import Registry
 from embeddings.models import resolve_model
 from servers.cli._common import console, err_console, reporting_errors, state
+from servers.cli.audit_stats_cmds import DEFAULT_WINDOW, show_audit_stats
+from servers.cli.metrics_notice import metrics_notice
 from servers.cli.quality_cmds import check_workspace
 from servers.cli.retrieval_cmds import index_workspace, print_reports
 from servers.demo import build_demo_workspace
@@ -43,6 +45,11 @@ def _serve(settings: Settings, http: bool) -> None:
             else "OAuth access token for " + str(settings.auth.resource)
         )
         err_console.print(f"serving MCP over streamable HTTP at {url} ({needs} required); Ctrl-C stops")
+        if settings.catalog_page.enabled:
+            page = f"http://{settings.server.host}:{settings.server.port}{settings.catalog_page.path}"
+            err_console.print(f"catalog page for people at {page} (log in with a principal's token)")
+        if settings.metrics.enabled:
+            err_console.print(metrics_notice(settings), highlight=False)
         serve_http(settings)
     else:
         if not settings.stdio_principal:
@@ -126,13 +133,35 @@ def audit(
     tool: Annotated[str | None, typer.Option(help="only this tool")] = None,
     product: Annotated[str | None, typer.Option(help="only this product")] = None,
     outcome: Annotated[Outcome | None, typer.Option(help="ok | error | denied")] = None,
-    since: Annotated[str | None, typer.Option(help="only the last 30m / 24h / 7d")] = None,
+    since: Annotated[str | None, typer.Option(help="only the last 30m / 24h / 7d (--stats: default 24h)")] = None,
     limit: Annotated[int, typer.Option(help="at most this many rows, newest first")] = 50,
     as_json: Annotated[bool, typer.Option("--json", help="JSON lines instead of a table")] = False,
+    stats: Annotated[
+        bool, typer.Option("--stats", help="calls per principal/product/tool/outcome over the window instead")
+    ] = False,
 ) -> None:
     """List audit records of served and refused requests, with the physical objects each statement read."""
+    try:
+        span = parse_duration(since or DEFAULT_WINDOW)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--since") from None
     registry = state(ctx).registry()
-    start = datetime.now(UTC) - parse_duration(since) if since else None
+    if stats:
+        try:
+            show_audit_stats(
+                registry,
+                window=since or DEFAULT_WINDOW,
+                span=span,
+                principal=principal,
+                tool=tool,
+                product=product,
+                outcome=outcome,
+                as_json=as_json,
+            )
+        finally:
+            registry.close()
+        return
+    start = datetime.now(UTC) - span if since else None
     try:
         records = AuditLog.from_registry(registry).query(
             principal=principal, tool=tool, product=product, outcome=outcome, since=start, limit=limit

@@ -9,7 +9,10 @@ import pytest
 from mcp import Client
 
 from catalog.audit import AuditLog
+from catalog.contract import Lineage
+from catalog.lineage import build_lineage
 from catalog.registry import Registry
+from servers import lineage_cases
 from servers.settings import Settings
 from tests.servers.conftest import client_for
 from tests.servers.test_existence import UNREADABLE_BY_SUPPORT, error_text, with_principal
@@ -100,3 +103,29 @@ async def test_each_lineage_call_leaves_one_audit_row(settings: Settings) -> Non
         assert rows[1].rows == len(found["nodes"])
     finally:
         registry.close()
+
+
+async def test_the_graph_is_built_once_per_set_of_versions_and_again_after_a_registration(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    built: list[int] = []
+
+    def counting(contracts: Any, **options: Any) -> Any:
+        contracts = list(contracts)
+        built.append(len(contracts))
+        return build_lineage(contracts, **options)
+
+    monkeypatch.setattr(lineage_cases, "build_lineage", counting)
+    async with client_for(settings, "sam") as sam:
+        first = await lineage(sam, "shop.customers", direction="downstream", depth=10)
+        assert await lineage(sam, "shop.customers", direction="downstream", depth=10) == first
+        assert len(built) == 1
+        registry = Registry.from_url(settings.resolved_registry_url())
+        try:
+            old = registry.get("shop.reviews")
+            registry.register(old.model_copy(update={"version": "9.0.0", "lineage": Lineage()}), actor="tests")
+        finally:
+            registry.close()
+        again = await lineage(sam, "shop.customers", direction="downstream", depth=10)
+    assert len(built) == 2  # a new version: the graph is built again, from the new contracts
+    assert "shop.reviews" in node_ids(first) and again != first
