@@ -15,6 +15,7 @@ import servers.service
 from catalog.errors import DataProductsError
 from catalog.principal import Principal
 from catalog.query import Query
+from servers.prometheus_metrics import REGISTRY
 from servers.service import DataProductsService
 from servers.settings import Settings
 
@@ -104,3 +105,18 @@ async def test_concurrent_lookups_each_return_after_their_own_row_committed(sett
         transactions = service.audit.transactions - before
     assert seen == [True] * 24  # each call's own row, committed when it returned
     assert 1 <= transactions <= 24
+
+
+async def test_a_led_row_is_counted_in_the_metrics_like_a_submitted_one(settings: Settings) -> None:
+    def value(name: str, **labels: str) -> float:
+        return REGISTRY.get_sample_value(name, labels) or 0.0
+
+    calls = value("dataproducts_calls_total", tool="query_product", outcome="ok")
+    writes = value("dataproducts_audit_write_duration_seconds_count")
+    sam = Principal(name="led-counted", roles=frozenset({"analyst", "sales"}))
+    async with DataProductsService.open(settings) as service:
+        calls_led = watching(service)
+        await service.query_product(sam, "shop.orders", Query(limit=1))
+    assert len(calls_led["lead"]) == 1
+    assert value("dataproducts_calls_total", tool="query_product", outcome="ok") == calls + 1
+    assert value("dataproducts_audit_write_duration_seconds_count") == writes + 1
