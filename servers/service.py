@@ -446,15 +446,19 @@ class DataProductsService(QualityUseCases, MetricsUseCases, LineageUseCases):
             connector = await self.connector(connection_of(views))
             note_store(connector.kind)
             compiler = self.compiler(connector)
-            statement = await anyio.to_thread.run_sync(lambda: compiler.rewrite(parsed, views))
-            rowset = await connector.execute(statement)
-            result = _to_result(rowset, list(views.values()))
-            sql_aggregate_only_warning(views.values(), result)
-            for view in views.values():
-                deprecation_warning(view, result)
-            trust.apply(result)
-            stats.rows, stats.bytes, stats.objects = result.row_count, rowset.bytes, rowset.objects
-            return result
+            prepared = await anyio.to_thread.run_sync(lambda: connector.prepare(compiler.rewrite(parsed, views)))
+
+            def finish(rowset: RowSet) -> QueryResult:  # in the statement's worker thread
+                result = _to_result(rowset, list(views.values()))
+                sql_aggregate_only_warning(views.values(), result)
+                for view in views.values():
+                    deprecation_warning(view, result)
+                trust.apply(result)
+                stats.rows, stats.bytes, stats.objects = result.row_count, rowset.bytes, rowset.objects
+                return result
+
+            # the audit row commits in the same thread, right after the result is built
+            return await connector.execute_then(prepared, stats.committing(finish))
 
         return await audited_call(self.audit, principal, "run_sql", {"sql": sql}, run)
 
