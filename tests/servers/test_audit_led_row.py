@@ -120,3 +120,13 @@ async def test_a_led_row_is_counted_in_the_metrics_like_a_submitted_one(settings
     assert len(calls_led["lead"]) == 1
     assert value("dataproducts_calls_total", tool="query_product", outcome="ok") == calls + 1
     assert value("dataproducts_audit_write_duration_seconds_count") == writes + 1
+
+
+async def test_run_sql_commits_its_row_in_the_statement_thread_too(settings: Settings) -> None:
+    sam = Principal(name="led-sql", roles=frozenset({"analyst", "sales"}))
+    async with DataProductsService.open(settings) as service:
+        calls = watching(service)
+        result = await service.run_sql(sam, "SELECT region FROM shop.orders LIMIT 2")
+        assert rows_elsewhere(settings, "led-sql") == [("run_sql", "ok", None, result.row_count)]
+    assert calls["submit"] == [] and len(calls["lead"]) == 1
+    assert calls["lead"][0] != threading.main_thread().name
