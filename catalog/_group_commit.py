@@ -12,6 +12,12 @@ will not store) fails only its own caller; when the database itself is failing, 
 The writer thread starts with the first item and ends after ``idle_s`` without work (the next item
 starts a new one), so an idle or forgotten committer holds no thread. :meth:`close` drains what is
 pending; items submitted after it are written at once in the caller's thread.
+
+A caller already on a worker thread can :meth:`~GroupCommitter.lead` instead (leader/follower group
+commit): when no batch is being written it writes its own item at once, in its own thread, together
+with every item waiting at that moment, and returns a resolved future, saving the hand-over to the
+writer thread and back. When a batch is being written it queues its item for the writer thread like
+:meth:`~GroupCommitter.submit`, so under load the items still commit together.
 """
 
 from __future__ import annotations
@@ -60,6 +66,7 @@ class GroupCommitter(Generic[T]):
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._closed = False
+        self._writing = 0  # batches being written now, by the writer thread or by leaders
         self.batches = 0  # transactions committed or attempted: what a test or a benchmark can read
 
     def submit(self, item: T) -> Future[None]:
@@ -73,6 +80,37 @@ class GroupCommitter(Generic[T]):
                     self._thread.start()
                 return done
         self._commit([(item, done)])  # closed: no writer thread any more, write in the caller's thread
+        return done
+
+    def lead(self, item: T) -> Future[None]:
+        """Write ``item`` in this thread when no batch is being written, else queue it as :meth:`submit` does.
+
+        The leader's batch is its item first, then the items waiting at that moment (up to
+        ``max_batch``), in the order they came; their futures resolve as the batch ends, whoever wrote
+        it. Call it from a thread that may block on the database, never from an event loop.
+        """
+        done: Future[None] = Future()
+        with self._lock:
+            leading = not self._closed and self._writing == 0
+            if leading:
+                self._writing += 1
+        if not leading:
+            return self.submit(item)
+        batch = [(item, done)]
+        try:
+            while len(batch) < self._max_batch:
+                try:
+                    entry = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if entry is _STOP:  # close() is waiting for the writer thread: give the marker back
+                    self._queue.put(entry)
+                    break
+                batch.append(entry)  # type: ignore[arg-type]
+            self._commit(batch)
+        finally:
+            with self._lock:
+                self._writing -= 1
         return done
 
     def close(self) -> None:
@@ -109,7 +147,13 @@ class GroupCommitter(Generic[T]):
                 else:
                     batch.append(entry)
             if batch:
-                self._commit(batch)  # type: ignore[arg-type]
+                with self._lock:
+                    self._writing += 1
+                try:
+                    self._commit(batch)  # type: ignore[arg-type]
+                finally:
+                    with self._lock:
+                        self._writing -= 1
             if stop:
                 while not self._queue.empty():  # drain the rest before leaving
                     entry = self._queue.get_nowait()
@@ -120,7 +164,8 @@ class GroupCommitter(Generic[T]):
                 return
 
     def _commit(self, batch: list[tuple[T, Future[None]]]) -> None:
-        self.batches += 1
+        with self._lock:
+            self.batches += 1
         try:
             self._write([item for item, _ in batch])
         except Exception as exc:

@@ -9,7 +9,10 @@ Writes fail closed: when a row cannot be written :meth:`AuditLog.record` raises
 :class:`~catalog.errors.AuditError` and the caller must not return the result it was about to give.
 Writes are group-committed (:mod:`catalog._group_commit`): the rows of concurrent calls are inserted
 by one writer thread in one transaction, and each caller waits until the transaction holding its
-row has committed. Async callers wait on :meth:`AuditLog.submit`'s future without holding a thread.
+row has committed. Async callers wait on :meth:`AuditLog.submit`'s future without holding a thread;
+a caller already on a worker thread may :meth:`AuditLog.lead` instead, committing its row (and the
+rows waiting then) in its own thread when no batch is being written. Batches run as one compiled
+``INSERT`` on kept DBAPI connections (:mod:`catalog._audit_insert`).
 Arguments are kept as a digest only (sha256 of their canonical JSON), never in clear.
 """
 
@@ -27,6 +30,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validato
 from sqlalchemy import Engine, select
 from sqlalchemy.exc import SQLAlchemyError
 
+from catalog._audit_insert import AuditInserter
 from catalog._group_commit import GroupCommitter
 from catalog._registry_errors import database_name, unavailable_reason
 from catalog._registry_tables import audit, engine_for, metadata, utcnow, write_transaction
@@ -94,6 +98,7 @@ class AuditLog:
         """Audit rows in ``store``: an engine, or a registry whose engine is shared (it keeps ownership)."""
         self.engine = store.engine if isinstance(store, Registry) else store
         self._owns_engine = owns_engine and not isinstance(store, Registry)
+        self._inserter = AuditInserter(self.engine, audit, _COLUMNS)
         self._committer = GroupCommitter(
             self._insert,
             lambda rec, exc: _audit_error(self.engine, rec, exc),
@@ -120,6 +125,7 @@ class AuditLog:
         Rows recorded after closing are still written, each in its own transaction.
         """
         self._committer.close()
+        self._inserter.close()
         if self._owns_engine:
             self.engine.dispose()
 
@@ -148,15 +154,21 @@ class AuditLog:
         """
         return self._committer.submit(rec)
 
+    def lead(self, rec: AuditRecord) -> Future[None]:
+        """Commit one audit row in this thread when no batch is being written, else queue it (:meth:`submit`).
+
+        The future is already resolved when this thread wrote the row. Call it from a worker thread
+        (it may wait for the database), never from the event loop.
+        """
+        return self._committer.lead(rec)
+
     @property
     def transactions(self) -> int:
         """How many write transactions this log has run (fewer than rows when rows were grouped)."""
         return self._committer.batches
 
     def _insert(self, records: Sequence[AuditRecord]) -> None:
-        rows = [rec.model_dump(exclude={"id"}) for rec in records]
-        with write_transaction(self.engine) as conn:
-            conn.execute(audit.insert(), rows)
+        self._inserter.insert([rec.model_dump(exclude={"id"}) for rec in records])
 
     def query(
         self,
@@ -195,6 +207,9 @@ class AuditLog:
         except SQLAlchemyError as exc:
             raise AuditError(f"could not read the audit log: {exc}") from exc
         return [AuditRecord.model_validate(dict(row)) for row in rows]
+
+
+_COLUMNS = [name for name in AuditRecord.model_fields if name != "id"]
 
 
 def _audit_error(engine: Engine, rec: AuditRecord, exc: Exception) -> Exception:

@@ -170,11 +170,10 @@ class PostgresWall:
         it, runs the statement and rolls back in one round trip (a pipeline).
         """
         tokens = ",".join(self.views.ensure(raw, prepared.relations, timeout_s, superuser=superuser))
-        opening = (
+        opening = (  # the three settings in one statement: what SET LOCAL does, one round of parsing
             "BEGIN READ ONLY",
-            f"SET LOCAL statement_timeout = {_ms(timeout_s)}",
-            f"SET LOCAL dataproducts.bindings = '{tokens}'",
-            f'SET LOCAL ROLE "{self.reader}"',
+            f"SELECT set_config('statement_timeout', '{_ms(timeout_s)}', true),"
+            f" set_config('dataproducts.bindings', '{tokens}', true), set_config('role', '{self.reader}', true)",
         )
         with self._lock:
             described = prepared.sql in self._described

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import abc
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
-from typing import ClassVar
+from typing import ClassVar, TypeVar
 
 import anyio.to_thread
 import sqlalchemy as sa
@@ -31,6 +31,8 @@ from catalog.errors import (
 from catalog.query import Limits, RowSet
 from connectors._common import Deadline, driver_message, timeout_message, unknown_table
 from connectors.base import ConnectionConfig, Connector, IntrospectedColumn, Prepared, TableSchema
+
+T = TypeVar("T")
 
 __all__ = ["INTROSPECT_TIMEOUT_S", "FoundColumns", "SQLAlchemyConnector"]
 
@@ -147,6 +149,9 @@ class SQLAlchemyConnector(Connector):
             return await anyio.to_thread.run_sync(self._execute_governed_sync, prepared, limits)
         sql = self.render(statement)
         return await anyio.to_thread.run_sync(self._execute_sync, sql, limits)
+
+    async def _execute_then(self, prepared: Prepared, limits: Limits, then: Callable[[RowSet], T]) -> T:
+        return await anyio.to_thread.run_sync(lambda: then(self._execute_governed_sync(prepared, limits)))
 
     def _execute_sync(self, sql: str, limits: Limits) -> RowSet:
         with self._session(limits.timeout_s) as (conn, deadline):

@@ -25,11 +25,12 @@ Sync drivers run in a worker thread through ``anyio.to_thread``. Callers plan on
 from __future__ import annotations
 
 import abc
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, TypeVar
 
+import anyio.to_thread
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from sqlglot import exp
 
@@ -171,6 +172,9 @@ def estimate_row_bytes(row: tuple[Any, ...]) -> int:
     return size
 
 
+T = TypeVar("T")
+
+
 class Connector(abc.ABC):
     """Base class of every store connector.
 
@@ -240,6 +244,28 @@ class Connector(abc.ABC):
     @abc.abstractmethod
     async def _execute(self, statement: exp.Query | str | Prepared, limits: Limits, *, governed: bool) -> RowSet:
         """Run one statement under ``limits`` (behind the wall when ``governed``; a :class:`Prepared` always)."""
+
+    async def execute_then(self, statement: Prepared, then: Callable[[RowSet], T]) -> T:
+        """Run a prepared statement as :meth:`execute` does, then ``then(rowset)`` in a worker thread.
+
+        A store with a sync driver calls ``then`` in the very thread that ran the statement, once the
+        store's connection is released, so the call crosses to a thread and back once, not twice.
+        ``then`` may block (it never runs on the event loop); it is not called when the statement fails.
+
+        Raises:
+            ValueError: the statement carries no limits.
+            QueryExecutionError, QueryTimeoutError, ConnectorUnavailableError: as :meth:`execute`.
+            Exception: whatever ``then`` raises.
+        """
+        prepared = self.prepared(statement)
+        if prepared.limits is None:
+            raise ValueError(f"{self.name!r}: give the limits to run a statement that carries none under")
+        return await self._execute_then(prepared, prepared.limits, then)
+
+    async def _execute_then(self, prepared: Prepared, limits: Limits, then: Callable[[RowSet], T]) -> T:
+        """Run ``prepared``, then ``then`` off the event loop; a sync driver overrides it to do both in one thread."""
+        rowset = await self._execute(prepared, limits, governed=True)
+        return await anyio.to_thread.run_sync(then, rowset)
 
     # -- governed execution ----------------------------------------------------------------------
 

@@ -41,10 +41,10 @@ import shutil
 import tempfile
 import threading
 import weakref
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio.to_thread
 import duckdb
@@ -61,6 +61,8 @@ from catalog.query import Limits, RowSet
 from connectors._common import Deadline, driver_message, fetch_capped, neutral_type, timeout_message, unknown_table
 from connectors._watchdog import Alarm, arm
 from connectors.base import ConnectionConfig, Connector, IntrospectedColumn, Prepared, TableSchema
+
+T = TypeVar("T")
 
 __all__ = ["DuckDBConnector"]
 
@@ -209,6 +211,14 @@ class DuckDBConnector(Connector):
             rowset.objects = prepared.objects
             return rowset
         return await anyio.to_thread.run_sync(self._execute_sync, self.render(statement), limits)
+
+    async def _execute_then(self, prepared: Prepared, limits: Limits, then: Callable[[RowSet], T]) -> T:
+        def run() -> T:
+            rowset = self._execute_sync(prepared.sql, limits, prepared.parameters)
+            rowset.objects = prepared.objects
+            return then(rowset)
+
+        return await anyio.to_thread.run_sync(run)
 
     def _qualify(self, table: exp.Table) -> str:
         """``"files"."main".<view>`` for a file view, ``"source".<schema>.<table>`` for the attached database."""

@@ -1,7 +1,8 @@
 """Warnings of reads over aggregate-only columns (see ``policy.aggregate_only``).
 
 A row query without ``columns`` leaves aggregate-only columns out and says so; an aggregate query that
-reads one suppresses groups under the minimum size, and a second small governed statement counts them.
+reads one suppresses groups under the minimum size, and a second small governed statement counts them
+(before the query itself, so that the query's rows can become the result in the thread that read them).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from catalog.query import Query
 from connectors.base import Connector
 from servers.results import QueryResult
 
-__all__ = ["aggregate_only_warnings", "sql_aggregate_only_warning"]
+__all__ = ["aggregate_only_warnings", "sql_aggregate_only_warning", "suppressed_groups"]
 
 
 def sql_aggregate_only_warning(views: Iterable[GovernedView], result: QueryResult) -> None:
@@ -27,10 +28,20 @@ def sql_aggregate_only_warning(views: Iterable[GovernedView], result: QueryResul
             )
 
 
-async def aggregate_only_warnings(
-    view: GovernedView, query: Query, compiled: CompiledQuery, connector: Connector, result: QueryResult
+async def suppressed_groups(compiled: CompiledQuery, connector: Connector) -> int:
+    """How many groups an aggregate query over aggregate-only columns suppressed (a second small
+    governed statement counts them); 0 when it suppresses none."""
+    if compiled.suppressed is None or compiled.min_group_size is None:
+        return 0
+    counted = await connector.execute(compiled.suppressed)
+    return int(counted.rows[0][0]) if counted.rows else 0
+
+
+def aggregate_only_warnings(
+    view: GovernedView, query: Query, compiled: CompiledQuery, result: QueryResult, small: int = 0
 ) -> None:
-    """Say which aggregate-only columns a row query left out, and how many small groups were suppressed."""
+    """Say which aggregate-only columns a row query left out, and how many (``small``, counted by
+    :func:`suppressed_groups`) small groups were suppressed."""
     if not view.aggregate_only:
         return
     if not query.is_aggregate and not query.columns:
@@ -39,13 +50,10 @@ async def aggregate_only_warnings(
             f"{left_out} left out: aggregate-only for you; aggregate with group_by to read them "
             "(groups under the minimum size are suppressed)"
         )
-    if compiled.suppressed is not None and compiled.min_group_size is not None:
-        counted = await connector.execute(compiled.suppressed)
-        small = int(counted.rows[0][0]) if counted.rows else 0
+    if small and compiled.min_group_size is not None:
         read = ", ".join(compiled.aggregate_only_read)
-        if small:
-            groups = "1 group" if small == 1 else f"{small} groups"
-            result.warnings.append(
-                f"{groups} with fewer than {compiled.min_group_size} rows {'was' if small == 1 else 'were'} "
-                f"suppressed ({read} is aggregate-only)"
-            )
+        groups = "1 group" if small == 1 else f"{small} groups"
+        result.warnings.append(
+            f"{groups} with fewer than {compiled.min_group_size} rows {'was' if small == 1 else 'were'} "
+            f"suppressed ({read} is aggregate-only)"
+        )

@@ -7,6 +7,12 @@ writes its row with :func:`write_audit`; each outer layer opens an :func:`audit_
 only when its scope ends with none. Scopes nest: a row written inside an inner scope counts for the
 outer ones too.
 
+A use case whose last step runs in a worker thread (the store's statement) can commit its row there
+too, with :meth:`CallStats.committing`: the row then commits in that thread when no batch is being
+written (leader/follower group commit, :meth:`catalog.audit.AuditLog.lead`), and the call crosses to a
+thread and back once instead of twice. The guarantees are the same: one row per call, and no call
+returns before its row has committed.
+
 The scope lives in a context variable. The MCP SDK runs a message's handler in a copy of the context
 of the HTTP request that carried it (that is how the authenticated principal reaches the tools), so
 the handler's rows land in the HTTP request's scope.
@@ -17,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping
+from concurrent.futures import Future
 from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any, TypeVar
@@ -33,6 +40,7 @@ from servers.prometheus_metrics import observe_audit, observe_audit_failure
 __all__ = ["ANONYMOUS", "CallStats", "audit_scope", "audited_call", "refusal", "write_audit"]
 
 T = TypeVar("T")
+A = TypeVar("A")
 
 #: The principal of a refused request that carried no valid credential.
 ANONYMOUS = "anonymous"
@@ -66,18 +74,26 @@ async def write_audit(log: AuditLog, record: AuditRecord) -> None:
         AuditError: the row could not be written; the caller must refuse the request (fail closed).
     """
     submitted = time.perf_counter()
-    committed = log.submit(record)
-    with anyio.CancelScope(shield=True):
-        try:
-            if _on_asyncio():
-                await asyncio.wrap_future(committed)
-            else:
-                await anyio.to_thread.run_sync(committed.result)
-        except BaseException as exc:
-            code = exc.code if isinstance(exc, DataProductsError) else "audit_failed"
-            observe_audit_failure(code)
-            note_audit_failure(record, code)
-            raise
+    await _committed(log.submit(record), record, submitted)
+
+
+async def _committed(committed: Future[None], record: AuditRecord, submitted: float) -> None:
+    """Wait (shielded) until ``record``'s commit, handed over at ``submitted`` (a :func:`time.perf_counter`
+    reading), has ended; raise its error, else count it in the metrics and for the open scopes."""
+    try:
+        if committed.done():  # written in the call's own thread: nothing to wait for
+            committed.result()
+        else:
+            with anyio.CancelScope(shield=True):
+                if _on_asyncio():
+                    await asyncio.wrap_future(committed)
+                else:
+                    await anyio.to_thread.run_sync(committed.result)
+    except BaseException as exc:
+        code = exc.code if isinstance(exc, DataProductsError) else "audit_failed"
+        observe_audit_failure(code)
+        note_audit_failure(record, code)
+        raise
     observe_audit(record, time.perf_counter() - submitted)
     rows = _written.get()
     if rows is not None:
@@ -130,6 +146,27 @@ class CallStats:
         self.rows = 0
         self.bytes = 0
         self.objects: list[str] = []
+        self._lead: Callable[[], tuple[Future[None], AuditRecord, float]] | None = None  # set by audited_call
+        self._led: tuple[Future[None], AuditRecord, float] | None = None
+
+    def committing(self, finish: Callable[[A], T]) -> Callable[[A], T]:
+        """``finish``, then this call's audit row committed in the same worker thread: the body's last step.
+
+        Give the returned function to something that runs it off the event loop (e.g.
+        :meth:`connectors.base.Connector.execute_then`) and return its result at once: the row says
+        ``ok`` with the stats as ``finish`` left them. If ``finish`` raises, no row is written there and
+        the call is audited as it fails. The row commits in this thread when no batch is being written,
+        else it is queued for the next group commit; either way :func:`audited_call` returns only once
+        it has committed. Outside :func:`audited_call` it is ``finish`` alone.
+        """
+
+        def run(arg: A) -> T:
+            result = finish(arg)
+            if self._lead is not None and self._led is None:
+                self._led = self._lead()
+            return result
+
+        return run
 
 
 async def audited_call(
@@ -147,6 +184,27 @@ async def audited_call(
     """
     stats = CallStats()
     started = time.perf_counter()
+
+    def row(outcome: Outcome, code: str | None) -> AuditRecord:
+        return AuditRecord(
+            principal=principal.name,
+            tool=tool,
+            product=stats.product,
+            args_digest=digest_args(args),
+            rows=stats.rows,
+            bytes=stats.bytes,
+            latency_ms=(time.perf_counter() - started) * 1000,
+            outcome=outcome,
+            error_code=code,
+            objects=sorted(set(stats.objects)) or None,
+        )
+
+    def lead() -> tuple[Future[None], AuditRecord, float]:
+        record = row("ok", None)
+        submitted = time.perf_counter()
+        return log.lead(record), record, submitted
+
+    stats._lead = lead
     outcome: Outcome = "ok"
     code: str | None = None
     failure: Exception | None = None
@@ -157,19 +215,10 @@ async def audited_call(
         code, failure = exc.code, exc
     except Exception as exc:  # an unexpected bug still leaves its audit row
         outcome, code, failure = "error", "internal_error", exc
-    record = AuditRecord(
-        principal=principal.name,
-        tool=tool,
-        product=stats.product,
-        args_digest=digest_args(args),
-        rows=stats.rows,
-        bytes=stats.bytes,
-        latency_ms=(time.perf_counter() - started) * 1000,
-        outcome=outcome,
-        error_code=code,
-        objects=sorted(set(stats.objects)) or None,
-    )
-    await write_audit(log, record)  # raises AuditError: fail closed
+    if stats._led is not None:  # the row was handed to the store's thread: it is the call's one row
+        await _committed(*stats._led)  # raises AuditError: fail closed
+    else:
+        await write_audit(log, row(outcome, code))  # raises AuditError: fail closed
     if failure is not None:
         raise failure
     return result

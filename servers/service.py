@@ -61,7 +61,7 @@ from embeddings.retrieval import (
     hybrid_search,
     index_catalog,
 )
-from servers._aggregate_only import aggregate_only_warnings, sql_aggregate_only_warning
+from servers._aggregate_only import aggregate_only_warnings, sql_aggregate_only_warning, suppressed_groups
 from servers._audit_trail import CallStats, audited_call
 from servers._call_facts import note_store, note_view, note_views
 from servers._resource_listing import PAGE_SIZE, product_page
@@ -437,14 +437,19 @@ class DataProductsService(QualityUseCases, MetricsUseCases, LineageUseCases, Rep
             compiled, prepared = self._statements.compiled(
                 store_view, query, compiler=self.compiler(connector), connector=connector
             )
-            rowset = await connector.execute(prepared)
-            result = _to_result(rowset, [view])
-            result.next_cursor = next_cursor(compiled, rowset)
-            await aggregate_only_warnings(store_view, query, compiled, connector, result)
-            deprecation_warning(view, result)
-            trust.apply(stamp(route, result))
-            stats.rows, stats.bytes, stats.objects = result.row_count, rowset.bytes, rowset.objects
-            return result
+            small = await suppressed_groups(compiled, connector)
+
+            def finish(rowset: RowSet) -> QueryResult:  # in the statement's worker thread
+                result = _to_result(rowset, [view])
+                result.next_cursor = next_cursor(compiled, rowset)
+                aggregate_only_warnings(store_view, query, compiled, result, small)
+                deprecation_warning(view, result)
+                trust.apply(stamp(route, result))
+                stats.rows, stats.bytes, stats.objects = result.row_count, rowset.bytes, rowset.objects
+                return result
+
+            # the audit row commits in the same thread, right after the result is built
+            return await connector.execute_then(prepared, stats.committing(finish))
 
         args = {"product": name, **query.model_dump(exclude_defaults=True, by_alias=True)}
         return await audited_call(self.audit, principal, "query_product", args, run)
@@ -468,15 +473,19 @@ class DataProductsService(QualityUseCases, MetricsUseCases, LineageUseCases, Rep
             connector = route.connector or await self.connector(connection_of(views))
             note_store(connector.kind)
             compiler = self.compiler(connector)
-            statement = await anyio.to_thread.run_sync(lambda: compiler.rewrite(parsed, store_views))
-            rowset = await connector.execute(statement)
-            result = _to_result(rowset, list(views.values()))
-            sql_aggregate_only_warning(views.values(), result)
-            for view in views.values():
-                deprecation_warning(view, result)
-            trust.apply(stamp(route, result))
-            stats.rows, stats.bytes, stats.objects = result.row_count, rowset.bytes, rowset.objects
-            return result
+            prepared = await anyio.to_thread.run_sync(lambda: connector.prepare(compiler.rewrite(parsed, store_views)))
+
+            def finish(rowset: RowSet) -> QueryResult:  # in the statement's worker thread
+                result = _to_result(rowset, list(views.values()))
+                sql_aggregate_only_warning(views.values(), result)
+                for view in views.values():
+                    deprecation_warning(view, result)
+                trust.apply(stamp(route, result))
+                stats.rows, stats.bytes, stats.objects = result.row_count, rowset.bytes, rowset.objects
+                return result
+
+            # the audit row commits in the same thread, right after the result is built
+            return await connector.execute_then(prepared, stats.committing(finish))
 
         return await audited_call(self.audit, principal, "run_sql", {"sql": sql}, run)
 

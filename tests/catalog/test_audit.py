@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
-from sqlalchemy import text
+from sqlalchemy import create_engine, text
+from sqlalchemy.pool import NullPool
 
 from catalog.audit import AuditLog, AuditRecord, digest_args
 from catalog.errors import AuditError
@@ -200,3 +201,38 @@ def test_rows_queued_while_another_writer_holds_the_sqlite_lock_commit_together(
             future.result(60)
         assert len(log.query(limit=100)) == 11
         assert log.transactions <= 2  # the ten rows that waited went in one transaction
+
+
+def test_a_row_a_leader_committed_is_readable_from_another_connection_once_it_returns(
+    registry: Registry, log: AuditLog
+) -> None:
+    def call(i: int) -> bool:
+        done = log.lead(record(principal=f"l{i}", time=T0 + timedelta(seconds=i)))
+        done.result(30)  # resolved already when this thread led; else once the writer thread committed it
+        other = create_engine(registry.engine.url, poolclass=NullPool)  # not the pool the log writes through
+        try:
+            with other.connect() as conn:
+                return (
+                    conn.execute(text("SELECT count(*) FROM dp_audit WHERE principal = :p"), {"p": f"l{i}"}).scalar()
+                    == 1
+                )
+        finally:
+            other.dispose()
+
+    assert call(-1)
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        assert all(pool.map(call, range(24)))
+    assert len(log.query(limit=100)) == 25
+
+
+def test_the_kept_connection_writes_again_after_a_batch_the_database_refused(registry: Registry, log: AuditLog) -> None:
+    log.record(record(principal="before"))
+    with registry.engine.begin() as conn:
+        conn.execute(text("ALTER TABLE dp_audit RENAME TO dp_audit_away"))
+    with pytest.raises(AuditError):
+        log.lead(record(principal="refused")).result(10)
+    with registry.engine.begin() as conn:
+        conn.execute(text("ALTER TABLE dp_audit_away RENAME TO dp_audit"))
+    assert log.lead(record(principal="after")).result(10) is None
+    assert [r.principal for r in log.query()] == ["after", "before"]
+    log.close()

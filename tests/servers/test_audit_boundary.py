@@ -6,7 +6,7 @@ from __future__ import annotations
 import itertools
 import logging
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -123,6 +123,9 @@ class FailingConnector(SQLiteConnector):
     failure: BaseException = RuntimeError("driver crashed while reading 4111-1111-1111-1111")
 
     async def _execute(self, statement: exp.Query | str | Prepared, limits: Limits, *, governed: bool) -> RowSet:
+        raise self.failure
+
+    async def _execute_then(self, prepared: Prepared, limits: Limits, then: Callable[[RowSet], Any]) -> Any:
         raise self.failure
 
 

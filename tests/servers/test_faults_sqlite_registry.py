@@ -164,13 +164,17 @@ async def test_a_tool_call_whose_audit_row_fails_waits_for_the_locked_registry_o
     service = open_service(tmp_path, sqlite_source(tmp_path / "shop.sqlite"))
     path = tmp_path / "registry.db"
     submitted: list[str] = []
-    submit = service.audit.submit
+    submit, lead = service.audit.submit, service.audit.lead
 
-    def counting(rec: Any) -> Any:
-        submitted.append(rec.tool)
-        return submit(rec)
+    def counting(write: Any) -> Any:
+        def counted(rec: Any) -> Any:
+            submitted.append(rec.tool)
+            return write(rec)
 
-    service.audit.submit = counting  # type: ignore[method-assign]
+        return counted
+
+    service.audit.submit = counting(submit)  # type: ignore[method-assign]
+    service.audit.lead = counting(lead)  # type: ignore[method-assign]  # the row led from the statement's thread
     async with service:
         server = create_server(service.settings, principal=READER, service=service)
         async with Client(server) as client:
