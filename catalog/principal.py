@@ -24,6 +24,7 @@ class Principal(BaseModel):
     roles: frozenset[str] = frozenset()
     scopes: frozenset[str] | None = None
     product_scopes: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    tool_scopes: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
     @property
     def subjects(self) -> frozenset[str]:
@@ -33,6 +34,13 @@ class Principal(BaseModel):
         """True when any of the given policy subjects names this principal."""
         wanted = [subject] if isinstance(subject, str) else subject
         return any(s in self.subjects for s in wanted)
+
+    def missing_tool_scopes(self, tool: str) -> list[str]:
+        """The scopes calling ``tool`` needs that this principal's token does not carry (sorted)."""
+        if self.scopes is None:
+            return []
+        needed = {s for name, scopes in self.tool_scopes if name == tool for s in scopes}
+        return sorted(needed - self.scopes)
 
     def missing_scopes(self, product: str) -> list[str]:
         """The scopes reading ``product`` needs that this principal's token does not carry (sorted)."""

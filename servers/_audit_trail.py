@@ -32,7 +32,7 @@ import anyio
 import anyio.to_thread
 
 from catalog.audit import AuditLog, AuditRecord, Outcome, digest_args
-from catalog.errors import AccessDeniedError, DataProductsError
+from catalog.errors import AccessDeniedError, DataProductsError, InsufficientScopeError
 from catalog.principal import Principal
 from servers._call_facts import note_audit_failure
 from servers.prometheus_metrics import observe_audit, observe_audit_failure
@@ -169,6 +169,28 @@ class CallStats:
         return run
 
 
+#: Use cases audited under another name than the tool whose ``auth.tool_scopes`` govern them: a
+#: resource read returns what ``describe_product`` does, a resource listing what product search lists.
+_SCOPED_AS = {"read_resource": "describe_product", "list_resources": "search_products"}
+
+
+def _require_tool_scopes(principal: Principal, tool: str) -> None:
+    """Refuse a use case whose tool needs a scope the principal's access token lacks, whatever the entry
+    point (an MCP tool call, a resource read, a catalog page view): the HTTP check covers tool calls only.
+
+    Raises:
+        InsufficientScopeError: a scope of ``auth.tool_scopes`` is missing.
+    """
+    scoped = _SCOPED_AS.get(tool, tool)
+    missing = principal.missing_tool_scopes(scoped)
+    if missing:
+        raise InsufficientScopeError(
+            f"{scoped} needs scope(s) {' '.join(missing)} that the access token lacks; "
+            f"sign in again asking for scope={' '.join(missing)!r}",
+            reason=f"the access token lacks scope(s) {' '.join(missing)}",
+        )
+
+
 async def audited_call(
     log: AuditLog,
     principal: Principal,
@@ -209,6 +231,7 @@ async def audited_call(
     code: str | None = None
     failure: Exception | None = None
     try:
+        _require_tool_scopes(principal, tool)
         result = await body(stats)
     except DataProductsError as exc:
         outcome = "denied" if isinstance(exc, AccessDeniedError) else "error"

@@ -34,8 +34,8 @@ def _called_tools(body: bytes) -> list[str]:
     """The tool names of the ``tools/call`` messages in a JSON-RPC body (one message or a batch)."""
     try:
         parsed: Any = json.loads(body)
-    except ValueError:
-        return []  # not JSON: the SDK answers it
+    except (ValueError, RecursionError):
+        return []  # not JSON (or nested past the parser's depth): the SDK answers it
     messages = parsed if isinstance(parsed, list) else [parsed]
     names = []
     for message in messages:

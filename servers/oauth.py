@@ -173,6 +173,7 @@ class OAuthVerifier:
             roles=frozenset(roles),
             scopes=scopes,
             product_scopes=tuple((p, tuple(s)) for p, s in self.config.product_scopes.items()),
+            tool_scopes=tuple((t, tuple(s)) for t, s in self.config.tool_scopes.items()),
         )
         exp = claims.get("exp")
         access = AccessToken(

@@ -228,6 +228,7 @@ class SessionKeeper:
             roles=frozenset(data.get("r") or ()),
             scopes=frozenset(scopes) if isinstance(scopes, list) else None,
             product_scopes=tuple((p, tuple(s)) for p, s in self.settings.auth.product_scopes.items()),
+            tool_scopes=tuple((t, tuple(s)) for t, s in self.settings.auth.tool_scopes.items()),
         )
         return Session(principal=principal, sid=str(data["s"]), expires=float(expires), issuer=issuer)
 

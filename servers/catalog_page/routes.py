@@ -28,7 +28,7 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, quote
+from urllib.parse import parse_qs, quote, unquote
 
 from jinja2 import Environment, FileSystemLoader
 from starlette.applications import Starlette
@@ -331,8 +331,10 @@ class CatalogPage:
         """Where to go after logging in: a page of this catalog, never another site."""
         if not target or not (target == self.prefix or target.startswith(self.prefix + "/")):
             return self.prefix
-        path = target.split("?", 1)[0]
-        if "//" in target or "\\" in target or ".." in path.split("/") or path.startswith(f"{self.prefix}/login"):
+        path = unquote(target.split("?", 1)[0])  # a browser reads %2e%2e as ..: judge the decoded path
+        if "//" in target or "\\" in target or "//" in path or "\\" in path or ".." in path.split("/"):
+            return self.prefix
+        if path.startswith(f"{self.prefix}/login"):
             return self.prefix
         return target
 

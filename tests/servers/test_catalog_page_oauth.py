@@ -21,10 +21,12 @@ import pytest
 from starlette.testclient import TestClient
 
 from catalog.audit import AuditLog
-from catalog.errors import ConfigError
+from catalog.errors import ConfigError, InsufficientScopeError
+from catalog.principal import Principal
 from catalog.registry import Registry
 from servers.demo import DemoWorkspace
 from servers.http import create_http_app
+from servers.service import DataProductsService
 from servers.settings import Settings, load_settings
 from tests.servers.oauth_issuer import (
     CLIENT_ID,
@@ -398,3 +400,71 @@ def test_a_public_page_client_signs_in_with_pkce_alone(demo: DemoWorkspace, issu
         issuer.public_page_client = False
     exchange = issuer.exchanges[-1]
     assert exchange["client_id"] == PAGE_CLIENT_ID and "client_secret" not in exchange
+
+
+# -- tool scopes hold on every entry point, not only on MCP tools/call -------------------------------
+
+ROWS = "dataproducts:rows"
+
+
+def test_tool_scopes_hold_on_the_catalog_page(demo: DemoWorkspace, issuer: Issuer) -> None:
+    settings = oauth_settings(demo, issuer, tool_scopes={"query_product": [ROWS], "describe_product": [ROWS]})
+    registry = Registry.from_url(settings.resolved_registry_url())
+    try:
+        with TestClient(create_http_app(settings), follow_redirects=False) as client:
+            site = Site(issuer, settings, client, AuditLog.from_registry(registry))
+            lacking = {"Authorization": f"Bearer {site.token()}"}
+            page = client.get("/catalog/products/shop.orders", headers=lacking)
+            assert page.status_code == 403 and "insufficient_scope" in page.text and ROWS in page.text
+            assert 'id="sample"' not in page.text and "<td" not in page.text
+            rows = site.audit.query(principal="eve@example.org", tool="describe_product", limit=1)
+            assert [(r.outcome, r.error_code) for r in rows] == [("denied", "insufficient_scope")]
+
+            granted = {"Authorization": f"Bearer {site.token(scope=f'{READ} {ROWS}')}"}
+            served = client.get("/catalog/products/shop.orders", headers=granted)
+            assert served.status_code == 200 and 'id="sample"' in served.text
+    finally:
+        registry.close()
+
+
+def test_a_body_nested_past_the_parser_depth_is_answered_not_crashed(demo: DemoWorkspace, issuer: Issuer) -> None:
+    settings = oauth_settings(demo, issuer, tool_scopes={"run_sql": [ROWS]})
+    with TestClient(create_http_app(settings), follow_redirects=False) as client:
+        token = issuer.token(aud=RESOURCE, scope=f"openid {READ}", **EVE)
+        answer = client.post(
+            "/mcp",
+            headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+            content=b"[" * 20000,
+        )
+    assert answer.status_code < 500
+
+
+@pytest.mark.parametrize("target", ["/catalog/%2e%2e/mcp", "/catalog/.%2e/metrics", "/catalog/%2E%2E/x"])
+def test_after_login_a_percent_encoded_dot_segment_goes_to_the_catalog(site: Site, target: str) -> None:
+    answer = paste(site.client, site.token(), next_page=target)
+    assert answer.status_code in (200, 303)
+    assert target not in answer.headers.get("location", "") and target not in answer.text
+
+
+@pytest.mark.anyio
+async def test_a_resource_read_is_scoped_as_describe_product(demo: DemoWorkspace, issuer: Issuer) -> None:
+    """The HTTP check sees tools/call only: the use case itself refuses a resource read (and a listing)."""
+    settings = oauth_settings(demo, issuer, tool_scopes={"describe_product": [ROWS], "search_products": [ROWS]})
+    eve = Principal(
+        name="eve@example.org",
+        roles=frozenset({"sales-eu"}),
+        scopes=frozenset({READ}),
+        tool_scopes=tuple((t, tuple(s)) for t, s in settings.auth.tool_scopes.items()),
+    )
+    async with DataProductsService.open(settings) as service:
+        with pytest.raises(InsufficientScopeError, match=ROWS):
+            await service.product_document(eve, "shop.orders")
+        with pytest.raises(InsufficientScopeError, match=ROWS):
+            await service.list_product_resources(eve)
+        rows = service.audit.query(principal="eve@example.org", limit=2)
+        assert {(r.tool, r.outcome, r.error_code) for r in rows} == {
+            ("read_resource", "denied", "insufficient_scope"),
+            ("list_resources", "denied", "insufficient_scope"),
+        }
+        granted = eve.model_copy(update={"scopes": frozenset({READ, ROWS})})
+        assert "order_id" in await service.product_document(granted, "shop.orders")
