@@ -163,7 +163,8 @@ def replica_problems(contract: ProductContract) -> list[tuple[str, str]]:
 
 
 def columns_digest(contract: ProductContract) -> str:
-    """What a replica's layout depends on: the columns, their types, the primary key and the masks at rest.
+    """What a replica's layout depends on: the source it reads, the columns, their types, the primary key and
+    the masks at rest.
 
     A replica built for another digest is rebuilt in full by the next sync, and not read until then.
     """
@@ -173,5 +174,6 @@ def columns_digest(contract: ProductContract) -> str:
         "columns": [(c.name, c.type) for c in contract.columns],
         "key": contract.primary_key,
         "masks": sorted(masks.items()),
+        "source": contract.source.model_dump(mode="json"),  # another table or query: other rows
     }
     return hashlib.sha256(json.dumps(layout, sort_keys=True).encode("utf-8")).hexdigest()

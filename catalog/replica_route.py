@@ -24,6 +24,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
+import sqlglot
+from sqlglot import exp
+from sqlglot.errors import SqlglotError
+
 from catalog.contract import ProductContract, Source, parse_duration
 from catalog.freshness import freshness_sla
 from catalog.policy import GovernedView
@@ -31,7 +35,7 @@ from catalog.replica import AnalyticalReplica, at_rest_masks, columns_digest
 from catalog.replica_log import ReplicaSync
 from catalog.timestamps import format_age
 
-__all__ = ["REPLICA_TABLE", "StoreChoice", "choose_store", "replica_view"]
+__all__ = ["REPLICA_TABLE", "StoreChoice", "choose_store", "portable_filter", "replica_view"]
 
 #: The table every replica file holds.
 REPLICA_TABLE = "replica"
@@ -78,8 +82,16 @@ def choose_store(
     for what, limit in limits:
         if lag_s > parse_duration(limit).total_seconds():
             return fallback(f"the replica of {name} is {format_age(lag_s)} behind, over {what} {limit}")
+    stored = at_rest_masks(contract) if replica.masked_at_rest else {}
+    unsure = [where for where in view.row_filters if not portable_filter(where, set(stored))]
+    if unsure:
+        return fallback(
+            f"a row filter of your view of {name} ({unsure[0][:80]!r}) is evaluated by the source: it reads a "
+            "column stored masked, or uses what the replica's engine may evaluate differently (pattern "
+            "matching, functions, ordering of text)"
+        )
     if replica.masked_at_rest:
-        if dict(view.masked) != at_rest_masks(contract):
+        if dict(view.masked) != stored:
             return fallback(f"the replica of {name} stores masked values and your view of it is not the masked one")
     else:
         computed = [c for c in view.masked if (column := contract.column(c)) is not None and column.type != "string"]
@@ -89,6 +101,41 @@ def choose_store(
                 "text form, so the source computes them"
             )
     return StoreChoice("replica", run)
+
+
+_COMPARISONS = (exp.EQ, exp.NEQ)
+_ORDERINGS = (exp.GT, exp.GTE, exp.LT, exp.LTE, exp.Between)
+_STRUCTURE = (exp.And, exp.Or, exp.Not, exp.Paren, exp.In, exp.Is, exp.Tuple)
+_VALUES = (exp.Column, exp.Identifier, exp.Literal, exp.Boolean, exp.Null, exp.Neg)
+
+
+def portable_filter(where: str, stored_masked: set[str]) -> bool:
+    """True when the row filter ``where`` selects the same rows on the replica (DuckDB) as on any source:
+    only columns not stored masked, literals, ``=``/``<>``/``IN``/``IS [NOT] NULL``, ``AND``/``OR``/``NOT``,
+    and orderings (``<``, ``BETWEEN``…) against numbers only — no pattern matching, no function, no text
+    ordering (collations differ between stores), nothing read in another dialect's sense.
+    """
+    try:
+        parsed = sqlglot.parse_one(where, into=exp.Condition)
+    except SqlglotError:
+        return False
+    for node in parsed.walk():
+        if isinstance(node, exp.Column):
+            if node.name in stored_masked or node.name.lower() in {c.lower() for c in stored_masked}:
+                return False
+        elif isinstance(node, _ORDERINGS):
+            bounds = [node.expression] if not isinstance(node, exp.Between) else [node.args["low"], node.args["high"]]
+            if not all(_number(bound) for bound in bounds):
+                return False
+        elif not isinstance(node, _COMPARISONS + _STRUCTURE + _VALUES):
+            return False
+    return True
+
+
+def _number(node: exp.Expr | None) -> bool:
+    if isinstance(node, exp.Neg):
+        node = node.this
+    return isinstance(node, exp.Literal) and not node.is_string
 
 
 def replica_view(view: GovernedView, *, connection: str, table: str = REPLICA_TABLE) -> GovernedView:

@@ -26,13 +26,19 @@ from catalog.errors import ConnectorUnavailableError
 from connectors.base import ConnectionConfig
 from connectors.duckdb import _DRIVER_CONFIG, DuckDBConnector, _literal
 
-__all__ = ["DuckDBReplicaSet", "replica_catalog"]
+__all__ = ["replica_slug", "DuckDBReplicaSet", "replica_catalog"]
 
 
 def replica_catalog(product: str) -> str:
     """The catalog name a product's replica file is attached under (``replica_shop__orders``): audit rows
     name the replica read as ``replica_shop__orders.main.replica``."""
-    return "replica_" + product.replace(".", "__")
+    return "replica_" + replica_slug(product)
+
+
+def replica_slug(product: str) -> str:
+    """``product`` as one name, one to one: ``_`` written ``_5f`` first, then ``.`` written ``__``, so
+    ``crm__eu.people`` and ``crm.eu__people`` get different folders and catalogs."""
+    return product.replace("_", "_5f").replace(".", "__")
 
 
 class DuckDBReplicaSet(DuckDBConnector):

@@ -49,6 +49,7 @@ from catalog.validate import validate_against_source
 from connectors._replica_file import REPLICA_TABLE, ReplicaFile, duckdb_type, generation_files
 from connectors._replica_scan import postgres_extension, scan_statement, scanner_dsn
 from connectors.base import Connector
+from connectors.duckdb_replicas import replica_slug
 
 __all__ = ["SYNCER", "SyncProgress", "SyncReport", "replica_folder", "replica_of", "sync_replica"]
 
@@ -106,7 +107,7 @@ def replica_of(contract: ProductContract) -> AnalyticalReplica:
 
 def replica_folder(root: Path, product: str) -> Path:
     """The folder of one product's replica generations under ``root``."""
-    return root / product.replace(".", "__")
+    return root / replica_slug(product)
 
 
 async def sync_replica(

@@ -12,7 +12,8 @@ from catalog.policy import govern
 from catalog.principal import Principal
 from catalog.replica import columns_digest
 from catalog.replica_log import ReplicaSync
-from catalog.replica_route import choose_store, replica_view
+from catalog.replica_route import choose_store, portable_filter, replica_view
+from connectors.duckdb_replicas import replica_catalog, replica_slug
 
 NOW = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
 READER = Principal(name="rita", roles=frozenset({"analyst"}))
@@ -97,3 +98,48 @@ def test_the_replica_view_reads_stored_masks_as_they_are_and_keeps_the_others() 
     assert on_replica.masked == {}  # stored hashed: not hashed again
     assert on_replica.column_type("email") == "string" and on_replica.row_filters == view.row_filters
     assert on_replica.contract.source.table == "replica_shop__orders.replica"
+
+
+@pytest.mark.parametrize(
+    ("where", "portable"),
+    [
+        ("region = 'EU'", True),
+        ("region IN ('EU', 'US') AND amount > 10", True),
+        ("NOT (amount BETWEEN -5 AND 5) OR region IS NULL", True),
+        ("region NOT LIKE 'eu'", False),  # SQLite's LIKE ignores case, DuckDB's does not
+        ("region ILIKE 'eu%'", False),
+        ("region SIMILAR TO 'EU%'", False),  # PostgreSQL and DuckDB disagree on 'EU-west'
+        ("lower(region) = 'eu'", False),
+        ("region < 'M'", False),  # text ordering follows the store's collation
+        ("email = 'a@example.org'", False),  # email is stored hashed in the replica
+        ("not sql at all (", False),
+    ],
+)
+def test_only_row_filters_every_engine_reads_alike_run_on_the_replica(where: str, portable: bool) -> None:
+    assert portable_filter(where, {"email"}) is portable
+
+
+def test_a_row_filter_the_replica_could_read_differently_sends_the_read_to_the_source() -> None:
+    masking = [{"columns": ["email"], "method": "hash"}]
+    for where, masked_at_rest in (("email NOT LIKE 'p1%'", True), ("CAST(order_id AS TEXT) LIKE '1%'", False)):
+        data = _contract(masking=masking, masked_at_rest=masked_at_rest).model_dump(mode="json", by_alias=True)
+        data["policy"]["row_filters"] = [{"when": "*", "where": where}]
+        contract = ProductContract.model_validate(data)
+        run = _run(contract, masked_at_rest=masked_at_rest)
+        choice = choose_store(govern(contract, READER), run, aggregate=True, now=NOW)
+        assert choice.store == "source", where
+        assert "is evaluated by the source" in (choice.fallback_reason or "")
+
+
+def test_a_replica_of_another_source_is_not_read() -> None:
+    contract = _contract()
+    moved = contract.model_copy(update={"source": contract.source.model_copy(update={"table": "orders_2026"})})
+    assert columns_digest(moved) != columns_digest(contract)
+    choice = choose_store(govern(moved, READER), _run(contract), aggregate=True, now=NOW)
+    assert choice.store == "source" and "built for another version" in (choice.fallback_reason or "")
+
+
+def test_replica_names_are_one_to_one() -> None:
+    assert replica_slug("crm__eu.people") != replica_slug("crm.eu__people")
+    assert replica_catalog("crm__eu.people") != replica_catalog("crm.eu__people")
+    assert replica_catalog("shop.orders") == "replica_shop__orders"
