@@ -19,7 +19,7 @@ from catalog.values import json_value
 from connectors.base import Connector
 from connectors.search_base import key_token
 
-__all__ = ["KEYS_PER_READ", "visible_keys"]
+__all__ = ["KEYS_PER_READ", "searchable", "visible_keys"]
 
 #: Keys re-read per statement. The keys are ORed into one WHERE clause, which stores parse as a tree
 #: as deep as the number of keys: SQLite refuses one deeper than 1000 ("Expression tree is too large").
@@ -57,3 +57,11 @@ async def _visible_batch(
     query = Query(columns=list(primary_key), where=where, limit=len(keys))
     rowset = await connector.execute(compiler.bounded(max_rows=len(keys)).compile(view, query))
     return {key_token({c: json_value(v) for c, v in zip(rowset.columns, row, strict=True)}) for row in rowset.rows}
+
+
+def searchable(view: GovernedView, field: str) -> bool:
+    """A hit on ``field`` may be shown: the field is neither masked nor aggregate-only for the principal,
+    and the row's key (which cites it) is not aggregate-only."""
+    if field in view.masked or field in view.aggregate_only:
+        return False
+    return not set(view.aggregate_only) & set(view.contract.primary_key)

@@ -11,9 +11,12 @@ from catalog.freshness import Freshness
 from catalog.lineage import LineageGraph
 from catalog.policy import GovernedView
 from catalog.quality_log import CheckResult
+from catalog.query import RowSet
+from catalog.values import json_value
 from embeddings.retrieval import RetrievedChunk
 
 __all__ = [
+    "query_result",
     "CheckInfo",
     "ColumnInfo",
     "FreshnessInfo",
@@ -393,3 +396,15 @@ def deprecation_warning(view: GovernedView, result: QueryResult | MetricsResult)
     if view.contract.deprecated:
         note = f": {view.contract.deprecation_note}" if view.contract.deprecation_note else ""
         result.warnings.append(f"{view.contract.name} is deprecated{note}")
+
+
+def query_result(rowset: RowSet, views: list[GovernedView]) -> QueryResult:
+    """The rows of ``rowset`` as a tool result; ``masked_columns`` names those masked for the principal."""
+    masked = sorted({c for v in views for c in v.masked if c in rowset.columns})
+    return QueryResult(
+        columns=rowset.columns,
+        rows=[[json_value(v) for v in row] for row in rowset.rows],
+        row_count=len(rowset.rows),
+        truncated=rowset.truncated,
+        masked_columns=masked,
+    )

@@ -47,7 +47,6 @@ from catalog.query import Query, RowSet
 from catalog.registry import Registry, unknown_product
 from catalog.replica_log import ReplicaLog
 from catalog.sqlguard import connection_of, parse_product_sql
-from catalog.values import json_value
 from connectors import connector_for
 from connectors.base import Connector
 from embeddings.answer import Answer, Passage, build_messages, cited_numbers
@@ -66,7 +65,7 @@ from servers._audit_trail import CallStats, audited_call
 from servers._call_facts import note_store, note_view, note_views
 from servers._resource_listing import PAGE_SIZE, product_page
 from servers._statements import MetricsStatementCache, StatementCache
-from servers._visible import visible_keys
+from servers._visible import searchable, visible_keys
 from servers.lineage_cases import LineageUseCases
 from servers.metrics_cases import MetricsUseCases
 from servers.prometheus_metrics import counted_run
@@ -83,6 +82,7 @@ from servers.results import (
     deprecation_warning,
     describe,
     document_hit,
+    query_result,
 )
 from servers.retrieval_backend import RetrievalBackend
 from servers.search_index import stamp_search
@@ -377,7 +377,7 @@ class DataProductsService(QualityUseCases, MetricsUseCases, LineageUseCases, Rep
             )
             if not hits and (missing := await self.retrieval.not_indexed(sorted(views))):
                 raise missing  # a lost or never built index, not "no match"
-        kept = [h for h in hits if _searchable(views[h.product], h.field)]
+        kept = [h for h in hits if searchable(views[h.product], h.field)]
         if per_row:
             kept = group_by_row(kept)
         visible: dict[str, set[str]] = {}
@@ -440,7 +440,7 @@ class DataProductsService(QualityUseCases, MetricsUseCases, LineageUseCases, Rep
             small = await suppressed_groups(compiled, connector)
 
             def finish(rowset: RowSet) -> QueryResult:  # in the statement's worker thread
-                result = _to_result(rowset, [view])
+                result = query_result(rowset, [view])
                 result.next_cursor = next_cursor(compiled, rowset)
                 aggregate_only_warnings(store_view, query, compiled, result, small)
                 deprecation_warning(view, result)
@@ -476,7 +476,7 @@ class DataProductsService(QualityUseCases, MetricsUseCases, LineageUseCases, Rep
             prepared = await anyio.to_thread.run_sync(lambda: connector.prepare(compiler.rewrite(parsed, store_views)))
 
             def finish(rowset: RowSet) -> QueryResult:  # in the statement's worker thread
-                result = _to_result(rowset, list(views.values()))
+                result = query_result(rowset, list(views.values()))
                 sql_aggregate_only_warning(views.values(), result)
                 for view in views.values():
                     deprecation_warning(view, result)
@@ -594,22 +594,3 @@ class DataProductsService(QualityUseCases, MetricsUseCases, LineageUseCases, Rep
             compiler = Compiler(connector.dialect, self._salt, self.settings.limits)
             self._compilers[connector.name] = compiler
         return compiler
-
-
-def _searchable(view: GovernedView, field: str) -> bool:
-    """A hit on ``field`` may be shown: the field is neither masked nor aggregate-only for the principal,
-    and the row's key (which cites it) is not aggregate-only."""
-    if field in view.masked or field in view.aggregate_only:
-        return False
-    return not set(view.aggregate_only) & set(view.contract.primary_key)
-
-
-def _to_result(rowset: RowSet, views: list[GovernedView]) -> QueryResult:
-    masked = sorted({c for v in views for c in v.masked if c in rowset.columns})
-    return QueryResult(
-        columns=rowset.columns,
-        rows=[[json_value(v) for v in row] for row in rowset.rows],
-        row_count=len(rowset.rows),
-        truncated=rowset.truncated,
-        masked_columns=masked,
-    )

@@ -21,8 +21,9 @@ from catalog.policy import govern
 from catalog.query import Query
 from catalog.registry import Registry
 from embeddings.index import indexable_fields
+from servers._visible import searchable
 from servers.demo import DemoWorkspace
-from servers.service import DataProductsService, _searchable
+from servers.service import DataProductsService
 from servers.settings import Settings, load_settings
 from tests.catalog.governance_fixtures import ANALYST, CONTRACT_YAML
 
@@ -106,9 +107,9 @@ def test_aggregate_only_text_fields_are_never_indexed_nor_shown_as_hits() -> Non
     fields, skipped = indexable_fields(contract)
     assert fields == ["code"] and "aggregate-only" in skipped["note"]
     view = govern(contract, ANALYST)
-    assert not _searchable(view, "note") and _searchable(view, "code")
+    assert not searchable(view, "note") and searchable(view, "code")
     data["policy"]["aggregate_only"] = {"columns": ["person_id"]}  # the key cites the row: no hit is shown
-    assert not _searchable(govern(ProductContract.model_validate(data), ANALYST), "code")
+    assert not searchable(govern(ProductContract.model_validate(data), ANALYST), "code")
 
 
 def test_query_metrics_suppresses_small_groups_of_metrics_over_the_column(settings: Settings) -> None:

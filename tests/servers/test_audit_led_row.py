@@ -68,7 +68,7 @@ async def test_a_result_that_fails_to_build_leaves_exactly_one_error_row(
     def broken(*args: Any) -> Any:
         raise RuntimeError("result building failed")
 
-    monkeypatch.setattr(servers.service, "_to_result", broken)
+    monkeypatch.setattr(servers.service, "query_result", broken)
     sam = Principal(name="led-broken", roles=frozenset({"analyst", "sales"}))
     async with DataProductsService.open(settings) as service:
         calls = watching(service)
