@@ -208,7 +208,6 @@ class EmbeddedSearchStore(SearchStore):
         self._lock = threading.Lock()  # guards the connections and the schema flag
         self._write_lock = threading.Lock()  # one writer per store; other processes wait on SQLite's lock
         self._readers: list[sqlite3.Connection] = []
-        self._opened: list[sqlite3.Connection] = []
         self._writer: sqlite3.Connection | None = None
         self._ready = False
         self._closed = False
@@ -228,7 +227,6 @@ class EmbeddedSearchStore(SearchStore):
         conn.execute("PRAGMA journal_mode = WAL")
         conn.execute("PRAGMA synchronous = NORMAL")
         conn.execute(f"PRAGMA mmap_size = {MMAP_BYTES}")  # pages read in place, not copied per lookup
-        self._opened.append(conn)
         return conn
 
     @contextmanager
@@ -622,17 +620,27 @@ class EmbeddedSearchStore(SearchStore):
                 self._cache[product] = loaded
         return loaded
 
+    def _close_writer(self, writer: sqlite3.Connection) -> None:
+        with self._write_lock:
+            writer.close()
+
     def _forget_dropped(self, products: set[str]) -> None:
         with self._cache_lock:
             for product in self._cache.keys() - products:
                 del self._cache[product]
 
     async def aclose(self) -> None:
+        """Close the idle connections now; a reader still in use is closed by its user when it is done
+        (``_read``), the writer once a write under way has ended: closing a connection another thread is
+        running a statement on crashes the process."""
         with self._lock:
             self._closed = True
-            opened, self._opened, self._readers, self._writer = self._opened, [], [], None
-        for conn in opened:
+            idle, self._readers = self._readers, []
+            writer, self._writer = self._writer, None
+        for conn in idle:
             conn.close()
+        if writer is not None:
+            await anyio.to_thread.run_sync(self._close_writer, writer)
         with self._cache_lock:
             self._cache.clear()
         with self._lock:
